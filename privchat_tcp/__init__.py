@@ -1,0 +1,40 @@
+"""privchat-tcp: an instant-messaging server speaking the PrivChat model over a binary TCP protocol."""
+
+from ._version import __version__
+from .client import Client, Push
+from .config import Settings, load_settings
+from .errors import (
+    ConfigError,
+    ErrorCode,
+    InvalidState,
+    PrivchatError,
+    ProtocolViolation,
+    ServiceError,
+    Status,
+)
+from .frame import IMPL, decode_header, encode_header, split_frames
+from .protocol import Cmd, Connection
+from .server import Server, serve
+
+__all__ = [
+    "__version__",
+    "Client",
+    "Push",
+    "Settings",
+    "load_settings",
+    "ConfigError",
+    "ErrorCode",
+    "InvalidState",
+    "PrivchatError",
+    "ProtocolViolation",
+    "ServiceError",
+    "Status",
+    "IMPL",
+    "decode_header",
+    "encode_header",
+    "split_frames",
+    "Cmd",
+    "Connection",
+    "Server",
+    "serve",
+]

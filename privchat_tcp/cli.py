@@ -1,0 +1,174 @@
+"""``privchat-tcp``: serve, chat (an interactive terminal client), keygen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .config import add_arguments, load_settings
+from .errors import ConfigError, PrivchatError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privchat-tcp",
+                                     description="privchat-tcp instant-messaging server")
+    parser.add_argument("--version", action="version", version=f"privchat-tcp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="run the server",
+        description="Run the server. Every setting is also read from PRIVCHAT_<NAME> "
+                    "environment variables and from a TOML file (--config).")
+    add_arguments(serve)
+    chat = sub.add_parser("chat", help="interactive terminal client")
+    chat.add_argument("--host", default="127.0.0.1")
+    chat.add_argument("--port", type=int, default=9001)
+    keygen = sub.add_parser("keygen", help="write a new RSA server key (PEM)")
+    keygen.add_argument("path", help="where to write the private key")
+    keygen.add_argument("--bits", type=int, default=2048)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = load_settings(args)
+        except ConfigError as exc:
+            print(f"privchat-tcp: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from .server import run
+
+        run(settings)
+        return 0
+    if args.command == "keygen":
+        from .crypto import ServerKey
+
+        path = pathlib.Path(args.path)
+        if path.exists():
+            print(f"privchat-tcp: {path} exists; not overwriting", file=sys.stderr)
+            return 2
+        key = ServerKey.generate(args.bits)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(key.private_pem())
+        print(f"wrote {path}\nfingerprint (SHA-256): {key.fingerprint()}")
+        return 0
+    try:
+        asyncio.run(chat(args.host, args.port))
+    except (KeyboardInterrupt, EOFError):
+        pass
+    return 0
+
+
+HELP = """commands:
+  /register USER PASS      create an account and log in
+  /login USER PASS         log in
+  /channels                list your channels
+  /dm USER_ID TEXT         send a direct message
+  /send CHANNEL_ID TEXT    send to a channel
+  /group NAME [USER_ID..]  create a group
+  /add GROUP_ID USER_ID    add a member
+  /history CHANNEL_ID      pull a channel's messages
+  /quit"""
+
+
+async def chat(host: str, port: int) -> None:
+    from .client import Client
+    from .protocol import Cmd
+
+    client = await Client.connect(host, port)
+    loop = asyncio.get_running_loop()
+    print(f"connected to {host}:{port}\n{HELP}")
+
+    def show(msg: object) -> None:
+        print(f"\r{msg}\n> ", end="", flush=True)
+
+    def text_of(m: object) -> str:
+        payload = getattr(m, "payload", b"")
+        try:
+            return str(json.loads(payload).get("content", ""))
+        except (ValueError, AttributeError):
+            return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+    async def watch() -> None:
+        async for push in client.pushes():
+            m = push.message
+            if push.command == Cmd.MPS:
+                kind = "revoked" if m.deleted else "message"
+                show(f"[{kind}] channel {m.channel_id} pts {m.message_seq} from {m.from_uid}: "
+                     f"{text_of(m)}")
+            elif push.command == Cmd.LOGOUT:
+                show(f"[server ended the session] {m.message}")
+            else:
+                show(f"[push {push.command}] {m}")
+
+    watcher = loop.create_task(watch())
+    try:
+        while True:
+            line = (await loop.run_in_executor(None, input, "> ")).strip()
+            if not line:
+                continue
+            parts = line.split(" ", 2)
+            cmd = parts[0]
+            try:
+                if cmd == "/quit":
+                    break
+                if cmd in ("/register", "/login"):
+                    if cmd == "/register":
+                        await client.register(parts[1], parts[2])
+                    else:
+                        await client.password_login(parts[1], parts[2])
+                    auth = await client.login()
+                    await client.ready()
+                    print(f"logged in as user {auth.user_id}")
+                elif cmd == "/channels":
+                    data = await client.rpc("entity/sync_entities", {"entity_type": "channel"})
+                    for item in data["items"]:
+                        p = item["payload"]
+                        kind = "direct" if p["channel_type"] == 1 else "group"
+                        print(f"  {p['channel_id']} {kind} {p['name']!r} pts {p['current_pts']}")
+                elif cmd == "/dm":
+                    r = await client.send(to_user=int(parts[1]), text=parts[2])
+                    print(f"sent: channel {r.channel_id} pts {r.message_seq}")
+                elif cmd == "/send":
+                    r = await client.send(int(parts[1]), parts[2])
+                    print(f"sent: pts {r.message_seq}")
+                elif cmd == "/group":
+                    rest = line.split()[1:]
+                    g = await client.rpc("group/group/create", {
+                        "name": rest[0], "member_ids": [int(x) for x in rest[1:]]})
+                    print(f"group {g['group_id']} created")
+                elif cmd == "/add":
+                    await client.rpc("group/member/add", {"group_id": int(parts[1]),
+                                                          "user_id": int(parts[2])})
+                    print("added")
+                elif cmd == "/history":
+                    diff = await client.pull(int(parts[1]), 0, 50)
+                    for m in diff.messages:
+                        print(f"  pts {m.message_seq} from {m.from_uid}: {text_of(m)}")
+                else:
+                    print(HELP)
+            except (IndexError, ValueError):
+                print(HELP)
+            except PrivchatError as exc:
+                print(f"error: {exc}")
+            except ConnectionError:
+                print("connection closed")
+                break
+    finally:
+        watcher.cancel()
+        await client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""An asyncio client for privchat-tcp: requests by seq, pushes as an async iterator.
+
+    client = await Client.connect("127.0.0.1", 9001)
+    auth = await client.register("alice", "secret1")
+    await client.login(auth["token"])
+    await client.ready()
+    resp = await client.send(channel_id, "hello")
+    async for push in client.pushes():   # Push(command, message, pts ...)
+        ...
+
+The client keeps, per channel, the highest pts it has handed out; pushes at or below it are
+dropped (``duplicates`` counts them), a jump past it triggers an MP pull of the gap, an MN
+triggers a pull, and every delivered message is acknowledged (ACK) in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import frame as _frame
+from .errors import InvalidState, ServiceError
+from .protocol import Cmd
+from .proto import privchat_pb2 as pb
+
+__all__ = ["Client", "Push"]
+
+MAX_QUEUE = 100_000
+
+
+class Push:
+    """One delivered event: a message (MPS/MPB/MP), a notify (MN), a PUB or a LOGOUT."""
+
+    __slots__ = ("command", "message", "status", "e2e")
+
+    def __init__(self, command: int, message: Any, status: int = 0, e2e: bool = False) -> None:
+        self.command = command
+        self.message = message
+        self.status = status
+        self.e2e = e2e
+
+    def __repr__(self) -> str:
+        return f"Push(command={self.command}, status={self.status})"
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        frames, consumed, violation, _, _ = _frame.split_frames(self.buf, 64 << 20, False)
+        del self.buf[:consumed]
+        for seq, command, flags, status, body in frames:
+            self.client._on_frame(seq, command, flags, status, body)
+        if violation:
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.client._on_lost()
+
+
+class Client:
+    def __init__(self, host: str, port: int, *, track: bool = True,
+                 auto_ack: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.track = track
+        self.auto_ack = auto_ack
+        self._proto: _Protocol | None = None
+        self._seq = 0
+        self._waiters: dict[int, asyncio.Future[tuple[int, int, bytes]]] = {}
+        self._queue: collections.deque[Push] = collections.deque()
+        self._queue_event = asyncio.Event()
+        self._paused = False
+        self.last_pts: dict[int, int] = {}
+        self.duplicates = 0
+        self._pulling: set[int] = set()
+        self._acks: dict[int, int] = {}
+        self._ack_scheduled = False
+        self.token = ""
+        self.device_id = ""
+        self.user_id = 0
+        self.auth: pb.AuthorizationResponse | None = None
+        self.closed_by_server: Push | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- connection ------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, host: str = "127.0.0.1", port: int = 9001, **kw: Any) -> Client:
+        client = cls(host, port, **kw)
+        await client._dial()
+        return client
+
+    async def _dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+        self._proto = proto
+        self._seq = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._proto is not None and not self._proto.closed.done()
+
+    async def close(self) -> None:
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+            await proto.closed
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        assert self._proto is not None
+        await asyncio.wait_for(asyncio.shield(self._proto.closed), timeout)
+
+    def _on_lost(self) -> None:
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("connection closed"))
+        self._waiters.clear()
+        self._queue_event.set()
+
+    # ---- frames ----------------------------------------------------------------------------
+    def send_raw(self, command: int, body: bytes, flags: int = 0, seq: int | None = None,
+                 status: int = 0) -> int:
+        if not self.connected:
+            raise InvalidState("not connected")
+        if seq is None:
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        assert self._proto is not None and self._proto.transport is not None
+        self._proto.transport.write(
+            _frame.encode_header(len(body), seq, command, flags, status) + body)
+        return seq
+
+    async def request(self, command: int, body: bytes, flags: int = 0,
+                      timeout: float = 30.0) -> tuple[int, int, bytes]:
+        """Send a request; returns (status, flags, body) of the response."""
+        seq = self.send_raw(command, body, flags)
+        fut: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiters[seq] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(seq, None)
+
+    async def call(self, command: int, message: Any, reply_type: Any) -> Any:
+        status, _, body = await self.request(command, message.SerializeToString())
+        if status:
+            err = pb.Error.FromString(body)
+            raise ServiceError(err.code, err.message, status)
+        return reply_type.FromString(body) if reply_type is not None else None
+
+    def _on_frame(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
+        flow = flags & 0x03
+        if flow == 1:
+            fut = self._waiters.get(seq)
+            if fut is not None and not fut.done():
+                fut.set_result((status, flags, body))
+            return
+        e2e = flags & 0x0C == 0x0C
+        if command == Cmd.MPS:
+            self._deliver([pb.PushMessageRequest.FromString(body)], e2e)
+        elif command == Cmd.MPB:
+            self._deliver(list(pb.PushBatchRequest.FromString(body).messages), e2e)
+        elif command == Cmd.MN:
+            note = pb.MessageNotify.FromString(body)
+            self._enqueue(Push(command, note))
+            if self.track:
+                self._spawn(self._catch_up(note.channel_id))
+        elif command == Cmd.PUB:
+            self._enqueue(Push(command, pb.PublishRequest.FromString(body)))
+        elif command == Cmd.LOGOUT:
+            push = Push(command, pb.Error.FromString(body), status)
+            self.closed_by_server = push
+            self._enqueue(push)
+
+    def _deliver(self, messages: list[pb.PushMessageRequest], e2e: bool = False) -> None:
+        for msg in messages:
+            cid = msg.channel_id
+            if self.track:
+                last = self.last_pts.get(cid, 0)
+                if msg.message_seq <= last:
+                    self.duplicates += 1
+                    continue
+                if msg.message_seq > last + 1:
+                    self._spawn(self._catch_up(cid))
+                    continue  # the pull delivers it in order
+                self.last_pts[cid] = msg.message_seq
+                self._ack(cid, msg.message_seq)
+            self._enqueue(Push(Cmd.MPS, msg, e2e=e2e or msg.e2e))
+
+    def _enqueue(self, push: Push) -> None:
+        self._queue.append(push)
+        self._queue_event.set()
+        if len(self._queue) > MAX_QUEUE and not self._paused and self._proto is not None:
+            assert self._proto.transport is not None
+            self._proto.transport.pause_reading()  # bounded: the server sees back-pressure
+            self._paused = True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ack(self, channel_id: int, pts: int) -> None:
+        if not self.auto_ack:
+            return
+        self._acks[channel_id] = pts
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_scheduled = False
+        if not self._acks or not self.connected:
+            return
+        req = pb.AckRequest(acks=[pb.ChannelAck(channel_id=c, pts=p)
+                                  for c, p in self._acks.items()])
+        self._acks.clear()
+        self.send_raw(Cmd.ACK, req.SerializeToString())
+
+    async def _catch_up(self, channel_id: int) -> None:
+        if channel_id in self._pulling:
+            return
+        self._pulling.add(channel_id)
+        try:
+            while self.connected:
+                last = self.last_pts.get(channel_id, 0)
+                diff = await self.pull(channel_id, last, 500)
+                self._deliver(list(diff.messages))
+                if not diff.has_more or not diff.messages:
+                    break
+        except (ConnectionError, ServiceError, asyncio.TimeoutError):
+            pass
+        finally:
+            self._pulling.discard(channel_id)
+
+    # ---- pushes -----------------------------------------------------------------------------
+    async def next_push(self, timeout: float | None = None) -> Push:
+        while not self._queue:
+            if not self.connected:
+                raise ConnectionError("connection closed")
+            self._queue_event.clear()
+            await asyncio.wait_for(self._queue_event.wait(), timeout)
+        push = self._queue.popleft()
+        if self._paused and len(self._queue) < MAX_QUEUE // 2 and self._proto is not None:
+            assert self._proto.transport is not None
+            self._proto.transport.resume_reading()
+            self._paused = False
+        return push
+
+    async def pushes(self) -> AsyncIterator[Push]:
+        while True:
+            try:
+                yield await self.next_push()
+            except ConnectionError:
+                return
+
+    def drain_pushes(self) -> list[Push]:
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    # ---- sessions --------------------------------------------------------------------------
+    async def rpc(self, route: str, body: dict[str, Any] | None = None) -> Any:
+        req = pb.RpcRequest(route=route, body=json.dumps(body or {}).encode())
+        resp = await self.call(Cmd.RPC, req, pb.RpcResponse)
+        return json.loads(resp.data) if resp.data else None
+
+    async def register(self, username: str, password: str, device_id: str | None = None,
+                       **extra: Any) -> dict[str, Any]:
+        self.device_id = device_id or self.device_id or str(uuid.uuid4())
+        result: dict[str, Any] = await self.rpc("account/user/register", {
+            "username": username, "password": password, "device_id": self.device_id, **extra})
+        self.token = result["token"]
+        return result
+
+    async def password_login(self, username: str, password: str,
+                             device_id: str | None = None) -> dict[str, Any]:
+        self.device_id = device_id or self.device_id or str(uuid.uuid4())
+        result: dict[str, Any] = await self.rpc("account/auth/login", {
+            "username": username, "password": password, "device_id": self.device_id})
+        self.token = result["token"]
+        return result
+
+    def login_request(self, token: str | None = None,
+                      accept_compression: tuple[str, ...] = ()) -> pb.AuthorizationRequest:
+        return pb.AuthorizationRequest(
+            auth_type="JWT", auth_token=token or self.token,
+            device_info=pb.DeviceInfo(device_id=self.device_id, device_type="linux",
+                                      device_name="privchat_tcp.client"),
+            client_info=pb.ClientInfo(client_type="privchat_tcp", version="0.1.0"),
+            protocol_version="1", accept_compression=list(accept_compression))
+
+    async def login(self, token: str | None = None, device_id: str | None = None,
+                    accept_compression: tuple[str, ...] = ()) -> pb.AuthorizationResponse:
+        if device_id:
+            self.device_id = device_id
+        if token:
+            self.token = token
+        resp: pb.AuthorizationResponse = await self.call(
+            Cmd.LOGIN, self.login_request(accept_compression=accept_compression),
+            pb.AuthorizationResponse)
+        self.user_id = resp.user_id
+        self.auth = resp
+        return resp
+
+    async def ready(self) -> None:
+        await self.rpc("sync/session_ready", {})
+
+    async def ping(self) -> int:
+        resp = await self.call(Cmd.PING, pb.PingRequest(), pb.PongResponse)
+        return int(resp.timestamp)
+
+    async def logout(self) -> None:
+        await self.call(Cmd.LOGOUT, pb.DisconnectRequest(reason="UserInitiated"),
+                        pb.DisconnectResponse)
+
+    async def reconnect(self) -> pb.AuthorizationResponse:
+        """Dial again, LOGIN with the saved token, READY: the server pushes what was missed."""
+        await self.close()
+        await self._dial()
+        resp = await self.login()
+        await self.ready()
+        return resp
+
+    # ---- messages -------------------------------------------------------------------------------
+    async def send(self, channel_id: int = 0, text: str = "", *, local_message_id: int = 0,
+                   to_user: int = 0, to_group: int = 0, payload: bytes | None = None,
+                   message_type: int = 0) -> pb.SendMessageResponse:
+        req = pb.SendMessageRequest(
+            client_seq=1, local_message_id=local_message_id, channel_id=channel_id,
+            message_type=message_type,
+            payload=payload if payload is not None else json.dumps(
+                {"content": text}, ensure_ascii=False).encode())
+        if to_user:
+            req.conversation.type = pb.Conversation.SINGLE
+            req.conversation.target_id = to_user
+        elif to_group:
+            req.conversation.type = pb.Conversation.GROUP
+            req.conversation.target_id = to_group
+        resp: pb.SendMessageResponse = await self.call(Cmd.MS, req, pb.SendMessageResponse)
+        if self.track and resp.message_seq == self.last_pts.get(resp.channel_id, 0) + 1:
+            self.last_pts[resp.channel_id] = resp.message_seq
+        return resp
+
+    async def pull(self, channel_id: int, last_pts: int = 0,
+                   limit: int = 100) -> pb.GetDifferenceResponse:
+        result: pb.GetDifferenceResponse = await self.call(
+            Cmd.MP, pb.GetDifferenceRequest(channel_id=channel_id, last_pts=last_pts,
+                                            limit=limit), pb.GetDifferenceResponse)
+        return result
+
+    async def revoke(self, channel_id: int, message_id: int) -> pb.MessageRevokeResponse:
+        result: pb.MessageRevokeResponse = await self.call(
+            Cmd.MR, pb.MessageRevokeRequest(channel_id=channel_id, server_message_id=message_id),
+            pb.MessageRevokeResponse)
+        return result
+
+    async def subscribe(self, channel_id: int, channel_type: int = 1,
+                        action: int = 1) -> pb.SubscribeResponse:
+        result: pb.SubscribeResponse = await self.call(
+            Cmd.SUB, pb.SubscribeRequest(channel_id=channel_id, channel_type=channel_type,
+                                         action=action), pb.SubscribeResponse)
+        return result
+
+    def ack(self, channel_id: int, pts: int) -> None:
+        self.send_raw(Cmd.ACK, pb.AckRequest(
+            acks=[pb.ChannelAck(channel_id=channel_id, pts=pts)]).SerializeToString())

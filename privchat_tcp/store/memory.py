@@ -1,0 +1,193 @@
+"""The in-memory store: plain dicts and lists, no IO."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from .base import (
+    DIRECT,
+    GROUP,
+    ROLE_MEMBER,
+    ROLE_OWNER,
+    Channel,
+    DedupEntry,
+    Member,
+    Record,
+    Store,
+    User,
+)
+
+__all__ = ["MemoryStore"]
+
+FIRST_USER_ID = 100_000_000
+FIRST_CHANNEL_ID = 1_000
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(8)
+        self._users: dict[int, User] = {}
+        self._logins: dict[str, int] = {}
+        self._next_user = FIRST_USER_ID
+        self._revoked: dict[str, int] = {}
+        self._channels: dict[int, Channel] = {}
+        self._directs: dict[tuple[int, int], int] = {}
+        self._user_channels: dict[int, dict[int, None]] = {}
+        self._next_channel = FIRST_CHANNEL_ID
+        self._logs: dict[int, list[Record]] = {}
+        self._by_message: dict[int, Record] = {}
+        self._dedup: dict[tuple[int, str, int], DedupEntry] = {}
+        self._acks: dict[tuple[int, str], dict[int, int]] = {}
+
+    # users ------------------------------------------------------------------
+    def create_user(
+        self, username: str, password_hash: str, nickname: str, phone: str | None,
+        email: str | None, now_ms: int,
+    ) -> User:
+        user = User(self._next_user, username, password_hash, nickname, phone, email,
+                    created_at=now_ms)
+        self._next_user += 1
+        self._users[user.user_id] = user
+        self._logins[username.lower()] = user.user_id
+        if email:
+            self._logins.setdefault(email.lower(), user.user_id)
+        return user
+
+    def get_user(self, user_id: int) -> User | None:
+        return self._users.get(user_id)
+
+    def find_user(self, login: str) -> User | None:
+        uid = self._logins.get(login)
+        return None if uid is None else self._users[uid]
+
+    def revoke_token(self, jti: str, expires_at: int) -> None:
+        self._revoked[jti] = expires_at
+
+    def is_token_revoked(self, jti: str) -> bool:
+        return jti in self._revoked
+
+    # channels ---------------------------------------------------------------
+    def _new_channel_id(self) -> int:
+        cid = self._next_channel
+        self._next_channel += 1
+        return cid
+
+    def _index(self, channel: Channel) -> None:
+        self._channels[channel.channel_id] = channel
+        self._logs[channel.channel_id] = []
+        for uid in channel.members:
+            self._user_channels.setdefault(uid, {})[channel.channel_id] = None
+
+    def get_channel(self, channel_id: int) -> Channel | None:
+        return self._channels.get(channel_id)
+
+    def get_or_create_direct(self, user_a: int, user_b: int, now_ms: int) -> tuple[Channel, bool]:
+        key = (user_a, user_b) if user_a <= user_b else (user_b, user_a)
+        cid = self._directs.get(key)
+        if cid is not None:
+            return self._channels[cid], False
+        members = {uid: Member(uid, ROLE_MEMBER, now_ms) for uid in key}
+        channel = Channel(self._new_channel_id(), DIRECT, now_ms, members, updated_at=now_ms)
+        self._directs[key] = channel.channel_id
+        self._index(channel)
+        return channel, True
+
+    def create_group(
+        self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int],
+        now_ms: int, max_members: int,
+    ) -> Channel:
+        members = {owner_id: Member(owner_id, ROLE_OWNER, now_ms)}
+        for uid in member_ids:
+            members.setdefault(uid, Member(uid, ROLE_MEMBER, now_ms))
+        channel = Channel(
+            self._new_channel_id(), GROUP, now_ms, members, name=name, description=description,
+            owner_id=owner_id, updated_at=now_ms, max_members=max_members,
+        )
+        self._index(channel)
+        return channel
+
+    def add_member(self, channel_id: int, user_id: int, role: int, now_ms: int) -> Member:
+        channel = self._channels[channel_id]
+        member = Member(user_id, role, now_ms)
+        channel.members[user_id] = member
+        channel.updated_at = now_ms
+        self._user_channels.setdefault(user_id, {})[channel_id] = None
+        return member
+
+    def remove_member(self, channel_id: int, user_id: int) -> None:
+        channel = self._channels[channel_id]
+        channel.members.pop(user_id, None)
+        chans = self._user_channels.get(user_id)
+        if chans is not None:
+            chans.pop(channel_id, None)
+
+    def user_channels(self, user_id: int) -> list[int]:
+        return list(self._user_channels.get(user_id, ()))
+
+    # log ----------------------------------------------------------------------
+    def commit(self, record: Record) -> Record:
+        log = self._logs[record.channel_id]
+        record.pts = len(log) + 1
+        log.append(record)
+        if record.kind == 0:
+            self._by_message[record.message_id] = record
+        return record
+
+    def current_pts(self, channel_id: int) -> int:
+        log = self._logs.get(channel_id)
+        return 0 if log is None else len(log)
+
+    def read_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        log = self._logs.get(channel_id)
+        if not log or after_pts < 0:
+            return []
+        # pts == index + 1, so the slice is direct
+        return log[after_pts : after_pts + limit]
+
+    def find_message(self, channel_id: int, message_id: int) -> Record | None:
+        record = self._by_message.get(message_id)
+        if record is None or record.channel_id != channel_id:
+            return None
+        return record
+
+    def update_record(self, record: Record) -> None:
+        pass  # records are the stored objects themselves
+
+    # dedup ------------------------------------------------------------------------
+    def dedup_get(self, sender: int, device: str, local_id: int) -> DedupEntry | None:
+        return self._dedup.get((sender, device, local_id))
+
+    def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
+        self._dedup[(sender, device, local_id)] = entry
+
+    def dedup_sweep(self, older_than: float) -> int:
+        # dicts keep insertion order, and entries are inserted in time order
+        stale = []
+        for key, entry in self._dedup.items():
+            if entry.created >= older_than:
+                break
+            stale.append(key)
+        for key in stale:
+            del self._dedup[key]
+        return len(stale)
+
+    # acks -------------------------------------------------------------------------
+    def get_ack(self, user_id: int, device_id: str, channel_id: int) -> int:
+        acks = self._acks.get((user_id, device_id))
+        return 0 if acks is None else acks.get(channel_id, 0)
+
+    def set_ack(self, user_id: int, device_id: str, channel_id: int, pts: int) -> None:
+        acks = self._acks.setdefault((user_id, device_id), {})
+        if pts > acks.get(channel_id, 0):
+            acks[channel_id] = pts
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "users": len(self._users),
+            "channels": len(self._channels),
+            "messages": len(self._by_message),
+            "dedup_keys": len(self._dedup),
+        }
+
+

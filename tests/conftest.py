@@ -1,0 +1,151 @@
+"""Shared fixtures: a real server on a loopback port, in its own thread and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from privchat_tcp.client import Client
+from privchat_tcp.config import load_settings
+from privchat_tcp.server import Server
+
+T = TypeVar("T")
+
+USE_UVLOOP = os.environ.get("PRIVCHAT_TEST_LOOP", "uvloop") == "uvloop"
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    if USE_UVLOOP:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    """Run a test coroutine to completion on a fresh loop, bounded in time."""
+    loop = new_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class ServerThread:
+    def __init__(self, **overrides: Any) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="privchat-test-")
+        base: dict[str, Any] = {
+            "host": "127.0.0.1", "port": 0, "data_dir": self.tmp.name,
+            "jwt_secret": "test-secret-" + "x" * 32, "argon2_time_cost": 1,
+            "argon2_memory_kib": 1024, "log_level": "WARNING",
+        }
+        base.update(overrides)
+        self.settings = load_settings(environ={}, overrides=base)
+        self.loop = new_loop()
+        self.server: Server | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self.server = await Server(self.settings).start()
+
+        try:
+            self.loop.run_until_complete(start())
+        except BaseException as exc:  # surface in the test thread
+            self.error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the server's loop and return its result (for inspection)."""
+        result: list[Any] = []
+        done = threading.Event()
+
+        def wrapper() -> None:
+            try:
+                result.append(fn())
+            except BaseException as exc:
+                result.append(exc)
+            done.set()
+
+        self.loop.call_soon_threadsafe(wrapper)
+        done.wait(10)
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+            fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.tmp.cleanup()
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ServerThread]]:
+    made: list[ServerThread] = []
+
+    def factory(**overrides: Any) -> ServerThread:
+        srv = ServerThread(**overrides).start()
+        made.append(srv)
+        return srv
+
+    yield factory
+    for srv in made:
+        srv.stop()
+
+
+async def user(port: int, name: str, device_id: str | None = None, **kw: Any) -> Client:
+    """A registered, logged-in, READY client."""
+    client = await Client.connect("127.0.0.1", port, **kw)
+    await client.register(name, "password-" + name, device_id)
+    await client.login()
+    await client.ready()
+    return client
+
+
+async def device(port: int, token: str, device_id: str, ready: bool = True,
+                 **kw: Any) -> Client:
+    """Another connection for an existing account's token."""
+    client = await Client.connect("127.0.0.1", port, **kw)
+    client.device_id = device_id
+    await client.login(token)
+    if ready:
+        await client.ready()
+    return client
