@@ -25,6 +25,8 @@ from typing import Any
 from . import frame as _frame
 from .errors import InvalidState, ServiceError
 from .protocol import Cmd
+from .compression import decompress
+from .crypto import SessionCipher, new_secret, seal_login
 from .proto import privchat_pb2 as pb
 
 __all__ = ["Client", "Push"]
@@ -97,6 +99,8 @@ class Client:
         self.auth: pb.AuthorizationResponse | None = None
         self.closed_by_server: Push | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.cipher: SessionCipher | None = None
+        self.server_key: bytes | None = None
 
     # ---- connection ------------------------------------------------------------------
     @classmethod
@@ -142,8 +146,14 @@ class Client:
         if seq is None:
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         assert self._proto is not None and self._proto.transport is not None
-        self._proto.transport.write(
-            _frame.encode_header(len(body), seq, command, flags, status) + body)
+        if self.cipher is not None:
+            if not flags & 0x0C:
+                flags |= 0x04
+            header, body = self.cipher.seal(seq, command, flags, status, body)
+            self._proto.transport.write(header + body)
+        else:
+            self._proto.transport.write(
+                _frame.encode_header(len(body), seq, command, flags, status) + body)
         return seq
 
     async def request(self, command: int, body: bytes, flags: int = 0,
@@ -157,14 +167,18 @@ class Client:
         finally:
             self._waiters.pop(seq, None)
 
-    async def call(self, command: int, message: Any, reply_type: Any) -> Any:
-        status, _, body = await self.request(command, message.SerializeToString())
+    async def call(self, command: int, message: Any, reply_type: Any, flags: int = 0) -> Any:
+        status, _, body = await self.request(command, message.SerializeToString(), flags)
         if status:
             err = pb.Error.FromString(body)
             raise ServiceError(err.code, err.message, status)
         return reply_type.FromString(body) if reply_type is not None else None
 
     def _on_frame(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
+        if self.cipher is not None and flags & 0x0C:
+            body = self.cipher.open(seq, command, flags, status, body)
+        if flags & 0x30:
+            body = decompress((flags >> 4) & 0x03, body, 64 << 20)
         flow = flags & 0x03
         if flow == 1:
             fut = self._waiters.get(seq)
@@ -307,16 +321,38 @@ class Client:
             protocol_version="1", accept_compression=list(accept_compression))
 
     async def login(self, token: str | None = None, device_id: str | None = None,
-                    accept_compression: tuple[str, ...] = ()) -> pb.AuthorizationResponse:
+                    accept_compression: tuple[str, ...] = (),
+                    server_key: bytes | None = None) -> pb.AuthorizationResponse:
+        """LOGIN with the token; with ``server_key`` (the server's public PEM) encrypted."""
         if device_id:
             self.device_id = device_id
         if token:
             self.token = token
-        resp: pb.AuthorizationResponse = await self.call(
-            Cmd.LOGIN, self.login_request(accept_compression=accept_compression),
-            pb.AuthorizationResponse)
+        body = self.login_request(accept_compression=accept_compression).SerializeToString()
+        if server_key is None:
+            status, _, data = await self.request(Cmd.LOGIN, body)
+        else:
+            # encryption 2: RSA-OAEP key transport; every later frame is sealed (section 5)
+            secret = new_secret()
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            header, sealed = seal_login(server_key, secret, seq, Cmd.LOGIN, 0x08, 0, body)
+            fut: asyncio.Future[tuple[int, int, bytes]] = (
+                asyncio.get_running_loop().create_future())
+            self._waiters[seq] = fut
+            self.cipher = SessionCipher.client_side(secret)
+            assert self._proto is not None and self._proto.transport is not None
+            self._proto.transport.write(header + sealed)
+            try:
+                status, _, data = await asyncio.wait_for(fut, 30)
+            finally:
+                self._waiters.pop(seq, None)
+        if status:
+            err = pb.Error.FromString(data)
+            raise ServiceError(err.code, err.message, status)
+        resp = pb.AuthorizationResponse.FromString(data)
         self.user_id = resp.user_id
         self.auth = resp
+        self.server_key = server_key
         return resp
 
     async def ready(self) -> None:
@@ -334,14 +370,16 @@ class Client:
         """Dial again, LOGIN with the saved token, READY: the server pushes what was missed."""
         await self.close()
         await self._dial()
-        resp = await self.login()
+        self.cipher = None
+        resp = await self.login(server_key=self.server_key)
         await self.ready()
         return resp
 
     # ---- messages -------------------------------------------------------------------------------
     async def send(self, channel_id: int = 0, text: str = "", *, local_message_id: int = 0,
                    to_user: int = 0, to_group: int = 0, payload: bytes | None = None,
-                   message_type: int = 0) -> pb.SendMessageResponse:
+                   message_type: int = 0, e2e: bool = False) -> pb.SendMessageResponse:
+        """MS; ``e2e`` marks the payload as end-to-end ciphertext (encryption 3)."""
         req = pb.SendMessageRequest(
             client_seq=1, local_message_id=local_message_id, channel_id=channel_id,
             message_type=message_type,
@@ -353,7 +391,8 @@ class Client:
         elif to_group:
             req.conversation.type = pb.Conversation.GROUP
             req.conversation.target_id = to_group
-        resp: pb.SendMessageResponse = await self.call(Cmd.MS, req, pb.SendMessageResponse)
+        resp: pb.SendMessageResponse = await self.call(Cmd.MS, req, pb.SendMessageResponse,
+                                                        0x0C if e2e else 0)
         if self.track and resp.message_seq == self.last_pts.get(resp.channel_id, 0) + 1:
             self.last_pts[resp.channel_id] = resp.message_seq
         return resp

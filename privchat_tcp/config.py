@@ -40,6 +40,15 @@ class Settings:
     # wire limits
     max_body: int = _f(1 << 20, "largest frame body after login, bytes")
     max_body_prelogin: int = _f(16 << 10, "largest frame body before login, bytes")
+    # compression and encryption (PROTOCOL.md sections 2.1 and 5)
+    compress_threshold: int = _f(
+        1024, "server frames with bodies this large or larger are compressed when the client "
+        "accepts it")
+    encryption: bool = _f(
+        True, "accept encrypted logins (RSA key loaded from --rsa-key-file or generated into "
+        "the data dir)")
+    rsa_key_file: str = _f("", "PEM file of the server's RSA key (default: DATA_DIR/server_key.pem)")
+    require_encryption: bool = _f(False, "refuse plaintext logins with CRYPTO")
     # sessions
     login_timeout: float = _f(10.0, "seconds a new connection has to LOGIN")
     heartbeat_interval: int = _f(30, "seconds; a session silent for twice this ends with TIMEOUT")
@@ -80,6 +89,8 @@ class Settings:
             raise ConfigError(
                 "persistence is not built yet: only the in-memory store exists (--memory-only)"
             )
+        if self.require_encryption and not self.encryption:
+            raise ConfigError("require_encryption needs encryption")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

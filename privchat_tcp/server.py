@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 from .auth import PasswordHasher, TokenIssuer, load_or_create_secret
 from .config import Settings
+from .crypto import ServerKey
 from .errors import ErrorCode, Status
 from .hub import Hub
 from .service import Service
@@ -97,13 +99,10 @@ class Server:
         self.hub = Hub(settings, self.loop.call_soon)
         self.service = Service(settings, self.store, self.hub)
         server_key = None
-        key_file = getattr(settings, "rsa_key_file", "")
-        if key_file or getattr(settings, "encryption", False):
-            from . import crypto
-            import pathlib
-
-            path = pathlib.Path(key_file) if key_file else settings.data_path / "server_key.pem"
-            server_key = crypto.ServerKey.load_or_create(path)
+        if settings.encryption:
+            path = (pathlib.Path(settings.rsa_key_file) if settings.rsa_key_file
+                    else settings.data_path / "server_key.pem")
+            server_key = ServerKey.load_or_create(path)
         self.ctx = Context(
             settings, self.service, self.hub,
             TokenIssuer(secret, settings.token_ttl, settings.refresh_token_ttl),
@@ -187,6 +186,9 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"privchat-tcp listening on {settings.host}:{server.port}", flush=True)
+    if server.ctx.server_key is not None:
+        print(f"server key fingerprint (SHA-256): {server.ctx.server_key.fingerprint()}",
+              flush=True)
     await stop.wait()
     log.info("stopping")
     await server.stop()

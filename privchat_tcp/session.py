@@ -207,7 +207,7 @@ class Session:
         self._login(seq, flags, plaintext, cipher)
 
     def _login_plain(self, seq: int, flags: int, body: bytes) -> None:
-        if getattr(self.ctx.settings, "require_encryption", False):
+        if self.ctx.settings.require_encryption:
             raise ProtocolViolation(Status.CRYPTO, ErrorCode.PROTOCOL_ERROR,
                                     "encryption required", True)
         self._login(seq, flags, body, None)
@@ -244,7 +244,7 @@ class Session:
         from . import compression as _compression
 
         conn.compression = _compression.pick(req.accept_compression)
-        conn.compress_threshold = getattr(ctx.settings, "compress_threshold", 1024)
+        conn.compress_threshold = ctx.settings.compress_threshold
         compression_name = {0: "", 1: "gzip", 2: "lz4"}[conn.compression]
         reply = pb.AuthorizationResponse(
             success=True, session_id=self.session_id, user_id=user.user_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -13,11 +14,17 @@ import pytest
 
 from privchat_tcp.client import Client
 from privchat_tcp.config import load_settings
+from privchat_tcp.crypto import ServerKey
 from privchat_tcp.server import Server
 
 T = TypeVar("T")
 
 USE_UVLOOP = os.environ.get("PRIVCHAT_TEST_LOOP", "uvloop") == "uvloop"
+
+_KEY_DIR = tempfile.TemporaryDirectory(prefix="privchat-key-")
+KEY_FILE = os.path.join(_KEY_DIR.name, "server_key.pem")
+SERVER_KEY = ServerKey.load_or_create(pathlib.Path(KEY_FILE))
+PUBLIC_PEM = SERVER_KEY.public_pem()
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -44,7 +51,7 @@ class ServerThread:
         base: dict[str, Any] = {
             "host": "127.0.0.1", "port": 0, "data_dir": self.tmp.name,
             "jwt_secret": "test-secret-" + "x" * 32, "argon2_time_cost": 1,
-            "argon2_memory_kib": 1024, "log_level": "WARNING",
+            "argon2_memory_kib": 1024, "log_level": "WARNING", "rsa_key_file": KEY_FILE,
         }
         base.update(overrides)
         self.settings = load_settings(environ={}, overrides=base)
@@ -131,21 +138,22 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
         srv.stop()
 
 
-async def user(port: int, name: str, device_id: str | None = None, **kw: Any) -> Client:
+async def user(port: int, name: str, device_id: str | None = None, encrypted: bool = False,
+               **kw: Any) -> Client:
     """A registered, logged-in, READY client."""
     client = await Client.connect("127.0.0.1", port, **kw)
     await client.register(name, "password-" + name, device_id)
-    await client.login()
+    await client.login(server_key=PUBLIC_PEM if encrypted else None)
     await client.ready()
     return client
 
 
 async def device(port: int, token: str, device_id: str, ready: bool = True,
-                 **kw: Any) -> Client:
+                 encrypted: bool = False, **kw: Any) -> Client:
     """Another connection for an existing account's token."""
     client = await Client.connect("127.0.0.1", port, **kw)
     client.device_id = device_id
-    await client.login(token)
+    await client.login(token, server_key=PUBLIC_PEM if encrypted else None)
     if ready:
         await client.ready()
     return client
