@@ -1,4 +1,4 @@
-"""privchat-tcp: an instant-messaging server speaking the PrivChat model over a binary TCP protocol."""
+"""privchat-tcp: an instant-messaging server for the PrivChat model over a binary TCP protocol."""
 
 from ._version import __version__
 from .client import Client, Push

@@ -1,9 +1,9 @@
 """Pure-Python frame splitter: the reference the compiled ``_frame_c`` must match byte for byte.
 
-A frame is a 12-byte header ``!IBIBBB`` (len, version, seq, command, flags, status) and ``len`` body
-bytes (PROTOCOL.md section 2). ``split_frames`` takes every complete frame out of a receive buffer in
-one call and applies the header rules there, so the caller pays one Python call per read, not per
-frame.
+A frame is a 12-byte header ``!IBIBBB`` (len, version, seq, command, flags, status) and ``len``
+body bytes (PROTOCOL.md section 2). ``split_frames`` takes every complete frame out of a receive
+buffer in one call and applies the header rules there, so the caller pays one Python call per
+read, not per frame.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def decode_header(data: bytes) -> tuple[int, int, int, int, int, int]:
     """(len, version, seq, command, flags, status) of the first 12 bytes of ``data``."""
     if len(data) < HEADER_SIZE:
         raise ValueError("need 12 bytes for a header")
-    return _unpack_from(data, 0)  # type: ignore[return-value]
+    return _unpack_from(data, 0)
 
 
 def split_frames(
@@ -46,10 +46,10 @@ def split_frames(
     """Split every complete frame out of ``buf``.
 
     Returns ``(frames, consumed, violation, vseq, vcommand)``: the frames before any violation, the
-    number of bytes they used (drop them from the buffer), a ``V_*`` code, and the seq and command of
-    the violating header (both 0 when there is none). Parsing stops at the first violation; an
-    incomplete frame at the end is left in place. ``from_client`` selects the allowed flow: 0 when the
-    server reads a client, 1 or 2 when a client reads the server.
+    number of bytes they used (drop them from the buffer), a ``V_*`` code, and the seq and command
+    of the violating header (both 0 when there is none). Parsing stops at the first violation; an
+    incomplete frame at the end is left in place. ``from_client`` selects the allowed flow: 0 when
+    the server reads a client, 1 or 2 when a client reads the server.
     """
     frames: list[Frame] = []
     pos = 0

@@ -50,8 +50,9 @@ def load_or_create_secret(data_dir: pathlib.Path) -> str:
 
 class PasswordHasher:
     def __init__(self, time_cost: int, memory_kib: int) -> None:
-        self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
-                                             parallelism=1)
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=1
+        )
         self._dummy = self._hasher.hash(secrets.token_hex(16))
 
     def hash(self, password: str) -> str:
@@ -71,14 +72,22 @@ class TokenIssuer:
         self.ttl = ttl
         self.refresh_ttl = refresh_ttl
 
-    def issue(self, user_id: int, device_id: str, app_id: str = "privchat",
-              refresh: bool = False) -> tuple[str, int]:
+    def issue(
+        self, user_id: int, device_id: str, app_id: str = "privchat", refresh: bool = False
+    ) -> tuple[str, int]:
         now = int(time.time())
         exp = now + (self.refresh_ttl if refresh else self.ttl)
         claims: dict[str, Any] = {
-            "iss": ISSUER, "sub": str(user_id), "aud": AUDIENCE, "exp": exp, "iat": now,
-            "jti": secrets.token_hex(16), "device_id": device_id,
-            "business_system_id": BUSINESS_SYSTEM, "app_id": app_id, "session_version": 1,
+            "iss": ISSUER,
+            "sub": str(user_id),
+            "aud": AUDIENCE,
+            "exp": exp,
+            "iat": now,
+            "jti": secrets.token_hex(16),
+            "device_id": device_id,
+            "business_system_id": BUSINESS_SYSTEM,
+            "app_id": app_id,
+            "session_version": 1,
         }
         if refresh:
             claims["typ"] = "refresh"
@@ -88,7 +97,11 @@ class TokenIssuer:
         """The claims of a valid token; ServiceError 10001/10002 otherwise."""
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._key, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
+                token,
+                self._key,
+                algorithms=["HS256"],
+                audience=AUDIENCE,
+                issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "jti", "device_id"]},
             )
         except jwt.ExpiredSignatureError:

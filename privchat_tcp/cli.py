@@ -18,14 +18,17 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="privchat-tcp",
-                                     description="privchat-tcp instant-messaging server")
+    parser = argparse.ArgumentParser(
+        prog="privchat-tcp", description="privchat-tcp instant-messaging server"
+    )
     parser.add_argument("--version", action="version", version=f"privchat-tcp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
-        "serve", help="run the server",
+        "serve",
+        help="run the server",
         description="Run the server. Every setting is also read from PRIVCHAT_<NAME> "
-                    "environment variables and from a TOML file (--config).")
+        "environment variables and from a TOML file (--config).",
+    )
     add_arguments(serve)
     chat = sub.add_parser("chat", help="interactive terminal client")
     chat.add_argument("--host", default="127.0.0.1")
@@ -44,8 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"privchat-tcp: {exc}", file=sys.stderr)
             return 2
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         from .server import run
 
         run(settings)
@@ -105,8 +110,10 @@ async def chat(host: str, port: int) -> None:
             m = push.message
             if push.command == Cmd.MPS:
                 kind = "revoked" if m.deleted else "message"
-                show(f"[{kind}] channel {m.channel_id} pts {m.message_seq} from {m.from_uid}: "
-                     f"{text_of(m)}")
+                show(
+                    f"[{kind}] channel {m.channel_id} pts {m.message_seq} from {m.from_uid}: "
+                    f"{text_of(m)}"
+                )
             elif push.command == Cmd.LOGOUT:
                 show(f"[server ended the session] {m.message}")
             else:
@@ -145,12 +152,15 @@ async def chat(host: str, port: int) -> None:
                     print(f"sent: pts {r.message_seq}")
                 elif cmd == "/group":
                     rest = line.split()[1:]
-                    g = await client.rpc("group/group/create", {
-                        "name": rest[0], "member_ids": [int(x) for x in rest[1:]]})
+                    g = await client.rpc(
+                        "group/group/create",
+                        {"name": rest[0], "member_ids": [int(x) for x in rest[1:]]},
+                    )
                     print(f"group {g['group_id']} created")
                 elif cmd == "/add":
-                    await client.rpc("group/member/add", {"group_id": int(parts[1]),
-                                                          "user_id": int(parts[2])})
+                    await client.rpc(
+                        "group/member/add", {"group_id": int(parts[1]), "user_id": int(parts[2])}
+                    )
                     print("added")
                 elif cmd == "/history":
                     diff = await client.pull(int(parts[1]), 0, 50)

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import frame as _frame
-from .errors import InvalidState, ServiceError
-from .protocol import Cmd
 from .compression import decompress
 from .crypto import SessionCipher, new_secret, seal_login
+from .errors import InvalidState, ServiceError
 from .proto import privchat_pb2 as pb
+from .protocol import Cmd
 
 __all__ = ["Client", "Push"]
 
@@ -76,8 +76,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class Client:
-    def __init__(self, host: str, port: int, *, track: bool = True,
-                 auto_ack: bool = True) -> None:
+    def __init__(self, host: str, port: int, *, track: bool = True, auto_ack: bool = True) -> None:
         self.host = host
         self.port = port
         self.track = track
@@ -139,8 +138,9 @@ class Client:
         self._queue_event.set()
 
     # ---- frames ----------------------------------------------------------------------------
-    def send_raw(self, command: int, body: bytes, flags: int = 0, seq: int | None = None,
-                 status: int = 0) -> int:
+    def send_raw(
+        self, command: int, body: bytes, flags: int = 0, seq: int | None = None, status: int = 0
+    ) -> int:
         if not self.connected:
             raise InvalidState("not connected")
         if seq is None:
@@ -153,11 +153,13 @@ class Client:
             self._proto.transport.write(header + body)
         else:
             self._proto.transport.write(
-                _frame.encode_header(len(body), seq, command, flags, status) + body)
+                _frame.encode_header(len(body), seq, command, flags, status) + body
+            )
         return seq
 
-    async def request(self, command: int, body: bytes, flags: int = 0,
-                      timeout: float = 30.0) -> tuple[int, int, bytes]:
+    async def request(
+        self, command: int, body: bytes, flags: int = 0, timeout: float = 30.0
+    ) -> tuple[int, int, bytes]:
         """Send a request; returns (status, flags, body) of the response."""
         seq = self.send_raw(command, body, flags)
         fut: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
@@ -242,8 +244,9 @@ class Client:
         self._ack_scheduled = False
         if not self._acks or not self.connected:
             return
-        req = pb.AckRequest(acks=[pb.ChannelAck(channel_id=c, pts=p)
-                                  for c, p in self._acks.items()])
+        req = pb.AckRequest(
+            acks=[pb.ChannelAck(channel_id=c, pts=p) for c, p in self._acks.items()]
+        )
         self._acks.clear()
         self.send_raw(Cmd.ACK, req.SerializeToString())
 
@@ -258,7 +261,7 @@ class Client:
                 self._deliver(list(diff.messages))
                 if not diff.has_more or not diff.messages:
                     break
-        except (ConnectionError, ServiceError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, ServiceError):
             pass
         finally:
             self._pulling.discard(channel_id)
@@ -295,34 +298,49 @@ class Client:
         resp = await self.call(Cmd.RPC, req, pb.RpcResponse)
         return json.loads(resp.data) if resp.data else None
 
-    async def register(self, username: str, password: str, device_id: str | None = None,
-                       **extra: Any) -> dict[str, Any]:
+    async def register(
+        self, username: str, password: str, device_id: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         self.device_id = device_id or self.device_id or str(uuid.uuid4())
-        result: dict[str, Any] = await self.rpc("account/user/register", {
-            "username": username, "password": password, "device_id": self.device_id, **extra})
+        result: dict[str, Any] = await self.rpc(
+            "account/user/register",
+            {"username": username, "password": password, "device_id": self.device_id, **extra},
+        )
         self.token = result["token"]
         return result
 
-    async def password_login(self, username: str, password: str,
-                             device_id: str | None = None) -> dict[str, Any]:
+    async def password_login(
+        self, username: str, password: str, device_id: str | None = None
+    ) -> dict[str, Any]:
         self.device_id = device_id or self.device_id or str(uuid.uuid4())
-        result: dict[str, Any] = await self.rpc("account/auth/login", {
-            "username": username, "password": password, "device_id": self.device_id})
+        result: dict[str, Any] = await self.rpc(
+            "account/auth/login",
+            {"username": username, "password": password, "device_id": self.device_id},
+        )
         self.token = result["token"]
         return result
 
-    def login_request(self, token: str | None = None,
-                      accept_compression: tuple[str, ...] = ()) -> pb.AuthorizationRequest:
+    def login_request(
+        self, token: str | None = None, accept_compression: tuple[str, ...] = ()
+    ) -> pb.AuthorizationRequest:
         return pb.AuthorizationRequest(
-            auth_type="JWT", auth_token=token or self.token,
-            device_info=pb.DeviceInfo(device_id=self.device_id, device_type="linux",
-                                      device_name="privchat_tcp.client"),
+            auth_type="JWT",
+            auth_token=token or self.token,
+            device_info=pb.DeviceInfo(
+                device_id=self.device_id, device_type="linux", device_name="privchat_tcp.client"
+            ),
             client_info=pb.ClientInfo(client_type="privchat_tcp", version="0.1.0"),
-            protocol_version="1", accept_compression=list(accept_compression))
+            protocol_version="1",
+            accept_compression=list(accept_compression),
+        )
 
-    async def login(self, token: str | None = None, device_id: str | None = None,
-                    accept_compression: tuple[str, ...] = (),
-                    server_key: bytes | None = None) -> pb.AuthorizationResponse:
+    async def login(
+        self,
+        token: str | None = None,
+        device_id: str | None = None,
+        accept_compression: tuple[str, ...] = (),
+        server_key: bytes | None = None,
+    ) -> pb.AuthorizationResponse:
         """LOGIN with the token; with ``server_key`` (the server's public PEM) encrypted."""
         if device_id:
             self.device_id = device_id
@@ -336,8 +354,7 @@ class Client:
             secret = new_secret()
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
             header, sealed = seal_login(server_key, secret, seq, Cmd.LOGIN, 0x08, 0, body)
-            fut: asyncio.Future[tuple[int, int, bytes]] = (
-                asyncio.get_running_loop().create_future())
+            fut: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
             self._waiters[seq] = fut
             self.cipher = SessionCipher.client_side(secret)
             assert self._proto is not None and self._proto.transport is not None
@@ -363,8 +380,9 @@ class Client:
         return int(resp.timestamp)
 
     async def logout(self) -> None:
-        await self.call(Cmd.LOGOUT, pb.DisconnectRequest(reason="UserInitiated"),
-                        pb.DisconnectResponse)
+        await self.call(
+            Cmd.LOGOUT, pb.DisconnectRequest(reason="UserInitiated"), pb.DisconnectResponse
+        )
 
     async def reconnect(self) -> pb.AuthorizationResponse:
         """Dial again, LOGIN with the saved token, READY: the server pushes what was missed."""
@@ -376,47 +394,71 @@ class Client:
         return resp
 
     # ---- messages -------------------------------------------------------------------------------
-    async def send(self, channel_id: int = 0, text: str = "", *, local_message_id: int = 0,
-                   to_user: int = 0, to_group: int = 0, payload: bytes | None = None,
-                   message_type: int = 0, e2e: bool = False) -> pb.SendMessageResponse:
+    async def send(
+        self,
+        channel_id: int = 0,
+        text: str = "",
+        *,
+        local_message_id: int = 0,
+        to_user: int = 0,
+        to_group: int = 0,
+        payload: bytes | None = None,
+        message_type: int = 0,
+        e2e: bool = False,
+    ) -> pb.SendMessageResponse:
         """MS; ``e2e`` marks the payload as end-to-end ciphertext (encryption 3)."""
         req = pb.SendMessageRequest(
-            client_seq=1, local_message_id=local_message_id, channel_id=channel_id,
+            client_seq=1,
+            local_message_id=local_message_id,
+            channel_id=channel_id,
             message_type=message_type,
-            payload=payload if payload is not None else json.dumps(
-                {"content": text}, ensure_ascii=False).encode())
+            payload=payload
+            if payload is not None
+            else json.dumps({"content": text}, ensure_ascii=False).encode(),
+        )
         if to_user:
             req.conversation.type = pb.Conversation.SINGLE
             req.conversation.target_id = to_user
         elif to_group:
             req.conversation.type = pb.Conversation.GROUP
             req.conversation.target_id = to_group
-        resp: pb.SendMessageResponse = await self.call(Cmd.MS, req, pb.SendMessageResponse,
-                                                        0x0C if e2e else 0)
+        resp: pb.SendMessageResponse = await self.call(
+            Cmd.MS, req, pb.SendMessageResponse, 0x0C if e2e else 0
+        )
         if self.track and resp.message_seq == self.last_pts.get(resp.channel_id, 0) + 1:
             self.last_pts[resp.channel_id] = resp.message_seq
         return resp
 
-    async def pull(self, channel_id: int, last_pts: int = 0,
-                   limit: int = 100) -> pb.GetDifferenceResponse:
+    async def pull(
+        self, channel_id: int, last_pts: int = 0, limit: int = 100
+    ) -> pb.GetDifferenceResponse:
         result: pb.GetDifferenceResponse = await self.call(
-            Cmd.MP, pb.GetDifferenceRequest(channel_id=channel_id, last_pts=last_pts,
-                                            limit=limit), pb.GetDifferenceResponse)
+            Cmd.MP,
+            pb.GetDifferenceRequest(channel_id=channel_id, last_pts=last_pts, limit=limit),
+            pb.GetDifferenceResponse,
+        )
         return result
 
     async def revoke(self, channel_id: int, message_id: int) -> pb.MessageRevokeResponse:
         result: pb.MessageRevokeResponse = await self.call(
-            Cmd.MR, pb.MessageRevokeRequest(channel_id=channel_id, server_message_id=message_id),
-            pb.MessageRevokeResponse)
+            Cmd.MR,
+            pb.MessageRevokeRequest(channel_id=channel_id, server_message_id=message_id),
+            pb.MessageRevokeResponse,
+        )
         return result
 
-    async def subscribe(self, channel_id: int, channel_type: int = 1,
-                        action: int = 1) -> pb.SubscribeResponse:
+    async def subscribe(
+        self, channel_id: int, channel_type: int = 1, action: int = 1
+    ) -> pb.SubscribeResponse:
         result: pb.SubscribeResponse = await self.call(
-            Cmd.SUB, pb.SubscribeRequest(channel_id=channel_id, channel_type=channel_type,
-                                         action=action), pb.SubscribeResponse)
+            Cmd.SUB,
+            pb.SubscribeRequest(channel_id=channel_id, channel_type=channel_type, action=action),
+            pb.SubscribeResponse,
+        )
         return result
 
     def ack(self, channel_id: int, pts: int) -> None:
-        self.send_raw(Cmd.ACK, pb.AckRequest(
-            acks=[pb.ChannelAck(channel_id=channel_id, pts=pts)]).SerializeToString())
+        self.send_raw(
+            Cmd.ACK,
+            pb.AckRequest(acks=[pb.ChannelAck(channel_id=channel_id, pts=pts)]).SerializeToString(),
+        )

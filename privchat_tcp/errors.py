@@ -3,9 +3,9 @@
 ::
 
     PrivchatError(Exception)
-    ├── ServiceError                 a request failed with a PrivChat ErrorCode; the connection stays up
+    ├── ServiceError                 a request failed with a PrivChat ErrorCode; connection stays up
     │   (status class derived from the code, PROTOCOL.md section 4)
-    ├── ProtocolViolation            the peer broke the wire contract; carries status + whether to close
+    ├── ProtocolViolation            the peer broke the wire contract; status + whether to close
     ├── InvalidState(RuntimeError)   local misuse, e.g. sending on a closed client
     └── ConfigError(ValueError)      a bad setting
 

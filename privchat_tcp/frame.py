@@ -46,7 +46,7 @@ NO_EXTENSIONS = bool(os.environ.get("PRIVCHAT_NO_EXTENSIONS"))
 impl_py: ModuleType = _frame_py
 impl_c: ModuleType | None
 try:
-    from . import _frame_c as impl_c  # type: ignore[attr-defined, no-redef]
+    from . import _frame_c as impl_c
 except ImportError:  # no compiler at install time: the pure twin serves
     impl_c = None
 

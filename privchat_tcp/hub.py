@@ -23,7 +23,9 @@ __all__ = ["Hub"]
 
 
 class Hub:
-    def __init__(self, settings: Settings, schedule: Callable[[Callable[[], None]], object]) -> None:
+    def __init__(
+        self, settings: Settings, schedule: Callable[[Callable[[], None]], object]
+    ) -> None:
         self.settings = settings
         self._schedule = schedule
         self._by_user: dict[int, dict[str, Session]] = {}
@@ -148,7 +150,11 @@ class Hub:
         for s in dirty:
             s.flush()
 
-    def end_all(self, status: int = Status.GOING_AWAY, code: int = ErrorCode.SERVICE_UNAVAILABLE,
-                message: str = "server going away") -> None:
+    def end_all(
+        self,
+        status: int = Status.GOING_AWAY,
+        code: int = ErrorCode.SERVICE_UNAVAILABLE,
+        message: str = "server going away",
+    ) -> None:
         for s in self.sessions():
             s.end(status, code, message)

@@ -8,8 +8,16 @@ A test checks each one against the generated classes.
 
 from __future__ import annotations
 
-__all__ = ["varint", "field_varint", "field_bytes", "pong", "send_response", "batch",
-           "difference", "notify"]
+__all__ = [
+    "varint",
+    "field_varint",
+    "field_bytes",
+    "pong",
+    "send_response",
+    "batch",
+    "difference",
+    "notify",
+]
 
 
 def varint(value: int) -> bytes:
@@ -40,13 +48,20 @@ def pong(now_ms: int) -> bytes:
     return b"\x08" + varint(now_ms)
 
 
-def send_response(client_seq: int, message_id: int, pts: int, channel_id: int,
-                  channel_type: int, timestamp: int) -> bytes:
+def send_response(
+    client_seq: int, message_id: int, pts: int, channel_id: int, channel_type: int, timestamp: int
+) -> bytes:
     """SendMessageResponse with reason_code 0."""
-    return b"".join((
-        field_varint(1, client_seq), field_varint(2, message_id), field_varint(3, pts),
-        field_varint(5, channel_id), field_varint(6, channel_type), field_varint(7, timestamp),
-    ))
+    return b"".join(
+        (
+            field_varint(1, client_seq),
+            field_varint(2, message_id),
+            field_varint(3, pts),
+            field_varint(5, channel_id),
+            field_varint(6, channel_type),
+            field_varint(7, timestamp),
+        )
+    )
 
 
 def batch(pushes: list[bytes]) -> bytes:

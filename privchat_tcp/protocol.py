@@ -77,12 +77,21 @@ def error_body(code: int, message: str) -> bytes:
 
 class Connection:
     __slots__ = (
-        "_buf", "max_body", "cipher", "compression", "compress_threshold", "push_seq", "out",
-        "closing", "violation", "encrypted",
+        "_buf",
+        "max_body",
+        "cipher",
+        "compression",
+        "compress_threshold",
+        "push_seq",
+        "out",
+        "closing",
+        "violation",
+        "encrypted",
     )
 
     def __init__(self, max_body: int) -> None:
-        self._buf = b""  # bytes while empty or whole; bytearray while holding a partial frame
+        # empty bytes, or a bytearray while holding a partial frame
+        self._buf: bytes | bytearray = b""
         self.max_body = max_body
         self.cipher: SessionCipher | None = None
         self.encrypted = False
@@ -98,11 +107,12 @@ class Connection:
     def receive_data(self, data: bytes) -> list[Frame]:
         if self.closing:
             return []
-        buf = self._buf
+        buf: bytes | bytearray = self._buf
         if buf:
             buf += data  # bytearray: in place
         else:
             buf = data
+        frames: list[Frame]
         frames, consumed, violation, vseq, vcmd = _split(buf, self.max_body, True)
         if violation:
             self._violate(violation, vseq, vcmd)
@@ -110,7 +120,7 @@ class Connection:
             return frames
         if consumed == len(buf):
             self._buf = b""
-        elif type(buf) is bytearray:
+        elif isinstance(buf, bytearray):
             del buf[:consumed]
             self._buf = buf
         else:
@@ -139,21 +149,28 @@ class Connection:
         cipher = self.cipher
         if cipher is not None:
             if not flags & 0x0C:
-                raise ProtocolViolation(Status.CRYPTO, ErrorCode.PROTOCOL_ERROR,
-                                        "plaintext frame on an encrypted session", True)
+                raise ProtocolViolation(
+                    Status.CRYPTO,
+                    ErrorCode.PROTOCOL_ERROR,
+                    "plaintext frame on an encrypted session",
+                    True,
+                )
             enc = flags & 0x0C
             if enc == ENC_RSA:
-                raise ProtocolViolation(Status.CRYPTO, ErrorCode.PROTOCOL_ERROR,
-                                        "decryption failed", True)
+                raise ProtocolViolation(
+                    Status.CRYPTO, ErrorCode.PROTOCOL_ERROR, "decryption failed", True
+                )
             body = cipher.open(seq, command, flags, status, body)
             if enc == ENC_E2E and command != Cmd.MS:
-                raise ServiceError(ErrorCode.INVALID_PACKET,
-                                   "end-to-end encryption is allowed on MS only")
+                raise ServiceError(
+                    ErrorCode.INVALID_PACKET, "end-to-end encryption is allowed on MS only"
+                )
         elif flags & 0x0C:
             # encryption 2 is handled by the LOGIN handler before this is called
             if self.encrypted or (flags & 0x0C) != ENC_RSA or command != Cmd.LOGIN:
-                raise ProtocolViolation(Status.CRYPTO, ErrorCode.PROTOCOL_ERROR,
-                                        "no session keys", True)
+                raise ProtocolViolation(
+                    Status.CRYPTO, ErrorCode.PROTOCOL_ERROR, "no session keys", True
+                )
         if flags & 0x30:
             if command == Cmd.LOGIN:
                 raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
@@ -163,8 +180,9 @@ class Connection:
         return body
 
     # ---- sending -----------------------------------------------------------------------
-    def send(self, seq: int, command: int, flow: int, status: int, body: bytes,
-             e2e: bool = False) -> None:
+    def send(
+        self, seq: int, command: int, flow: int, status: int, body: bytes, e2e: bool = False
+    ) -> None:
         flags = flow
         if self.compression and len(body) >= self.compress_threshold:
             from .compression import compress

@@ -14,8 +14,14 @@ from .store.base import DIRECT, GROUP
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-TYPING_ACTIONS = ("Typing", "Recording", "UploadingPhoto", "UploadingVideo", "UploadingFile",
-                  "ChoosingSticker")
+TYPING_ACTIONS = (
+    "Typing",
+    "Recording",
+    "UploadingPhoto",
+    "UploadingVideo",
+    "UploadingFile",
+    "ChoosingSticker",
+)
 
 
 def _bad(message: str) -> ServiceError:
@@ -31,20 +37,31 @@ def system_health(ctx: RpcContext, body: dict[str, Any]) -> Any:
 @route("system/info", anonymous=True)
 def system_info(ctx: RpcContext, body: dict[str, Any]) -> Any:
     s = ctx.ctx.settings
-    return {"name": "privchat-tcp", "version": __version__, "protocol_version": 1,
-            "max_message_size": s.max_body, "heartbeat_interval": s.heartbeat_interval,
-            "store_epoch": ctx.ctx.service.store.epoch,
-            "encryption": ctx.ctx.server_key is not None}
+    return {
+        "name": "privchat-tcp",
+        "version": __version__,
+        "protocol_version": 1,
+        "max_message_size": s.max_body,
+        "heartbeat_interval": s.heartbeat_interval,
+        "store_epoch": ctx.ctx.service.store.epoch,
+        "encryption": ctx.ctx.server_key is not None,
+    }
 
 
-# ---- accounts ---------------------------------------------------------------------------------
+# ---- accounts -----------------------------------------------------------------------------------
 def _auth_response(ctx: RpcContext, user_id: int, device_id: str, message: str) -> dict[str, Any]:
     tokens = ctx.ctx.tokens
     token, exp = tokens.issue(user_id, device_id)
     refresh, _ = tokens.issue(user_id, device_id, refresh=True)
-    return {"user_id": user_id, "token": token, "refresh_token": refresh,
-            "expires_at": iso(exp * 1000), "device_id": device_id, "success": True,
-            "message": message}
+    return {
+        "user_id": user_id,
+        "token": token,
+        "refresh_token": refresh,
+        "expires_at": iso(exp * 1000),
+        "device_id": device_id,
+        "success": True,
+        "message": message,
+    }
 
 
 def _device(body: dict[str, Any]) -> str:
@@ -84,8 +101,9 @@ async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     password = text(body, "password", 256)
     device_id = _device(body)
     user = ctx.ctx.service.store.find_user(name)
-    ok = await ctx.ctx.run_blocking(ctx.ctx.passwords.verify,
-                                    user.password_hash if user else None, password)
+    ok = await ctx.ctx.run_blocking(
+        ctx.ctx.passwords.verify, user.password_hash if user else None, password
+    )
     if not ok or user is None:
         raise ServiceError(ErrorCode.AUTH_REQUIRED, "invalid username or password")
     return _auth_response(ctx, user.user_id, device_id, "logged in")
@@ -110,8 +128,9 @@ def refresh(ctx: RpcContext, body: dict[str, Any]) -> Any:
 @route("account/auth/logout")
 def logout(ctx: RpcContext, body: dict[str, Any]) -> Any:
     session = ctx.session
-    ctx.ctx.service.store.revoke_token(session.token_jti,
-                                       int(now_ms() // 1000) + ctx.ctx.tokens.ttl)
+    ctx.ctx.service.store.revoke_token(
+        session.token_jti, int(now_ms() // 1000) + ctx.ctx.tokens.ttl
+    )
     return True
 
 
@@ -128,9 +147,14 @@ def group_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
     description = opt_text(body, "description", 1024)
     members = u64_list(body, "member_ids", ctx.ctx.settings.max_group_members)
     group = ctx.ctx.service.create_group(ctx.user_id, name, description, members)
-    return {"group_id": group.channel_id, "name": group.name, "description": group.description,
-            "member_count": len(group.members), "created_at": iso(group.created_at),
-            "creator_id": ctx.user_id}
+    return {
+        "group_id": group.channel_id,
+        "name": group.name,
+        "description": group.description,
+        "member_count": len(group.members),
+        "created_at": iso(group.created_at),
+        "creator_id": ctx.user_id,
+    }
 
 
 @route("group/group/info")
@@ -140,8 +164,9 @@ def group_info(ctx: RpcContext, body: dict[str, Any]) -> Any:
 
 @route("group/member/add")
 def group_member_add(ctx: RpcContext, body: dict[str, Any]) -> Any:
-    ctx.ctx.service.add_member(ctx.user_id, u64(body, "group_id"), u64(body, "user_id"),
-                               opt_text(body, "role", 16))
+    ctx.ctx.service.add_member(
+        ctx.user_id, u64(body, "group_id"), u64(body, "user_id"), opt_text(body, "role", 16)
+    )
     return True
 
 
@@ -162,15 +187,20 @@ def group_member_leave(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return True
 
 
-# ---- messages ------------------------------------------------------------------------------------
+# ---- messages -----------------------------------------------------------------------------------
 @route("message/revoke")
 def message_revoke(ctx: RpcContext, body: dict[str, Any]) -> Any:
-    ctx.ctx.service.revoke(ctx.user_id, ctx.device_id, u64(body, "channel_id"),
-                           u64(body, "server_message_id"), ctx.session)
+    ctx.ctx.service.revoke(
+        ctx.user_id,
+        ctx.device_id,
+        u64(body, "channel_id"),
+        u64(body, "server_message_id"),
+        ctx.session,
+    )
     return True
 
 
-# ---- sync ------------------------------------------------------------------------------------------
+# ---- sync ---------------------------------------------------------------------------------------
 def _channel_type(body: dict[str, Any]) -> int:
     value = opt_u64(body, "channel_type")
     if value not in (0, DIRECT, GROUP):
@@ -196,12 +226,15 @@ def sync_get_difference(ctx: RpcContext, body: dict[str, Any]) -> Any:
     service = ctx.ctx.service
     channel_type = _channel_type(body)
     channel, records, current, has_more = service.pull(
-        ctx.user_id, u64(body, "channel_id"), opt_u64(body, "last_pts"),
-        opt_u64(body, "limit", 100))
+        ctx.user_id, u64(body, "channel_id"), opt_u64(body, "last_pts"), opt_u64(body, "limit", 100)
+    )
     if channel_type and channel_type != channel.channel_type:
         raise _bad("channel_type does not match the channel")
-    return {"commits": [service.commit_json(r) for r in records], "current_pts": current,
-            "has_more": has_more}
+    return {
+        "commits": [service.commit_json(r) for r in records],
+        "current_pts": current,
+        "has_more": has_more,
+    }
 
 
 def _channel_pts(ctx: RpcContext, channel_id: int, channel_type: int) -> dict[str, Any]:
@@ -209,8 +242,11 @@ def _channel_pts(ctx: RpcContext, channel_id: int, channel_type: int) -> dict[st
     channel = service.member_channel(ctx.user_id, channel_id)
     if channel_type and channel_type != channel.channel_type:
         raise _bad("channel_type does not match the channel")
-    return {"channel_id": channel_id, "channel_type": channel.channel_type,
-            "current_pts": service.store.current_pts(channel_id)}
+    return {
+        "channel_id": channel_id,
+        "channel_type": channel.channel_type,
+        "current_pts": service.store.current_pts(channel_id),
+    }
 
 
 @route("sync/get_channel_pts")
@@ -240,18 +276,24 @@ def sync_session_ready(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return True
 
 
-# ---- presence -------------------------------------------------------------------------------------
+# ---- presence -----------------------------------------------------------------------------------
 @route("presence/typing")
 def presence_typing(ctx: RpcContext, body: dict[str, Any]) -> Any:
     action = body.get("action_type", "Typing")
     if action not in TYPING_ACTIONS:
         raise _bad("unknown action_type")
-    ctx.ctx.service.typing(ctx.user_id, u64(body, "channel_id"), _channel_type(body),
-                           flag(body, "is_typing", True), action, ctx.session)
+    ctx.ctx.service.typing(
+        ctx.user_id,
+        u64(body, "channel_id"),
+        _channel_type(body),
+        flag(body, "is_typing", True),
+        action,
+        ctx.session,
+    )
     return {"code": 0, "message": "OK"}
 
 
-# ---- entity sync -------------------------------------------------------------------------------------
+# ---- entity sync --------------------------------------------------------------------------------
 UNSUPPORTED_ENTITY = "不支持的 entity_type: {}（当前支持 channel）"
 
 
@@ -272,12 +314,27 @@ def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
         else:
             name = channel.name
         last = service.store.read_log(cid, max(service.store.current_pts(cid) - 1, 0), 1)
-        items.append({"entity_id": str(cid), "version": 1, "deleted": False, "payload": {
-            "channel_id": cid, "channel_type": channel.channel_type,
-            "type": channel.channel_type, "channel_name": name, "name": name, "avatar": "",
-            "unread_count": 0,
-            "last_msg_content": service.envelope(last[0]).get("content", "") if last else "",
-            "last_msg_timestamp": last[0].timestamp if last else 0, "top": 0, "mute": 0,
-            "current_pts": service.store.current_pts(cid),
-        }})
+        items.append(
+            {
+                "entity_id": str(cid),
+                "version": 1,
+                "deleted": False,
+                "payload": {
+                    "channel_id": cid,
+                    "channel_type": channel.channel_type,
+                    "type": channel.channel_type,
+                    "channel_name": name,
+                    "name": name,
+                    "avatar": "",
+                    "unread_count": 0,
+                    "last_msg_content": service.envelope(last[0]).get("content", "")
+                    if last
+                    else "",
+                    "last_msg_timestamp": last[0].timestamp if last else 0,
+                    "top": 0,
+                    "mute": 0,
+                    "current_pts": service.store.current_pts(cid),
+                },
+            }
+        )
     return {"items": items, "next_version": 1, "has_more": False}

@@ -17,8 +17,19 @@ from .errors import ErrorCode, ServiceError
 if TYPE_CHECKING:
     from .session import Context, Session
 
-__all__ = ["ROUTES", "Route", "RpcContext", "route", "parse_body", "u64", "opt_u64", "text",
-           "opt_text", "flag", "u64_list"]
+__all__ = [
+    "ROUTES",
+    "Route",
+    "RpcContext",
+    "route",
+    "parse_body",
+    "u64",
+    "opt_u64",
+    "text",
+    "opt_text",
+    "flag",
+    "u64_list",
+]
 
 U64_MAX = (1 << 64) - 1
 

@@ -21,7 +21,6 @@ from .config import Settings
 from .errors import ErrorCode, ServiceError
 from .proto import privchat_pb2 as pb
 from .store.base import (
-    DIRECT,
     GROUP,
     ROLE_ADMIN,
     ROLE_MEMBER,
@@ -41,15 +40,27 @@ KIND_MESSAGE = 0
 KIND_REVOKE = 1
 
 # ContentMessageType, PrivChat 0.1.1 numbering (reference section 10.1)
-CONTENT_TYPES = ["text", "image", "file", "voice", "video", "system", "audio", "location",
-                 "contact_card", "sticker", "forward"]
+CONTENT_TYPES = [
+    "text",
+    "image",
+    "file",
+    "voice",
+    "video",
+    "system",
+    "audio",
+    "location",
+    "contact_card",
+    "sticker",
+    "forward",
+]
 CONTENT_TYPE_IDS = {name: i for i, name in enumerate(CONTENT_TYPES)}
 
 
 def iso(ms: int) -> str:
     """RFC 3339 text of a unix-ms time."""
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat().replace(
-        "+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat().replace("+00:00", "Z")
+    )
 
 
 def now_ms() -> int:
@@ -97,8 +108,15 @@ class Delivery(Protocol):
 class SendResult:
     __slots__ = ("channel", "message_id", "pts", "timestamp", "duplicate", "record")
 
-    def __init__(self, channel: Channel, message_id: int, pts: int, timestamp: int,
-                 duplicate: bool, record: Record | None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        message_id: int,
+        pts: int,
+        timestamp: int,
+        duplicate: bool,
+        record: Record | None,
+    ) -> None:
         self.channel = channel
         self.message_id = message_id
         self.pts = pts
@@ -130,10 +148,18 @@ class Service:
     def public_user(self, user_id: int) -> dict[str, Any]:
         user = self.store.get_user(user_id)
         if user is None:
-            return {"user_id": user_id, "username": f"user_{user_id}", "nickname": None,
-                    "avatar_url": None}
-        return {"user_id": user.user_id, "username": user.username, "nickname": user.nickname,
-                "avatar_url": user.avatar_url}
+            return {
+                "user_id": user_id,
+                "username": f"user_{user_id}",
+                "nickname": None,
+                "avatar_url": None,
+            }
+        return {
+            "user_id": user.user_id,
+            "username": user.username,
+            "nickname": user.nickname,
+            "avatar_url": user.avatar_url,
+        }
 
     # ---- channels ------------------------------------------------------------------
     def channel(self, channel_id: int) -> Channel:
@@ -163,8 +189,9 @@ class Service:
         self.user(target_id)
         return self.store.get_or_create_direct(user_id, target_id, now_ms())
 
-    def create_group(self, owner_id: int, name: str, description: str | None,
-                     member_ids: Iterable[int]) -> Channel:
+    def create_group(
+        self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int]
+    ) -> Channel:
         name = name.strip()
         if not name or len(name) > 128:
             raise _bad("group name must be 1-128 characters")
@@ -177,8 +204,9 @@ class Service:
                 ids.append(uid)
         if len(ids) + 1 > self.settings.max_group_members:
             raise ServiceError(ErrorCode.GROUP_FULL, "group full")
-        return self.store.create_group(owner_id, name, description, ids, now_ms(),
-                                       self.settings.max_group_members)
+        return self.store.create_group(
+            owner_id, name, description, ids, now_ms(), self.settings.max_group_members
+        )
 
     def add_member(self, operator: int, group_id: int, user_id: int, role: str | None) -> None:
         group = self.group(group_id)
@@ -221,8 +249,9 @@ class Service:
         if member is None:
             raise ServiceError(ErrorCode.NOT_GROUP_MEMBER, "not a member of this group")
         if member.role == ROLE_OWNER and len(group.members) > 1:
-            raise ServiceError(ErrorCode.PERMISSION_DENIED,
-                               "the owner must transfer ownership before leaving")
+            raise ServiceError(
+                ErrorCode.PERMISSION_DENIED, "the owner must transfer ownership before leaving"
+            )
         self.store.remove_member(group_id, user_id)
 
     def group_info(self, user_id: int, group_id: int) -> dict[str, Any]:
@@ -230,12 +259,18 @@ class Service:
         if user_id not in group.members:
             raise ServiceError(ErrorCode.NOT_GROUP_MEMBER, "not a member of this group")
         return {
-            "group_id": group.channel_id, "name": group.name, "description": group.description,
-            "avatar_url": group.avatar_url, "owner_id": group.owner_id,
-            "created_at": iso(group.created_at), "updated_at": iso(group.updated_at),
+            "group_id": group.channel_id,
+            "name": group.name,
+            "description": group.description,
+            "avatar_url": group.avatar_url,
+            "owner_id": group.owner_id,
+            "created_at": iso(group.created_at),
+            "updated_at": iso(group.updated_at),
             "member_count": len(group.members),
-            "message_count": self.store.current_pts(group_id), "is_archived": False,
-            "tags": None, "custom_fields": None,
+            "message_count": self.store.current_pts(group_id),
+            "is_archived": False,
+            "tags": None,
+            "custom_fields": None,
         }
 
     def group_members(self, user_id: int, group_id: int) -> dict[str, Any]:
@@ -250,7 +285,8 @@ class Service:
                 "user_id": m.user_id,
                 "username": user.username if user else f"user_{m.user_id}",
                 "nickname": user.nickname if user else "",
-                "role": ROLE_NAMES[m.role], "joined_at": iso(m.joined_at),
+                "role": ROLE_NAMES[m.role],
+                "joined_at": iso(m.joined_at),
                 "is_muted": m.mute_until == -1 or m.mute_until > now,
             }
             if user and user.avatar_url:
@@ -259,8 +295,9 @@ class Service:
         return {"members": members, "total": len(members)}
 
     # ---- messages ----------------------------------------------------------------------
-    def resolve_target(self, user_id: int, channel_id: int, channel_type: int,
-                       conv_type: int, conv_target: int) -> Channel:
+    def resolve_target(
+        self, user_id: int, channel_id: int, channel_type: int, conv_type: int, conv_target: int
+    ) -> Channel:
         if channel_id == 0 and conv_type:
             if conv_type == pb.Conversation.SINGLE:
                 return self.direct(user_id, conv_target)[0]
@@ -268,8 +305,9 @@ class Service:
                 channel_id = conv_target
                 channel_type = GROUP
             else:
-                raise ServiceError(ErrorCode.UNSUPPORTED_PROTOCOL,
-                                   "conversation type not supported", status=8)
+                raise ServiceError(
+                    ErrorCode.UNSUPPORTED_PROTOCOL, "conversation type not supported", status=8
+                )
         if channel_id == 0:
             raise _bad("channel_id must be non-zero")
         channel = self.member_channel(user_id, channel_id)
@@ -277,9 +315,18 @@ class Service:
             raise _bad("channel_type does not match the channel")
         return channel
 
-    def send(self, sender: int, device: str, channel: Channel, local_id: int,
-             message_type: int, payload: bytes, content: bytes, e2e: bool,
-             origin: object | None) -> SendResult:
+    def send(
+        self,
+        sender: int,
+        device: str,
+        channel: Channel,
+        local_id: int,
+        message_type: int,
+        payload: bytes,
+        content: bytes,
+        e2e: bool,
+        origin: object | None,
+    ) -> SendResult:
         """Commit one message (idempotent on sender, device, local_id) and deliver it."""
         if local_id:
             seen = self.store.dedup_get(sender, device, local_id)
@@ -296,17 +343,36 @@ class Service:
                 raise ServiceError(ErrorCode.GROUP_MUTED, "the group is muted")
         ts = now_ms()
         record = Record(
-            pts=0, message_id=self.ids.next(), channel_id=channel.channel_id,
-            channel_type=channel.channel_type, sender_id=sender, sender_device=device,
-            local_message_id=local_id, message_type=message_type, timestamp=ts,
-            payload=payload, content=content, e2e=e2e, kind=KIND_MESSAGE,
+            pts=0,
+            message_id=self.ids.next(),
+            channel_id=channel.channel_id,
+            channel_type=channel.channel_type,
+            sender_id=sender,
+            sender_device=device,
+            local_message_id=local_id,
+            message_type=message_type,
+            timestamp=ts,
+            payload=payload,
+            content=content,
+            e2e=e2e,
+            kind=KIND_MESSAGE,
         )
         self.store.commit(record)
         record.push = self._push_bytes(record)
         if local_id:
-            self.store.dedup_put(sender, device, local_id, DedupEntry(
-                record.message_id, record.pts, channel.channel_id, channel.channel_type, ts,
-                time.monotonic()))
+            self.store.dedup_put(
+                sender,
+                device,
+                local_id,
+                DedupEntry(
+                    record.message_id,
+                    record.pts,
+                    channel.channel_id,
+                    channel.channel_type,
+                    ts,
+                    time.monotonic(),
+                ),
+            )
             self._maybe_sweep()
         self.delivery.deliver(channel, record, origin)
         return SendResult(channel, record.message_id, record.pts, ts, False, record)
@@ -319,11 +385,17 @@ class Service:
 
     def _push_bytes(self, record: Record, tombstone: bool = False) -> bytes:
         push = pb.PushMessageRequest(
-            msg_key=f"msg_{record.message_id}", server_message_id=record.message_id,
-            message_seq=record.pts, local_message_id=record.local_message_id,
-            timestamp=record.timestamp // 1000, channel_id=record.channel_id,
-            channel_type=record.channel_type, message_type=record.message_type,
-            from_uid=record.sender_id, e2e=record.e2e, from_device=record.sender_device,
+            msg_key=f"msg_{record.message_id}",
+            server_message_id=record.message_id,
+            message_seq=record.pts,
+            local_message_id=record.local_message_id,
+            timestamp=record.timestamp // 1000,
+            channel_id=record.channel_id,
+            channel_type=record.channel_type,
+            message_type=record.message_type,
+            from_uid=record.sender_id,
+            e2e=record.e2e,
+            from_device=record.sender_device,
         )
         if tombstone:
             push.deleted = True
@@ -334,8 +406,9 @@ class Service:
             data += pbwire.field_bytes(18, record.content)
         return data
 
-    def revoke(self, user_id: int, device: str, channel_id: int, message_id: int,
-               origin: object | None) -> Record:
+    def revoke(
+        self, user_id: int, device: str, channel_id: int, message_id: int, origin: object | None
+    ) -> Record:
         channel = self.member_channel(user_id, channel_id)
         target = self.store.find_message(channel_id, message_id)
         if target is None:
@@ -347,37 +420,66 @@ class Service:
             role = channel.members[user_id].role
             privileged = channel.channel_type == GROUP and role in (ROLE_OWNER, ROLE_ADMIN)
             if not privileged and now - target.timestamp > self.settings.revoke_window * 1000:
-                raise ServiceError(ErrorCode.MESSAGE_CANNOT_REVOKE,
-                                   "message cannot be revoked (timeout)")
-        elif not (channel.channel_type == GROUP
-                  and channel.members[user_id].role in (ROLE_OWNER, ROLE_ADMIN)):
-            raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the sender or an admin may revoke")
+                raise ServiceError(
+                    ErrorCode.MESSAGE_CANNOT_REVOKE, "message cannot be revoked (timeout)"
+                )
+        elif not (
+            channel.channel_type == GROUP
+            and channel.members[user_id].role in (ROLE_OWNER, ROLE_ADMIN)
+        ):
+            raise ServiceError(
+                ErrorCode.PERMISSION_DENIED, "only the sender or an admin may revoke"
+            )
         target.revoked = True
         target.revoked_by = user_id
         target.revoked_at = now
         target.push = self._push_bytes(target, tombstone=True)
         self.store.update_record(target)
-        payload = json.dumps({"message_id": message_id, "channel_id": channel_id,
-                              "revoked_by": user_id, "revoked_at": now},
-                             separators=(",", ":")).encode()
+        payload = json.dumps(
+            {
+                "message_id": message_id,
+                "channel_id": channel_id,
+                "revoked_by": user_id,
+                "revoked_at": now,
+            },
+            separators=(",", ":"),
+        ).encode()
         event = Record(
-            pts=0, message_id=self.ids.next(), channel_id=channel_id,
-            channel_type=channel.channel_type, sender_id=user_id, sender_device=device,
-            local_message_id=0, message_type=SYSTEM_MESSAGE, timestamp=now, payload=payload,
-            content=b"", e2e=False, kind=KIND_REVOKE, target_message_id=message_id,
+            pts=0,
+            message_id=self.ids.next(),
+            channel_id=channel_id,
+            channel_type=channel.channel_type,
+            sender_id=user_id,
+            sender_device=device,
+            local_message_id=0,
+            message_type=SYSTEM_MESSAGE,
+            timestamp=now,
+            payload=payload,
+            content=b"",
+            e2e=False,
+            kind=KIND_REVOKE,
+            target_message_id=message_id,
         )
         self.store.commit(event)
         event.push = pb.PushMessageRequest(
-            msg_key=f"revoke_{message_id}", server_message_id=message_id,
-            message_seq=event.pts, timestamp=now // 1000, channel_id=channel_id,
-            channel_type=channel.channel_type, message_type=SYSTEM_MESSAGE,
-            topic="message.revoke", from_uid=user_id, payload=payload, deleted=True,
+            msg_key=f"revoke_{message_id}",
+            server_message_id=message_id,
+            message_seq=event.pts,
+            timestamp=now // 1000,
+            channel_id=channel_id,
+            channel_type=channel.channel_type,
+            message_type=SYSTEM_MESSAGE,
+            topic="message.revoke",
+            from_uid=user_id,
+            payload=payload,
+            deleted=True,
         ).SerializeToString()
         self.delivery.deliver(channel, event, origin)
         return event
 
-    def pull(self, user_id: int, channel_id: int, last_pts: int,
-             limit: int) -> tuple[Channel, list[Record], int, bool]:
+    def pull(
+        self, user_id: int, channel_id: int, last_pts: int, limit: int
+    ) -> tuple[Channel, list[Record], int, bool]:
         channel = self.member_channel(user_id, channel_id)
         if limit <= 0:
             limit = 100
@@ -415,15 +517,22 @@ class Service:
             content["event"] = "message.revoke"
             message_type = "system"
         else:
-            message_type = (CONTENT_TYPES[record.message_type]
-                            if record.message_type < len(CONTENT_TYPES) else "text")
+            message_type = (
+                CONTENT_TYPES[record.message_type]
+                if record.message_type < len(CONTENT_TYPES)
+                else "text"
+            )
             content = self.envelope(record)
         return {
-            "pts": record.pts, "server_msg_id": record.message_id,
+            "pts": record.pts,
+            "server_msg_id": record.message_id,
             "local_message_id": record.local_message_id or None,
-            "channel_id": record.channel_id, "channel_type": record.channel_type,
-            "message_type": message_type, "content": content,
-            "server_timestamp": record.timestamp, "sender_id": record.sender_id,
+            "channel_id": record.channel_id,
+            "channel_type": record.channel_type,
+            "message_type": message_type,
+            "content": content,
+            "server_timestamp": record.timestamp,
+            "sender_id": record.sender_id,
             "sender_info": self.public_user(record.sender_id),
         }
 
@@ -432,8 +541,10 @@ class Service:
         if record.revoked:
             return {"content": "", "revoked": True}
         if record.e2e:
-            return {"e2e": True,
-                    "data": base64.b64encode(record.payload or record.content).decode()}
+            return {
+                "e2e": True,
+                "data": base64.b64encode(record.payload or record.content).decode(),
+            }
         if record.payload:
             try:
                 value = json.loads(record.payload)
@@ -455,8 +566,9 @@ class Service:
             env["mentioned_user_ids"] = list(content.mentioned_targets)
         return env
 
-    def submit(self, user_id: int, device: str, body: dict[str, Any],
-               origin: object | None) -> dict[str, Any]:
+    def submit(
+        self, user_id: int, device: str, body: dict[str, Any], origin: object | None
+    ) -> dict[str, Any]:
         """``sync/submit``: the same commit as MS, answered as ClientSubmitResponse."""
         local_id = body["local_message_id"]
         channel = self.member_channel(user_id, body["channel_id"])
@@ -475,19 +587,30 @@ class Service:
         command = str(body.get("command_type") or "text")
         message_type = CONTENT_TYPE_IDS.get(command, 0)
         payload = json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
-        result = self.send(user_id, device, channel, local_id, message_type, payload, b"",
-                           False, origin)
+        result = self.send(
+            user_id, device, channel, local_id, message_type, payload, b"", False, origin
+        )
         last_pts = body.get("last_pts", 0)
         return {
-            "decision": "accepted", "pts": result.pts, "server_msg_id": result.message_id,
-            "server_timestamp": result.timestamp, "local_message_id": local_id,
+            "decision": "accepted",
+            "pts": result.pts,
+            "server_msg_id": result.message_id,
+            "server_timestamp": result.timestamp,
+            "local_message_id": local_id,
             "has_gap": last_pts < max(server_pts - 1, 0),
             "current_pts": result.pts - 1 if result.duplicate else server_pts,
         }
 
     # ---- typing ------------------------------------------------------------------------
-    def typing(self, user_id: int, channel_id: int, channel_type: int, is_typing: bool,
-               action: str, origin: object | None) -> None:
+    def typing(
+        self,
+        user_id: int,
+        channel_id: int,
+        channel_type: int,
+        is_typing: bool,
+        action: str,
+        origin: object | None,
+    ) -> None:
         channel = self.member_channel(user_id, channel_id)
         if channel_type and channel_type != channel.channel_type:
             raise _bad("channel_type does not match the channel")
@@ -500,11 +623,20 @@ class Service:
             self._typing.clear()
         self._typing[key] = now
         ts = int(time.time())
-        note = {"user_id": user_id, "username": None, "channel_id": channel_id,
-                "channel_type": channel.channel_type, "is_typing": is_typing,
-                "action_type": action, "timestamp": ts}
+        note = {
+            "user_id": user_id,
+            "username": None,
+            "channel_id": channel_id,
+            "channel_type": channel.channel_type,
+            "is_typing": is_typing,
+            "action_type": action,
+            "timestamp": ts,
+        }
         body = pb.PublishRequest(
-            channel_id=channel_id, topic="typing", timestamp=ts,
-            payload=json.dumps(note, separators=(",", ":")).encode(), publisher=str(user_id),
+            channel_id=channel_id,
+            topic="typing",
+            timestamp=ts,
+            payload=json.dumps(note, separators=(",", ":")).encode(),
+            publisher=str(user_id),
         ).SerializeToString()
         self.delivery.publish(channel_id, body, origin)

@@ -19,8 +19,8 @@ from google.protobuf.message import DecodeError
 
 from . import pbwire
 from .errors import ErrorCode, ProtocolViolation, ServiceError, Status
-from .protocol import ENC_E2E, ENC_RSA, FLOW_RESPONSE, Cmd, Connection
 from .proto import privchat_pb2 as pb
+from .protocol import ENC_E2E, ENC_RSA, FLOW_RESPONSE, Cmd, Connection
 from .store.base import GROUP
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ __all__ = ["Session", "Context"]
 log = logging.getLogger("privchat_tcp.session")
 
 _CLIENT_COMMANDS = frozenset(
-    (Cmd.LOGIN, Cmd.LOGOUT, Cmd.PING, Cmd.MS, Cmd.MP, Cmd.MR, Cmd.SUB, Cmd.RPC, Cmd.ACK))
+    (Cmd.LOGIN, Cmd.LOGOUT, Cmd.PING, Cmd.MS, Cmd.MP, Cmd.MR, Cmd.SUB, Cmd.RPC, Cmd.ACK)
+)
 _PRELOGIN = frozenset((Cmd.LOGIN, Cmd.PING, Cmd.RPC))
 MPB_MAX_BYTES = 256 << 10
 MAX_ASYNC_RPC = 4
@@ -44,10 +45,17 @@ MAX_ASYNC_RPC = 4
 class Context:
     """What every session of one server shares."""
 
-    def __init__(self, settings: Settings, service: Service, hub: Hub, tokens: TokenIssuer,
-                 passwords: PasswordHasher, server_key: ServerKey | None,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], object],
-                 run_blocking: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: Service,
+        hub: Hub,
+        tokens: TokenIssuer,
+        passwords: PasswordHasher,
+        server_key: ServerKey | None,
+        spawn: Callable[[Coroutine[Any, Any, Any]], object],
+        run_blocking: Callable[..., Any],
+    ) -> None:
         self.settings = settings
         self.service = service
         self.hub = hub
@@ -64,8 +72,21 @@ class Session:
     """One connection's application state. The IO adapter subclasses it."""
 
     __slots__ = (
-        "ctx", "conn", "user_id", "device_id", "session_id", "ready", "subs", "pending",
-        "last_rx", "connected_at", "replaced", "peer", "token_jti", "async_rpcs", "closed",
+        "ctx",
+        "conn",
+        "user_id",
+        "device_id",
+        "session_id",
+        "ready",
+        "subs",
+        "pending",
+        "last_rx",
+        "connected_at",
+        "replaced",
+        "peer",
+        "token_jti",
+        "async_rpcs",
+        "closed",
     )
 
     def __init__(self, ctx: Context, now: float) -> None:
@@ -159,15 +180,20 @@ class Session:
                 return
             try:
                 if flags & 0x3C or conn.cipher is not None:
-                    if command == Cmd.LOGIN and flags & 0x0C == ENC_RSA and conn.cipher is None \
-                            and not conn.encrypted:
+                    if (
+                        command == Cmd.LOGIN
+                        and flags & 0x0C == ENC_RSA
+                        and conn.cipher is None
+                        and not conn.encrypted
+                    ):
                         self._login_encrypted(seq, flags, status, body)
                         continue
                     body = conn.open_body(seq, command, flags, status, body)
                 handler = handlers.get(command)
                 if handler is None:
-                    raise ServiceError(ErrorCode.UNSUPPORTED_PROTOCOL, "unknown command",
-                                       Status.UNSUPPORTED)
+                    raise ServiceError(
+                        ErrorCode.UNSUPPORTED_PROTOCOL, "unknown command", Status.UNSUPPORTED
+                    )
                 if not self.user_id and command not in _PRELOGIN:
                     raise ServiceError(ErrorCode.AUTH_REQUIRED, "login required")
                 handler(self, seq, flags, body)
@@ -179,12 +205,18 @@ class Session:
                     conn.closing = True
                     return
             except DecodeError:
-                self._error(seq, command, Status.BAD_REQUEST, ErrorCode.DECODING_ERROR,
-                            "body does not decode")
+                self._error(
+                    seq,
+                    command,
+                    Status.BAD_REQUEST,
+                    ErrorCode.DECODING_ERROR,
+                    "body does not decode",
+                )
             except Exception:
                 log.exception("handler for command %d failed", command)
-                self._error(seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR,
-                            "internal error")
+                self._error(
+                    seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
+                )
 
     # ---- LOGIN / LOGOUT / PING -----------------------------------------------------------------
     def _ping(self, seq: int, flags: int, body: bytes) -> None:
@@ -198,8 +230,9 @@ class Session:
 
         key = self.ctx.server_key
         if key is None:
-            raise ServiceError(ErrorCode.UNSUPPORTED_PROTOCOL, "encryption is not enabled",
-                               Status.UNSUPPORTED)
+            raise ServiceError(
+                ErrorCode.UNSUPPORTED_PROTOCOL, "encryption is not enabled", Status.UNSUPPORTED
+            )
         if flags & 0x30:
             raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
         secret, plaintext = open_login(key, seq, Cmd.LOGIN, flags, status, body)
@@ -208,8 +241,9 @@ class Session:
 
     def _login_plain(self, seq: int, flags: int, body: bytes) -> None:
         if self.ctx.settings.require_encryption:
-            raise ProtocolViolation(Status.CRYPTO, ErrorCode.PROTOCOL_ERROR,
-                                    "encryption required", True)
+            raise ProtocolViolation(
+                Status.CRYPTO, ErrorCode.PROTOCOL_ERROR, "encryption required", True
+            )
         self._login(seq, flags, body, None)
 
     def _login(self, seq: int, flags: int, body: bytes, cipher: Any) -> None:
@@ -230,8 +264,9 @@ class Session:
         existing = hub.user_sessions(user.user_id)
         limit = getattr(ctx.settings, "max_devices_per_user", 0)
         if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
-            raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online",
-                               Status.BUSY)
+            raise ServiceError(
+                ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY
+            )
         conn = self.conn
         if cipher is not None:
             conn.encrypted = True
@@ -247,14 +282,20 @@ class Session:
         conn.compress_threshold = ctx.settings.compress_threshold
         compression_name = {0: "", 1: "gzip", 2: "lz4"}[conn.compression]
         reply = pb.AuthorizationResponse(
-            success=True, session_id=self.session_id, user_id=user.user_id,
+            success=True,
+            session_id=self.session_id,
+            user_id=user.user_id,
             connection_id=f"conn_{self.session_id}",
             server_info=pb.ServerInfo(
-                version=_server_version(), name="privchat-tcp", features=["chat", "sync"],
+                version=_server_version(),
+                name="privchat-tcp",
+                features=["chat", "sync"],
                 max_message_size=ctx.settings.max_body,
-                connection_timeout=ctx.settings.heartbeat_interval * 2),
+                connection_timeout=ctx.settings.heartbeat_interval * 2,
+            ),
             heartbeat_interval=ctx.settings.heartbeat_interval,
-            store_epoch=ctx.service.store.epoch, server_time=time.time_ns() // 1_000_000,
+            store_epoch=ctx.service.store.epoch,
+            server_time=time.time_ns() // 1_000_000,
             compression=compression_name,
         ).SerializeToString()
         # the reply goes out uncompressed and sealed with s2c counter 0 when encrypted
@@ -264,8 +305,11 @@ class Session:
         conn.compression = saved
         old = hub.register(self)
         if old is not None and old is not self:
-            old.end(Status.REPLACED, ErrorCode.SESSION_EXPIRED,
-                    "this device logged in on another connection")
+            old.end(
+                Status.REPLACED,
+                ErrorCode.SESSION_EXPIRED,
+                "this device logged in on another connection",
+            )
 
     def _logout(self, seq: int, flags: int, body: bytes) -> None:
         pb.DisconnectRequest.FromString(body)
@@ -277,20 +321,40 @@ class Session:
         req = pb.SendMessageRequest.FromString(body)
         service = self.ctx.service
         conv = req.conversation
-        channel = service.resolve_target(self.user_id, req.channel_id, req.channel_type,
-                                         conv.type, conv.target_id)
+        channel = service.resolve_target(
+            self.user_id, req.channel_id, req.channel_type, conv.type, conv.target_id
+        )
         content = req.content.SerializeToString() if req.HasField("content") else b""
         e2e = flags & 0x0C == ENC_E2E
-        result = service.send(self.user_id, self.device_id, channel, req.local_message_id,
-                              req.message_type, req.payload, content, e2e, self)
-        self._reply(seq, Cmd.MS, pbwire.send_response(
-            req.client_seq, result.message_id, result.pts, channel.channel_id,
-            channel.channel_type, result.timestamp))
+        result = service.send(
+            self.user_id,
+            self.device_id,
+            channel,
+            req.local_message_id,
+            req.message_type,
+            req.payload,
+            content,
+            e2e,
+            self,
+        )
+        self._reply(
+            seq,
+            Cmd.MS,
+            pbwire.send_response(
+                req.client_seq,
+                result.message_id,
+                result.pts,
+                channel.channel_id,
+                channel.channel_type,
+                result.timestamp,
+            ),
+        )
 
     def _mp(self, seq: int, flags: int, body: bytes) -> None:
         req = pb.GetDifferenceRequest.FromString(body)
         channel, records, current, has_more = self.ctx.service.pull(
-            self.user_id, req.channel_id, req.last_pts, req.limit)
+            self.user_id, req.channel_id, req.last_pts, req.limit
+        )
         if req.channel_type and req.channel_type != channel.channel_type:
             raise ServiceError(ErrorCode.INVALID_PARAMS, "channel_type does not match the channel")
         data = pbwire.difference([r.push for r in records], current, has_more, channel.channel_id)
@@ -304,10 +368,12 @@ class Session:
 
     def _mr(self, seq: int, flags: int, body: bytes) -> None:
         req = pb.MessageRevokeRequest.FromString(body)
-        event = self.ctx.service.revoke(self.user_id, self.device_id, req.channel_id,
-                                        req.server_message_id, self)
-        self._reply(seq, Cmd.MR,
-                    pb.MessageRevokeResponse(success=True, pts=event.pts).SerializeToString())
+        event = self.ctx.service.revoke(
+            self.user_id, self.device_id, req.channel_id, req.server_message_id, self
+        )
+        self._reply(
+            seq, Cmd.MR, pb.MessageRevokeResponse(success=True, pts=event.pts).SerializeToString()
+        )
 
     def _ack(self, seq: int, flags: int, body: bytes) -> None:
         req = pb.AckRequest.FromString(body)
@@ -333,10 +399,17 @@ class Session:
                     reason = 4
             if reason == 0 and not self.ctx.hub.subscribe(self, req.channel_id):
                 reason = 8
-        self._reply(seq, Cmd.SUB, pb.SubscribeResponse(
-            local_message_id=req.local_message_id, channel_id=req.channel_id,
-            channel_type=req.channel_type, action=req.action, reason_code=reason,
-        ).SerializeToString())
+        self._reply(
+            seq,
+            Cmd.SUB,
+            pb.SubscribeResponse(
+                local_message_id=req.local_message_id,
+                channel_id=req.channel_id,
+                channel_type=req.channel_type,
+                action=req.action,
+                reason_code=reason,
+            ).SerializeToString(),
+        )
 
     # ---- READY ------------------------------------------------------------------------------
     def session_ready(self) -> None:
@@ -350,8 +423,9 @@ class Session:
             missing = current - acked
             large = len(channel.members) > settings.large_group_threshold
             if large or missing > settings.catchup_push_limit:
-                self.push_now(Cmd.MN, pbwire.notify(channel.channel_id, channel.channel_type,
-                                                    current))
+                self.push_now(
+                    Cmd.MN, pbwire.notify(channel.channel_id, channel.channel_type, current)
+                )
                 continue
             for record in service.store.read_log(channel.channel_id, acked, missing):
                 if record.e2e:
@@ -374,8 +448,9 @@ class Session:
         rctx = RpcContext(self.ctx, self)
         if route.is_async:
             if self.async_rpcs >= MAX_ASYNC_RPC:
-                raise ServiceError(ErrorCode.CONCURRENT_LIMIT_EXCEEDED,
-                                   "too many requests in flight")
+                raise ServiceError(
+                    ErrorCode.CONCURRENT_LIMIT_EXCEEDED, "too many requests in flight"
+                )
             self.async_rpcs += 1
             self.ctx.spawn(self._run_async(seq, route.handler(rctx, args)))
             return
@@ -390,8 +465,9 @@ class Session:
         except Exception:
             log.exception("RPC failed")
             if not self.closed:
-                self._error(seq, Cmd.RPC, Status.INTERNAL, ErrorCode.INTERNAL_ERROR,
-                            "internal error")
+                self._error(
+                    seq, Cmd.RPC, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
+                )
         else:
             if not self.closed:
                 self._reply(seq, Cmd.RPC, _rpc_ok(result))
@@ -403,7 +479,8 @@ class Session:
 
 def _rpc_ok(data: Any) -> bytes:
     return pb.RpcResponse(
-        code=0, message="OK",
+        code=0,
+        message="OK",
         data=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
     ).SerializeToString()
 

@@ -49,9 +49,14 @@ class ServerThread:
     def __init__(self, **overrides: Any) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="privchat-test-")
         base: dict[str, Any] = {
-            "host": "127.0.0.1", "port": 0, "data_dir": self.tmp.name,
-            "jwt_secret": "test-secret-" + "x" * 32, "argon2_time_cost": 1,
-            "argon2_memory_kib": 1024, "log_level": "WARNING", "rsa_key_file": KEY_FILE,
+            "host": "127.0.0.1",
+            "port": 0,
+            "data_dir": self.tmp.name,
+            "jwt_secret": "test-secret-" + "x" * 32,
+            "argon2_time_cost": 1,
+            "argon2_memory_kib": 1024,
+            "log_level": "WARNING",
+            "rsa_key_file": KEY_FILE,
         }
         base.update(overrides)
         self.settings = load_settings(environ={}, overrides=base)
@@ -138,8 +143,9 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
         srv.stop()
 
 
-async def user(port: int, name: str, device_id: str | None = None, encrypted: bool = False,
-               **kw: Any) -> Client:
+async def user(
+    port: int, name: str, device_id: str | None = None, encrypted: bool = False, **kw: Any
+) -> Client:
     """A registered, logged-in, READY client."""
     client = await Client.connect("127.0.0.1", port, **kw)
     await client.register(name, "password-" + name, device_id)
@@ -148,8 +154,9 @@ async def user(port: int, name: str, device_id: str | None = None, encrypted: bo
     return client
 
 
-async def device(port: int, token: str, device_id: str, ready: bool = True,
-                 encrypted: bool = False, **kw: Any) -> Client:
+async def device(
+    port: int, token: str, device_id: str, ready: bool = True, encrypted: bool = False, **kw: Any
+) -> Client:
     """Another connection for an existing account's token."""
     client = await Client.connect("127.0.0.1", port, **kw)
     client.device_id = device_id

@@ -29,7 +29,8 @@ async def collect(client: Client, until: dict[int, int], timeout: float = 20.0) 
 
 
 def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
-        server: ServerThread) -> None:
+    server: ServerThread,
+) -> None:
     async def main() -> None:
         port = server.port
         a1 = await user(port, "alice")
@@ -37,7 +38,7 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
         c1 = await user(port, "carol")
         # a second device of each user logs in with the password for its own token
         devices: dict[str, Client] = {"a1": a1, "b1": b1, "c1": c1}
-        for name, first in (("alice", a1), ("bob", b1), ("carol", c1)):
+        for name in ("alice", "bob", "carol"):
             second = await Client.connect("127.0.0.1", port)
             await second.password_login(name, "password-" + name, str(uuid.uuid4()))
             await second.login()
@@ -45,13 +46,16 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
             devices[name[0] + "2"] = second
         a2, b2, c2 = devices["a2"], devices["b2"], devices["c2"]
 
-        group = await a1.rpc("group/group/create", {
-            "name": "trio", "member_ids": [b1.user_id, c1.user_id]})
+        group = await a1.rpc(
+            "group/group/create", {"name": "trio", "member_ids": [b1.user_id, c1.user_id]}
+        )
         gid = group["group_id"]
-        ab = (await a1.rpc("channel/direct/get_or_create",
-                           {"target_user_id": b1.user_id}))["channel_id"]
-        ac = (await a1.rpc("channel/direct/get_or_create",
-                           {"target_user_id": c1.user_id}))["channel_id"]
+        ab = (await a1.rpc("channel/direct/get_or_create", {"target_user_id": b1.user_id}))[
+            "channel_id"
+        ]
+        ac = (await a1.rpc("channel/direct/get_or_create", {"target_user_id": c1.user_id}))[
+            "channel_id"
+        ]
 
         # c2 receives a first message, acknowledges it, then goes offline
         await a1.send(gid, "before")
@@ -79,8 +83,11 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
         for name, client in devices.items():
             if name == "c2":
                 continue
-            wanted = {c: p for c, p in final.items()
-                      if c == gid or (c == ab and name[0] in "ab") or (c == ac and name[0] in "ac")}
+            wanted = {
+                c: p
+                for c, p in final.items()
+                if c == gid or (c == ab and name[0] in "ab") or (c == ac and name[0] in "ac")
+            }
             await collect(client, wanted)
             assert client.duplicates == 0, name
 
@@ -133,8 +140,9 @@ def test_group_rules_over_rpc(server: ServerThread) -> None:
         m1 = await user(server.port, "member1")
         m2 = await user(server.port, "member2")
         out = await user(server.port, "outsider")
-        g = await owner.rpc("group/group/create", {"name": "team", "description": "d",
-                                                    "member_ids": [m1.user_id]})
+        g = await owner.rpc(
+            "group/group/create", {"name": "team", "description": "d", "member_ids": [m1.user_id]}
+        )
         gid = g["group_id"]
         assert g["member_count"] == 2 and g["creator_id"] == owner.user_id
         assert await m1.rpc("group/member/add", {"group_id": gid, "user_id": m2.user_id}) is True
@@ -188,22 +196,42 @@ def test_sync_submit_and_ms_share_one_pts_and_log(server: ServerThread) -> None:
     async def main() -> None:
         a = await user(server.port, "alice")
         b = await user(server.port, "bob")
-        ch = (await a.rpc("channel/direct/get_or_create",
-                          {"target_user_id": b.user_id}))["channel_id"]
+        ch = (await a.rpc("channel/direct/get_or_create", {"target_user_id": b.user_id}))[
+            "channel_id"
+        ]
         r1 = await a.send(ch, "one")
-        sub = await a.rpc("sync/submit", {
-            "local_message_id": 555, "channel_id": ch, "channel_type": 1, "last_pts": 1,
-            "command_type": "text", "payload": {"text": "two"}, "client_timestamp": 0})
+        sub = await a.rpc(
+            "sync/submit",
+            {
+                "local_message_id": 555,
+                "channel_id": ch,
+                "channel_type": 1,
+                "last_pts": 1,
+                "command_type": "text",
+                "payload": {"text": "two"},
+                "client_timestamp": 0,
+            },
+        )
         assert sub["decision"] == "accepted" and sub["pts"] == 2 and sub["current_pts"] == 1
         assert sub["has_gap"] is False
-        again = await a.rpc("sync/submit", {
-            "local_message_id": 555, "channel_id": ch, "channel_type": 1, "last_pts": 0,
-            "command_type": "text", "payload": {"text": "two"}, "client_timestamp": 0})
+        again = await a.rpc(
+            "sync/submit",
+            {
+                "local_message_id": 555,
+                "channel_id": ch,
+                "channel_type": 1,
+                "last_pts": 0,
+                "command_type": "text",
+                "payload": {"text": "two"},
+                "client_timestamp": 0,
+            },
+        )
         assert again["server_msg_id"] == sub["server_msg_id"] and again["pts"] == 2
         r3 = await b.send(ch, "three")
         assert (r1.message_seq, r3.message_seq) == (1, 3)
-        diff = await b.rpc("sync/get_difference", {"channel_id": ch, "channel_type": 1,
-                                                   "last_pts": 0, "limit": 2})
+        diff = await b.rpc(
+            "sync/get_difference", {"channel_id": ch, "channel_type": 1, "last_pts": 0, "limit": 2}
+        )
         assert [c["pts"] for c in diff["commits"]] == [1, 2] and diff["has_more"] is True
         assert diff["commits"][1]["content"]["content"] == "two"
         assert diff["commits"][0]["server_msg_id"] == r1.server_message_id
@@ -213,10 +241,10 @@ def test_sync_submit_and_ms_share_one_pts_and_log(server: ServerThread) -> None:
         assert [m.message_seq for m in mp.messages] == [1, 2, 3] and mp.current_pts == 3
         pts = await b.rpc("sync/get_channel_pts", {"channel_id": ch, "channel_type": 1})
         assert pts["current_pts"] == 3 and pts["store_epoch"] == b.auth.store_epoch  # type: ignore[union-attr]
-        batch = await b.rpc("sync/batch_get_channel_pts",
-                            {"channels": [{"channel_id": ch, "channel_type": 1}]})
-        assert batch["channel_pts_map"] == [{"channel_id": ch, "channel_type": 1,
-                                             "current_pts": 3}]
+        batch = await b.rpc(
+            "sync/batch_get_channel_pts", {"channels": [{"channel_id": ch, "channel_type": 1}]}
+        )
+        assert batch["channel_pts_map"] == [{"channel_id": ch, "channel_type": 1, "current_pts": 3}]
         assert await b.rpc("sync/session_ready", {}) is True  # idempotent
         await a.close()
         await b.close()
@@ -231,8 +259,7 @@ def test_large_group_gets_mn_and_pulls(make_server: object) -> None:
         a = await user(srv.port, "alice")
         b = await user(srv.port, "bob")
         c = await user(srv.port, "carol")
-        g = (await a.rpc("group/group/create", {"name": "big",
-                                                 "member_ids": [b.user_id, c.user_id]}))
+        g = await a.rpc("group/group/create", {"name": "big", "member_ids": [b.user_id, c.user_id]})
         for i in range(3):
             await a.send(g["group_id"], f"m{i}")
         got = await collect(b, {g["group_id"]: 3})
@@ -250,14 +277,17 @@ def test_typing_reaches_subscribers_as_pub(server: ServerThread) -> None:
     async def main() -> None:
         a = await user(server.port, "alice")
         b = await user(server.port, "bob")
-        ch = (await a.rpc("channel/direct/get_or_create",
-                          {"target_user_id": b.user_id}))["channel_id"]
+        ch = (await a.rpc("channel/direct/get_or_create", {"target_user_id": b.user_id}))[
+            "channel_id"
+        ]
         sub = await b.subscribe(ch, channel_type=0)
         assert sub.reason_code == 0
         outsider = await user(server.port, "eve")
         assert (await outsider.subscribe(ch, channel_type=0)).reason_code == 4
-        reply = await a.rpc("presence/typing", {"channel_id": ch, "channel_type": 1,
-                                                "is_typing": True, "action_type": "Typing"})
+        reply = await a.rpc(
+            "presence/typing",
+            {"channel_id": ch, "channel_type": 1, "is_typing": True, "action_type": "Typing"},
+        )
         assert reply == {"code": 0, "message": "OK"}
         push = await b.next_push(5)
         assert push.command == Cmd.PUB and push.message.topic == "typing"
@@ -272,14 +302,22 @@ def test_register_and_login_rules(server: ServerThread) -> None:
     async def main() -> None:
         c = await Client.connect("127.0.0.1", server.port)
         for body, code in [
-            ({"username": "ok_name", "password": "12345", "device_id": str(uuid.uuid4())},
-             ErrorCode.INVALID_PARAMS),
-            ({"username": "ok_name", "password": "123456", "device_id": "not-a-uuid"},
-             ErrorCode.INVALID_PARAMS),
-            ({"username": "a", "password": "123456", "device_id": str(uuid.uuid4())},
-             ErrorCode.INVALID_PARAMS),
-            ({"password": "123456", "device_id": str(uuid.uuid4())},
-             ErrorCode.MISSING_REQUIRED_PARAM),
+            (
+                {"username": "ok_name", "password": "12345", "device_id": str(uuid.uuid4())},
+                ErrorCode.INVALID_PARAMS,
+            ),
+            (
+                {"username": "ok_name", "password": "123456", "device_id": "not-a-uuid"},
+                ErrorCode.INVALID_PARAMS,
+            ),
+            (
+                {"username": "a", "password": "123456", "device_id": str(uuid.uuid4())},
+                ErrorCode.INVALID_PARAMS,
+            ),
+            (
+                {"password": "123456", "device_id": str(uuid.uuid4())},
+                ErrorCode.MISSING_REQUIRED_PARAM,
+            ),
         ]:
             try:
                 await c.rpc("account/user/register", body)

@@ -19,16 +19,25 @@ async def raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(HOST, port)
 
 
-def frame(command: int, body: bytes = b"", seq: int = 1, flags: int = 0, version: int = 1,
-          status: int = 0, length: int | None = None) -> bytes:
-    header = bytearray(encode_header(len(body) if length is None else length, seq, command,
-                                     flags, status))
+def frame(
+    command: int,
+    body: bytes = b"",
+    seq: int = 1,
+    flags: int = 0,
+    version: int = 1,
+    status: int = 0,
+    length: int | None = None,
+) -> bytes:
+    header = bytearray(
+        encode_header(len(body) if length is None else length, seq, command, flags, status)
+    )
     header[4] = version
     return bytes(header) + body
 
 
-async def read_frame(reader: asyncio.StreamReader,
-                     timeout: float = 5.0) -> tuple[int, int, int, int, bytes]:
+async def read_frame(
+    reader: asyncio.StreamReader, timeout: float = 5.0
+) -> tuple[int, int, int, int, bytes]:
     header = await asyncio.wait_for(reader.readexactly(12), timeout)
     length = int.from_bytes(header[:4], "big")
     body = await asyncio.wait_for(reader.readexactly(length), timeout)
@@ -139,7 +148,8 @@ def test_bad_flow_and_compression_3_are_bad_request_and_close(server: ServerThre
 
 
 def test_unknown_and_server_only_commands_are_unsupported_and_stay_open(
-        server: ServerThread) -> None:
+    server: ServerThread,
+) -> None:
     async def main() -> None:
         reader, writer = await raw(server.port)
         for i, command in enumerate((0, 14, 200, 255, Cmd.MN, Cmd.MPS, Cmd.MPB, Cmd.PUB)):
@@ -257,10 +267,12 @@ def test_plaintext_frame_after_encrypted_login_is_crypto_and_closes(server: Serv
 def test_frames_split_at_every_byte_and_many_in_one_read(server: ServerThread) -> None:
     async def main() -> None:
         reader, writer = await raw(server.port)
-        stream = b"".join(frame(Cmd.PING, pb.PingRequest(timestamp=i).SerializeToString(),
-                                seq=i + 1) for i in range(50))
+        stream = b"".join(
+            frame(Cmd.PING, pb.PingRequest(timestamp=i).SerializeToString(), seq=i + 1)
+            for i in range(50)
+        )
         for i in range(len(stream)):  # one byte at a time
-            writer.write(stream[i:i + 1])
+            writer.write(stream[i : i + 1])
             await writer.drain()
         for i in range(50):
             seq, _, _, status, _ = await read_frame(reader)
@@ -277,8 +289,7 @@ def test_frames_split_at_every_byte_and_many_in_one_read(server: ServerThread) -
 def test_second_login_on_a_connection_is_bad_request(server: ServerThread) -> None:
     async def main() -> None:
         alice = await user(server.port, "alice")
-        status, _, body = await alice.request(
-            Cmd.LOGIN, alice.login_request().SerializeToString())
+        status, _, body = await alice.request(Cmd.LOGIN, alice.login_request().SerializeToString())
         assert status == Status.BAD_REQUEST
         assert await alice.ping()
         await alice.close()
@@ -300,8 +311,9 @@ def test_login_with_a_bad_token_is_unauthenticated(server: ServerThread) -> None
         assert "AAAA" not in error_of(body).message
         # the token is bound to its device
         other.device_id = "00000000-0000-0000-0000-000000000000"
-        status, _, body = await other.request(Cmd.LOGIN,
-                                              other.login_request(alice.token).SerializeToString())
+        status, _, body = await other.request(
+            Cmd.LOGIN, other.login_request(alice.token).SerializeToString()
+        )
         assert status == Status.UNAUTHENTICATED
         await other.close()
         await alice.close()

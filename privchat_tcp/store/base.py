@@ -119,8 +119,13 @@ class Store(abc.ABC):
     # users
     @abc.abstractmethod
     def create_user(
-        self, username: str, password_hash: str, nickname: str, phone: str | None,
-        email: str | None, now_ms: int,
+        self,
+        username: str,
+        password_hash: str,
+        nickname: str,
+        phone: str | None,
+        email: str | None,
+        now_ms: int,
     ) -> User: ...
 
     @abc.abstractmethod
@@ -142,12 +147,19 @@ class Store(abc.ABC):
     def get_channel(self, channel_id: int) -> Channel | None: ...
 
     @abc.abstractmethod
-    def get_or_create_direct(self, user_a: int, user_b: int, now_ms: int) -> tuple[Channel, bool]: ...
+    def get_or_create_direct(
+        self, user_a: int, user_b: int, now_ms: int
+    ) -> tuple[Channel, bool]: ...
 
     @abc.abstractmethod
     def create_group(
-        self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int],
-        now_ms: int, max_members: int,
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        member_ids: Iterable[int],
+        now_ms: int,
+        max_members: int,
     ) -> Channel: ...
 
     @abc.abstractmethod

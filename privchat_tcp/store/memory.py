@@ -42,11 +42,17 @@ class MemoryStore(Store):
 
     # users ------------------------------------------------------------------
     def create_user(
-        self, username: str, password_hash: str, nickname: str, phone: str | None,
-        email: str | None, now_ms: int,
+        self,
+        username: str,
+        password_hash: str,
+        nickname: str,
+        phone: str | None,
+        email: str | None,
+        now_ms: int,
     ) -> User:
-        user = User(self._next_user, username, password_hash, nickname, phone, email,
-                    created_at=now_ms)
+        user = User(
+            self._next_user, username, password_hash, nickname, phone, email, created_at=now_ms
+        )
         self._next_user += 1
         self._users[user.user_id] = user
         self._logins[username.lower()] = user.user_id
@@ -94,15 +100,27 @@ class MemoryStore(Store):
         return channel, True
 
     def create_group(
-        self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int],
-        now_ms: int, max_members: int,
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        member_ids: Iterable[int],
+        now_ms: int,
+        max_members: int,
     ) -> Channel:
         members = {owner_id: Member(owner_id, ROLE_OWNER, now_ms)}
         for uid in member_ids:
             members.setdefault(uid, Member(uid, ROLE_MEMBER, now_ms))
         channel = Channel(
-            self._new_channel_id(), GROUP, now_ms, members, name=name, description=description,
-            owner_id=owner_id, updated_at=now_ms, max_members=max_members,
+            self._new_channel_id(),
+            GROUP,
+            now_ms,
+            members,
+            name=name,
+            description=description,
+            owner_id=owner_id,
+            updated_at=now_ms,
+            max_members=max_members,
         )
         self._index(channel)
         return channel
@@ -189,5 +207,3 @@ class MemoryStore(Store):
             "messages": len(self._by_message),
             "dedup_keys": len(self._dedup),
         }
-
-
