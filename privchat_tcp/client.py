@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import frame as _frame
-from .compression import decompress
+from .compression import compress, decompress
 from .crypto import SessionCipher, new_secret, seal_login
 from .errors import InvalidState, ServiceError
 from .proto import privchat_pb2 as pb
@@ -99,6 +99,8 @@ class Client:
         self.closed_by_server: Push | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.cipher: SessionCipher | None = None
+        # compress every request body with this (1 gzip, 2 lz4); LOGIN never is
+        self.compression = 0
         self.server_key: bytes | None = None
 
     # ---- connection ------------------------------------------------------------------
@@ -146,6 +148,9 @@ class Client:
         if seq is None:
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         assert self._proto is not None and self._proto.transport is not None
+        if self.compression and not flags & 0x30 and command != Cmd.LOGIN:
+            body = compress(self.compression, body)
+            flags |= self.compression << 4
         if self.cipher is not None:
             if not flags & 0x0C:
                 flags |= 0x04

@@ -45,7 +45,7 @@ def field_bytes(number: int, value: bytes) -> bytes:
 
 def pong(now_ms: int) -> bytes:
     """PongResponse{timestamp}."""
-    return b"\x08" + varint(now_ms)
+    return field_varint(1, now_ms)
 
 
 def send_response(

@@ -223,7 +223,7 @@ class Session:
         if self.pending:
             self._materialize()
         # PongResponse{timestamp: now ms}, built without protobuf objects
-        self.conn.send_response(seq, Cmd.PING, b"\x08" + pbwire.varint(time.time_ns() // 1_000_000))
+        self.conn.send_response(seq, Cmd.PING, pbwire.pong(time.time_ns() // 1_000_000))
 
     def _login_encrypted(self, seq: int, flags: int, status: int, body: bytes) -> None:
         from .crypto import SessionCipher, open_login
