@@ -354,3 +354,91 @@ def test_logout_ends_the_connection(server: ServerThread) -> None:
         await a.wait_closed()
 
     run(main())
+
+
+def test_conversation_addressing_and_mpb(server: ServerThread) -> None:
+    async def main() -> None:
+        a = await user(server.port, "alice")
+        b = await user(server.port, "bob")
+        r = await a.send(to_user=b.user_id, text="by conversation")
+        direct = await a.rpc("channel/direct/get_or_create", {"target_user_id": b.user_id})
+        assert direct == {"channel_id": r.channel_id, "created": False}
+        assert r.channel_type == 1
+        g = await a.rpc("group/group/create", {"name": "g", "member_ids": [b.user_id]})
+        r2 = await a.send(to_group=g["group_id"], text="to the group")
+        assert (r2.channel_id, r2.channel_type, r2.message_seq) == (g["group_id"], 2, 1)
+        await collect(b, {r.channel_id: 1, g["group_id"]: 1})
+        # several messages for one device in one turn leave as one MPB frame
+        seen: list[int] = []
+        original = b._on_frame
+
+        def spy(seq: int, command: int, flags: int, status: int, body: bytes) -> None:
+            seen.append(command)
+            original(seq, command, flags, status, body)
+
+        b._on_frame = spy  # type: ignore[method-assign]
+        await asyncio.gather(*(a.send(r.channel_id, f"burst {i}") for i in range(20)))
+        got = await collect(b, {r.channel_id: 21})
+        assert [p.message.message_seq for p in got] == list(range(2, 22))
+        assert Cmd.MPB in seen and len(seen) < 20
+        try:
+            await a.send(to_user=a.user_id, text="self")
+            raise AssertionError("direct chat with self")
+        except ServiceError as exc:
+            assert exc.status == Status.BAD_REQUEST
+        for c in (a, b):
+            await c.close()
+
+    run(main())
+
+
+def test_revoke_rules(make_server: object) -> None:
+    srv = make_server(revoke_window=0)  # type: ignore[operator]
+
+    async def main() -> None:
+        owner = await user(srv.port, "owner")
+        m1 = await user(srv.port, "member1")
+        m2 = await user(srv.port, "member2")
+        g = await owner.rpc(
+            "group/group/create", {"name": "g", "member_ids": [m1.user_id, m2.user_id]}
+        )
+        gid = g["group_id"]
+        sent = await m1.send(gid, "oops")
+        await asyncio.sleep(0.01)
+        # the sender's window (0 s here) has passed
+        try:
+            await m1.revoke(gid, sent.server_message_id)
+            raise AssertionError("revoked after the window")
+        except ServiceError as exc:
+            assert exc.code == ErrorCode.MESSAGE_CANNOT_REVOKE
+        # another member may not revoke it
+        try:
+            await m2.rpc(
+                "message/revoke", {"channel_id": gid, "server_message_id": sent.server_message_id}
+            )
+            raise AssertionError("a member revoked another's message")
+        except ServiceError as exc:
+            assert exc.code == ErrorCode.PERMISSION_DENIED and exc.status == Status.FORBIDDEN
+        # the owner may, any time, over RPC; the revoke is a new pts event for everyone
+        assert (
+            await owner.rpc(
+                "message/revoke", {"channel_id": gid, "server_message_id": sent.server_message_id}
+            )
+            is True
+        )
+        got = await collect(m2, {gid: 2})
+        assert got[-1].message.deleted and got[-1].message.message_seq == 2
+        try:
+            await owner.revoke(gid, sent.server_message_id)
+            raise AssertionError("revoked twice")
+        except ServiceError as exc:
+            assert exc.code == ErrorCode.INVALID_PARAMS
+        try:
+            await owner.revoke(gid, 12345)
+            raise AssertionError("revoked a missing message")
+        except ServiceError as exc:
+            assert exc.code == ErrorCode.MESSAGE_NOT_FOUND and exc.status == Status.NOT_FOUND
+        for c in (owner, m1, m2):
+            await c.close()
+
+    run(main())
