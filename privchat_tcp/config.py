@@ -47,7 +47,7 @@ class Settings:
     encryption: bool = _f(
         True, "accept encrypted logins (RSA key loaded from --rsa-key-file or generated into "
         "the data dir)")
-    rsa_key_file: str = _f("", "PEM file of the server's RSA key (default: DATA_DIR/server_key.pem)")
+    rsa_key_file: str = _f("", "PEM file of the server's RSA key (default DATA_DIR/server_key.pem)")
     require_encryption: bool = _f(False, "refuse plaintext logins with CRYPTO")
     # sessions
     login_timeout: float = _f(10.0, "seconds a new connection has to LOGIN")
@@ -100,7 +100,7 @@ class Settings:
 
 
 def _convert(field: dataclasses.Field[Any], value: Any, source: str) -> Any:
-    kind = type(field.default)
+    kind: type = type(field.default)
     try:
         if kind is bool:
             if isinstance(value, bool):
