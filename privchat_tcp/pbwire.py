@@ -1,12 +1,18 @@
-"""Hand-built protobuf encodings for the hot, trivial frames.
+"""Hand-built protobuf encodings for the hot frames: the compiled twin unless told not to.
 
-Building a protobuf object costs several microseconds; these helpers write the same bytes
-directly (fields are emitted in field-number order, as protobuf itself does, and zero values are
-omitted, as proto3 does), so PONG, SendMessageResponse, MPB and MP replies need no objects.
-A test checks each one against the generated classes.
+Building a protobuf object costs several microseconds; these functions write the same bytes
+directly (fields in field-number order, defaults omitted, as protobuf itself does), so PONG,
+SendMessageResponse, pushes, MPB and MP replies need no objects. ``PRIVCHAT_NO_EXTENSIONS=1``
+forces the pure-Python twin; tests check both against the generated classes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+from . import _pbwire_py
+from .frame import NO_EXTENSIONS
 
 __all__ = [
     "varint",
@@ -17,65 +23,28 @@ __all__ = [
     "batch",
     "difference",
     "notify",
+    "push",
+    "IMPL",
+    "impl_py",
+    "impl_c",
 ]
 
+impl_py: ModuleType = _pbwire_py
+impl_c: ModuleType | None
+try:
+    from . import _pbwire_c as impl_c
+except ImportError:  # no compiler at install time
+    impl_c = None
 
-def varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_impl: ModuleType = impl_py if (NO_EXTENSIONS or impl_c is None) else impl_c
+IMPL = "py" if _impl is impl_py else "c"
 
-
-def field_varint(number: int, value: int) -> bytes:
-    if not value:
-        return b""
-    return varint(number << 3) + varint(value)
-
-
-def field_bytes(number: int, value: bytes) -> bytes:
-    return varint((number << 3) | 2) + varint(len(value)) + value
-
-
-def pong(now_ms: int) -> bytes:
-    """PongResponse{timestamp}."""
-    return field_varint(1, now_ms)
-
-
-def send_response(
-    client_seq: int, message_id: int, pts: int, channel_id: int, channel_type: int, timestamp: int
-) -> bytes:
-    """SendMessageResponse with reason_code 0."""
-    return b"".join(
-        (
-            field_varint(1, client_seq),
-            field_varint(2, message_id),
-            field_varint(3, pts),
-            field_varint(5, channel_id),
-            field_varint(6, channel_type),
-            field_varint(7, timestamp),
-        )
-    )
-
-
-def batch(pushes: list[bytes]) -> bytes:
-    """PushBatchRequest from serialized PushMessageRequests."""
-    return b"".join([b"\x0a" + varint(len(p)) + p for p in pushes])
-
-
-def difference(pushes: list[bytes], current_pts: int, has_more: bool, channel_id: int) -> bytes:
-    """GetDifferenceResponse from serialized PushMessageRequests."""
-    return b"".join([b"\x0a" + varint(len(p)) + p for p in pushes]) + (
-        field_varint(2, current_pts) + field_varint(3, int(has_more)) + field_varint(4, channel_id)
-    )
-
-
-def notify(channel_id: int, channel_type: int, pts: int) -> bytes:
-    """MessageNotify."""
-    return field_varint(1, channel_id) + field_varint(2, channel_type) + field_varint(3, pts)
+varint: Callable[..., bytes] = _impl.varint
+field_varint: Callable[..., bytes] = _impl.field_varint
+field_bytes: Callable[..., bytes] = _impl.field_bytes
+pong: Callable[..., bytes] = _impl.pong
+send_response: Callable[..., bytes] = _impl.send_response
+batch: Callable[..., bytes] = _impl.batch
+difference: Callable[..., bytes] = _impl.difference
+notify: Callable[..., bytes] = _impl.notify
+push: Callable[..., bytes] = _impl.push

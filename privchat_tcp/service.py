@@ -384,27 +384,24 @@ class Service:
             self.store.dedup_sweep(now - self.settings.dedup_retention)
 
     def _push_bytes(self, record: Record, tombstone: bool = False) -> bytes:
-        push = pb.PushMessageRequest(
-            msg_key=f"msg_{record.message_id}",
-            server_message_id=record.message_id,
-            message_seq=record.pts,
-            local_message_id=record.local_message_id,
-            timestamp=record.timestamp // 1000,
-            channel_id=record.channel_id,
-            channel_type=record.channel_type,
-            message_type=record.message_type,
-            from_uid=record.sender_id,
-            e2e=record.e2e,
-            from_device=record.sender_device,
+        """The record's PushMessageRequest, serialized once and shared by every recipient."""
+        return pbwire.push(
+            f"msg_{record.message_id}",
+            record.message_id,
+            record.pts,
+            record.local_message_id,
+            record.timestamp // 1000,
+            record.channel_id,
+            record.channel_type,
+            record.message_type,
+            "",
+            record.sender_id,
+            b"" if tombstone else record.payload,
+            tombstone,
+            b"" if tombstone else record.content,
+            record.e2e,
+            record.sender_device,
         )
-        if tombstone:
-            push.deleted = True
-            return push.SerializeToString()
-        push.payload = record.payload
-        data = push.SerializeToString()
-        if record.content:
-            data += pbwire.field_bytes(18, record.content)
-        return data
 
     def revoke(
         self, user_id: int, device: str, channel_id: int, message_id: int, origin: object | None
@@ -461,19 +458,23 @@ class Service:
             target_message_id=message_id,
         )
         self.store.commit(event)
-        event.push = pb.PushMessageRequest(
-            msg_key=f"revoke_{message_id}",
-            server_message_id=message_id,
-            message_seq=event.pts,
-            timestamp=now // 1000,
-            channel_id=channel_id,
-            channel_type=channel.channel_type,
-            message_type=SYSTEM_MESSAGE,
-            topic="message.revoke",
-            from_uid=user_id,
-            payload=payload,
-            deleted=True,
-        ).SerializeToString()
+        event.push = pbwire.push(
+            f"revoke_{message_id}",
+            message_id,
+            event.pts,
+            0,
+            now // 1000,
+            channel_id,
+            channel.channel_type,
+            SYSTEM_MESSAGE,
+            "message.revoke",
+            user_id,
+            payload,
+            True,
+            b"",
+            False,
+            "",
+        )
         self.delivery.deliver(channel, event, origin)
         return event
 

@@ -1,6 +1,9 @@
-"""The hand-built protobuf encodings equal what the generated classes produce."""
+"""The hand-built protobuf encodings, compiled and pure, equal what the generated classes make."""
 
 from __future__ import annotations
+
+import os
+from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -9,17 +12,31 @@ from hypothesis import strategies as st
 from privchat_tcp import pbwire
 from privchat_tcp.proto import privchat_pb2 as pb
 
+IMPLS = [pytest.param(pbwire.impl_py, id="py")]
+if pbwire.impl_c is not None:
+    IMPLS.append(pytest.param(pbwire.impl_c, id="c"))
+elif os.environ.get("PRIVCHAT_REQUIRE_EXT"):
+    IMPLS.append(
+        pytest.param(None, id="c", marks=pytest.mark.xfail(strict=True, reason="not compiled"))
+    )
+
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
+text = st.text(max_size=40)
+blob = st.binary(max_size=300)
 
 
-@given(st.integers(0, 2**63 - 1))
-def test_pong(ms: int) -> None:
-    assert pbwire.pong(ms) == pb.PongResponse(timestamp=ms).SerializeToString()
+@pytest.mark.parametrize("impl", IMPLS)
+@given(ms=st.integers(0, 2**63 - 1))
+def test_pong(impl: ModuleType, ms: int) -> None:
+    assert impl.pong(ms) == pb.PongResponse(timestamp=ms).SerializeToString()
 
 
-@given(u32, u64, u64, u64, st.integers(0, 255), st.integers(0, 2**63 - 1))
-def test_send_response(seq: int, mid: int, pts: int, cid: int, ctype: int, ts: int) -> None:
+@pytest.mark.parametrize("impl", IMPLS)
+@given(seq=u32, mid=u64, pts=u64, cid=u64, ctype=st.integers(0, 255), ts=st.integers(0, 2**63 - 1))
+def test_send_response(
+    impl: ModuleType, seq: int, mid: int, pts: int, cid: int, ctype: int, ts: int
+) -> None:
     expected = pb.SendMessageResponse(
         client_seq=seq,
         server_message_id=mid,
@@ -28,7 +45,7 @@ def test_send_response(seq: int, mid: int, pts: int, cid: int, ctype: int, ts: i
         channel_type=ctype,
         timestamp=ts,
     ).SerializeToString()
-    assert pbwire.send_response(seq, mid, pts, cid, ctype, ts) == expected
+    assert impl.send_response(seq, mid, pts, cid, ctype, ts) == expected
 
 
 def _push(i: int) -> pb.PushMessageRequest:
@@ -37,28 +54,109 @@ def _push(i: int) -> pb.PushMessageRequest:
     )
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", [0, 1, 2, 50])
-def test_batch_and_difference(n: int) -> None:
+def test_batch_and_difference(impl: ModuleType, n: int) -> None:
     pushes = [_push(i) for i in range(n)]
     bodies = [p.SerializeToString() for p in pushes]
-    assert pbwire.batch(bodies) == pb.PushBatchRequest(messages=pushes).SerializeToString()
+    assert impl.batch(bodies) == pb.PushBatchRequest(messages=pushes).SerializeToString()
     for has_more in (False, True):
         expected = pb.GetDifferenceResponse(
             messages=pushes, current_pts=n + 3, has_more=has_more, channel_id=7
         )
-        got = pb.GetDifferenceResponse.FromString(pbwire.difference(bodies, n + 3, has_more, 7))
-        assert got == expected
+        assert impl.difference(bodies, n + 3, has_more, 7) == expected.SerializeToString()
 
 
-@given(u64, st.integers(0, 255), u64)
-def test_notify(cid: int, ctype: int, pts: int) -> None:
+@pytest.mark.parametrize("impl", IMPLS)
+@given(cid=u64, ctype=st.integers(0, 255), pts=u64)
+def test_notify(impl: ModuleType, cid: int, ctype: int, pts: int) -> None:
     expected = pb.MessageNotify(channel_id=cid, channel_type=ctype, pts=pts).SerializeToString()
-    assert pbwire.notify(cid, ctype, pts) == expected
+    assert impl.notify(cid, ctype, pts) == expected
 
 
-def test_push_with_appended_content_parses() -> None:
+@pytest.mark.parametrize("impl", IMPLS)
+@given(
+    key=text,
+    mid=u64,
+    pts=u64,
+    local=u64,
+    ts=u32,
+    cid=u64,
+    ctype=st.integers(0, 255),
+    mtype=u32,
+    topic=text,
+    uid=u64,
+    payload=blob,
+    deleted=st.booleans(),
+    content=st.builds(lambda s: pb.MessageContent(searchable_content=s).SerializeToString(), text),
+    e2e=st.booleans(),
+    device=text,
+)
+def test_push(
+    impl: ModuleType,
+    key: str,
+    mid: int,
+    pts: int,
+    local: int,
+    ts: int,
+    cid: int,
+    ctype: int,
+    mtype: int,
+    topic: str,
+    uid: int,
+    payload: bytes,
+    deleted: bool,
+    content: bytes,
+    e2e: bool,
+    device: str,
+) -> None:
+    expected = pb.PushMessageRequest(
+        msg_key=key,
+        server_message_id=mid,
+        message_seq=pts,
+        local_message_id=local,
+        timestamp=ts,
+        channel_id=cid,
+        channel_type=ctype,
+        message_type=mtype,
+        topic=topic,
+        from_uid=uid,
+        payload=payload,
+        deleted=deleted,
+        content=pb.MessageContent.FromString(content) if content else None,
+        e2e=e2e,
+        from_device=device,
+    ).SerializeToString()
+    got = impl.push(
+        key,
+        mid,
+        pts,
+        local,
+        ts,
+        cid,
+        ctype,
+        mtype,
+        topic,
+        uid,
+        payload,
+        deleted,
+        content,
+        e2e,
+        device,
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_field_bytes_appends_a_submessage(impl: ModuleType) -> None:
     base = pb.PushMessageRequest(server_message_id=1, payload=b"p")
     content = pb.MessageContent(content_type=1, searchable_content="hi")
-    data = base.SerializeToString() + pbwire.field_bytes(18, content.SerializeToString())
+    data = base.SerializeToString() + impl.field_bytes(18, content.SerializeToString())
     parsed = pb.PushMessageRequest.FromString(data)
     assert parsed.content == content and parsed.payload == b"p"
+
+
+def test_compiled_twin_in_use_when_required() -> None:
+    if not os.environ.get("PRIVCHAT_REQUIRE_EXT"):
+        pytest.skip("PRIVCHAT_REQUIRE_EXT is not set")
+    assert pbwire.IMPL == "c"
