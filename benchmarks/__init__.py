@@ -1,0 +1,1 @@
+"""Benchmarks for privchat_tcp: micro (pytest-benchmark), baseline server, load generator."""

@@ -1,0 +1,172 @@
+"""Micro benchmarks (pytest-benchmark).
+
+Run: ``python -m pytest benchmarks/bench_micro.py --benchmark-only -q``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from privchat_tcp import frame, pbwire
+from privchat_tcp.proto import privchat_pb2 as pb
+
+try:
+    from privchat_tcp import compression
+except ImportError:  # pragma: no cover - optional module
+    compression = None  # type: ignore[assignment]
+try:
+    from privchat_tcp import crypto
+except ImportError:  # pragma: no cover - optional module
+    crypto = None  # type: ignore[assignment]
+
+IMPLS: list[Any] = [pytest.param(frame.impl_py, id="py")]
+IMPLS.append(
+    pytest.param(frame.impl_c, id="c", marks=pytest.mark.skipif(frame.impl_c is None,
+                                                                reason="no C extension"))
+)
+
+
+def _small_frames_buffer(impl: ModuleType, size: int = 64 * 1024) -> bytes:
+    """About ``size`` bytes of 32-byte-body request frames."""
+    body = b"x" * 32
+    one: bytes = impl.encode_header(len(body), 1, 3, 0, 0) + body
+    return one * (size // len(one))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_encode_header(benchmark: Any, impl: ModuleType) -> None:
+    enc = impl.encode_header
+    result = benchmark(enc, 100, 12345, 4, 0, 0)
+    assert len(result) == 12
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_decode_header(benchmark: Any, impl: ModuleType) -> None:
+    hdr = impl.encode_header(100, 12345, 4, 0, 0)
+    result = benchmark(impl.decode_header, hdr)
+    assert result[0] == 100
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_split_frames_64k(benchmark: Any, impl: ModuleType) -> None:
+    buf = _small_frames_buffer(impl)
+    frames, consumed, violation, _, _ = benchmark(impl.split_frames, buf, 1 << 20, True)
+    assert violation == 0 and consumed == len(buf) and len(frames) == len(buf) // 44
+
+
+def _push() -> pb.PushMessageRequest:
+    return pb.PushMessageRequest(
+        msg_key="k", server_message_id=1234567890123, message_seq=42, local_message_id=7,
+        timestamp=int(time.time()), channel_id=99887766, channel_type=1, message_type=0,
+        from_uid=123456, payload=b'{"content":"hello world, a short chat message"}',
+        from_device="device-1")
+
+
+def _send() -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(
+        client_seq=1, local_message_id=7, channel_id=99887766, channel_type=1,
+        payload=b'{"content":"hello world, a short chat message"}')
+
+
+def test_pb_push_encode(benchmark: Any) -> None:
+    msg = _push()
+    assert benchmark(msg.SerializeToString)
+
+
+def test_pb_push_decode(benchmark: Any) -> None:
+    data = _push().SerializeToString()
+    assert benchmark(pb.PushMessageRequest.FromString, data).message_seq == 42
+
+
+def test_pb_push_build_and_encode(benchmark: Any) -> None:
+    assert benchmark(lambda: _push().SerializeToString())
+
+
+def test_pb_send_encode(benchmark: Any) -> None:
+    assert benchmark(lambda: _send().SerializeToString())
+
+
+def test_pb_send_decode(benchmark: Any) -> None:
+    data = _send().SerializeToString()
+    assert benchmark(pb.SendMessageRequest.FromString, data).channel_id == 99887766
+
+
+def test_pong_pbwire(benchmark: Any) -> None:
+    now = int(time.time() * 1000)
+    assert benchmark(pbwire.pong, now) == pb.PongResponse(timestamp=now).SerializeToString()
+
+
+def test_pong_protobuf(benchmark: Any) -> None:
+    now = int(time.time() * 1000)
+    assert benchmark(lambda: pb.PongResponse(timestamp=now).SerializeToString())
+
+
+# ---- compression x encryption ----------------------------------------------------------------
+SIZES = {"64B": 64, "1KiB": 1024, "64KiB": 64 * 1024}
+
+
+def _payload(size: int) -> bytes:
+    # chat-like, partly compressible: JSON text with some random bytes mixed in
+    chunk = b'{"content":"hello, this is a chat message ' + os.urandom(8).hex().encode() + b'"}'
+    return (chunk * (size // len(chunk) + 1))[:size]
+
+
+def _combos() -> list[Any]:
+    if compression is None or crypto is None:
+        return [pytest.param(None, None, None, marks=pytest.mark.skip(reason="no modules"))]
+    out: list[Any] = []
+    for algo_name, algo in (("none", compression.NONE), ("gzip", compression.GZIP),
+                            ("lz4", compression.LZ4)):
+        for enc in (False, True):
+            for size_name, size in SIZES.items():
+                out.append(pytest.param(algo, enc, size,
+                                        id=f"{algo_name}-{'aes' if enc else 'plain'}-{size_name}"))
+    return out
+
+
+@pytest.mark.parametrize(("algo", "encrypt", "size"), _combos())
+def test_seal_body(benchmark: Any, algo: int, encrypt: bool, size: int) -> None:
+    """Sender side: compress then encrypt one body."""
+    assert compression is not None and crypto is not None
+    data = _payload(size)
+    cipher = crypto.SessionCipher.server_side(crypto.new_secret()) if encrypt else None
+
+    def seal() -> bytes:
+        body = compression.compress(algo, data)
+        if cipher is not None:
+            header, body = cipher.seal(1, 8, 0x06, 0, body)
+            return header + body
+        head: bytes = frame.encode_header(len(body), 1, 8, 2, 0)
+        return head + body
+
+    assert benchmark(seal)
+
+
+@pytest.mark.parametrize(("algo", "encrypt", "size"), _combos())
+def test_open_body(benchmark: Any, algo: int, encrypt: bool, size: int) -> None:
+    """Receiver side: decrypt then decompress one body (fresh counters per round)."""
+    assert compression is not None and crypto is not None
+    data = _payload(size)
+    body = compression.compress(algo, data)
+    limit = 1 << 20
+    if not encrypt:
+        out = benchmark(compression.decompress, algo, body, limit)
+        assert out == data
+        return
+    secret = crypto.new_secret()
+    sealed = crypto.SessionCipher.client_side(secret).seal(1, 4, 0x04, 0, body)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (crypto.SessionCipher.server_side(secret),), {}
+
+    def open_(receiver: Any) -> bytes:
+        out: bytes = compression.decompress(algo, receiver.open_header(*sealed), limit)
+        return out
+
+    out = benchmark.pedantic(open_, setup=setup, rounds=2000 if size <= 1024 else 300)
+    assert out == data

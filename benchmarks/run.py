@@ -1,0 +1,354 @@
+"""Run the whole suite: baseline + real server (pinned to CPU 0) vs the load generator (CPU 1).
+
+    python -m benchmarks.run            # ~5 s per scenario
+    python -m benchmarks.run --quick    # ~1 s per scenario, 2,000 idle sessions
+    python -m benchmarks.run --setup    # apt-get install mosquitto redis-server first
+
+Every figure is printed as a ratio against a reference measured in the same run (the bare uvloop
+baseline for PING, mosquitto for messaging when it is installed) and written, with the raw numbers,
+to benchmarks/results/latest.json (results/quick.json with --quick).
+
+The package is copied to a temporary directory first, so that files edited while the suite runs
+do not change the code under test half-way (``--no-snapshot`` runs the working tree as is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SERVER_CPU = "0"
+LOADGEN_CPU = "1"
+
+# server options that turn off the per-connection limits a benchmark would otherwise measure
+LIMITS_OFF = {
+    "--rate-per-connection": "0", "--max-connections": "0", "--max-devices-per-user": "0",
+    "--conn-rate-per-ip": "0", "--push-hard-limit": str(256 << 20),
+    "--slow-consumer-timeout": "600",
+}
+
+TARGETS = {
+    "ping_100x32_vs_baseline": (">=", 0.3),
+    "ping_1000x1_vs_baseline": (">=", 0.5),
+    "direct_vs_mosquitto_1to1": (">=", 0.25),
+    "direct_paced_p99_ms": ("<", 5.0),
+    "group100_vs_mosquitto_1to100": (">=", 0.5),
+    "idle_kib_per_session": ("<=", 8.0),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpu, *argv]
+    return argv
+
+
+def snapshot(no_snapshot: bool, tmp: Path) -> Path:
+    """Copy privchat_tcp and benchmarks into ``tmp`` until the copy imports cleanly."""
+    if no_snapshot:
+        return ROOT
+    src = tmp / "src"
+    for attempt in range(10):
+        if src.exists():
+            shutil.rmtree(src)
+        src.mkdir()
+        ignore = shutil.ignore_patterns("__pycache__", "results")
+        shutil.copytree(ROOT / "privchat_tcp", src / "privchat_tcp", ignore=ignore)
+        shutil.copytree(ROOT / "benchmarks", src / "benchmarks", ignore=ignore)
+        check = subprocess.run(
+            [sys.executable, "-c", "import privchat_tcp.server, privchat_tcp.cli, "
+             "benchmarks.loadgen"], cwd=src, env=env_for(src), capture_output=True, timeout=60)
+        if check.returncode == 0:
+            return src
+        log(f"snapshot does not import yet (attempt {attempt + 1}): "
+            f"{check.stderr.decode()[-300:]}")
+        time.sleep(3)
+    raise RuntimeError("could not take an importable snapshot of privchat_tcp")
+
+
+def env_for(src: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(src)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+class Procs:
+    """Subprocesses this run started; stopped by their own pid at the end."""
+
+    def __init__(self, src: Path, tmp: Path) -> None:
+        self.src = src
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], port: int, name: str) -> subprocess.Popen[bytes]:
+        logf = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=self.src, env=env_for(self.src),
+                                stdout=logf, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        wait_port(port, proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+
+
+def server_argv(src: Path, port: int, data_dir: Path) -> list[str]:
+    helptext = subprocess.run([sys.executable, "-m", "privchat_tcp", "serve", "--help"],
+                              cwd=src, env=env_for(src), capture_output=True, timeout=60,
+                              text=True).stdout
+    argv = [sys.executable, "-m", "privchat_tcp", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--data-dir", str(data_dir),
+            "--jwt-secret", "bench-secret-" + "x" * 32, "--argon2-time-cost", "1",
+            "--argon2-memory-kib", "1024", "--log-level", "WARNING"]
+    for opt, value in LIMITS_OFF.items():
+        if opt in helptext:
+            argv += [opt, value]
+    return argv
+
+
+def loadgen(src: Path, tmp: Path, scenario: str, port: int, *extra: str,
+            timeout: float = 300.0) -> dict[str, Any]:
+    out = tmp / f"lg-{time.monotonic_ns()}.json"
+    argv = pinned(LOADGEN_CPU, [sys.executable, "-m", "benchmarks.loadgen", scenario,
+                                "--port", str(port), "--json", str(out), *extra])
+    log(" ".join(argv[argv.index("benchmarks.loadgen") + 1:]))
+    try:
+        proc = subprocess.run(argv, cwd=src, env=env_for(src), capture_output=True,
+                              timeout=timeout, text=True)
+    except subprocess.TimeoutExpired:
+        log(f"{scenario} timed out after {timeout} s")
+        return {"scenario": scenario, "error": "timeout"}
+    if proc.returncode != 0 or not out.exists():
+        err = proc.stderr.strip().splitlines()[-3:]
+        log(f"{scenario} failed: {err}")
+        return {"scenario": scenario, "error": " | ".join(err)}
+    result: dict[str, Any] = json.loads(out.read_text())
+    log(f"  -> {result}")
+    return result
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    try:
+        return round(float(a) / float(b), 3) if b else None
+    except (TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def raised_fd_limit() -> Iterator[int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
+    yield resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def setup_packages() -> None:
+    log("apt-get update && apt-get install -y mosquitto redis-server")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=False, env=env, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "mosquitto", "redis-server"], check=False,
+                   env=env, timeout=900)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    dur = "1" if args.quick else str(args.duration)
+    warm = "0.3" if args.quick else "0.5"
+    common = ["--duration", dur, "--warmup", warm]
+    sessions = str(args.sessions or (2000 if args.quick else 10_000))
+    raw: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="privchat-bench-"))
+    src = snapshot(args.no_snapshot, tmp)
+    procs = Procs(src, tmp)
+    try:
+        # ---- PING: baseline vs server -------------------------------------------------------
+        bport, sport = free_port(), free_port()
+        baseline = procs.start([sys.executable, "-m", "benchmarks.baseline_server", "--port",
+                                str(bport)], bport, "baseline")
+        server = procs.start(server_argv(src, sport, tmp / "data"), sport, "server")
+        spid = ["--server-pid", str(server.pid)]
+        for conns, depth in (("100", "32"), ("1000", "1")):
+            key = f"{conns}x{depth}"
+            raw[f"ping_baseline_{key}"] = loadgen(src, tmp, "ping", bport, "--conns", conns,
+                                                  "--depth", depth, "--server-pid",
+                                                  str(baseline.pid), *common)
+            raw[f"ping_server_{key}"] = loadgen(src, tmp, "ping", sport, "--conns", conns,
+                                                "--depth", depth, *spid, *common)
+        procs.stop(baseline)
+        # ---- messaging on the real server ---------------------------------------------------
+        raw["direct"] = loadgen(src, tmp, "direct", sport, "--pairs", str(args.pairs),
+                                "--window", "32", *spid, *common)
+        raw["group100"] = loadgen(src, tmp, "group", sport, "--members", "100", "--window", "32",
+                                  *spid, *common)
+        if not args.quick:
+            raw["group1000"] = loadgen(src, tmp, "group", sport, "--members", "1000",
+                                       "--window", "32", *spid, *common)
+        procs.stop(server)
+        # ---- references: mosquitto, redis ---------------------------------------------------
+        for kind, binary in (("mqtt", "mosquitto"), ("redis", "redis-server")):
+            path = shutil.which(binary) or (f"/usr/sbin/{binary}"
+                                            if Path(f"/usr/sbin/{binary}").exists() else None)
+            if path is None:
+                log(f"{binary} not installed: skipped (use --setup)")
+                continue
+            port = free_port()
+            argv = ([path, "-p", str(port)] if kind == "mqtt" else
+                    [path, "--port", str(port), "--save", "", "--appendonly", "no",
+                     "--bind", "127.0.0.1"])
+            try:
+                ref = procs.start(argv, port, binary)
+            except RuntimeError as exc:
+                log(f"{binary} did not start: {exc}")
+                continue
+            rpid = ["--server-pid", str(ref.pid)]
+            raw[f"{kind}_1to1"] = loadgen(src, tmp, kind, port, "--members", "1",
+                                          "--window", "32", *rpid, *common)
+            raw[f"{kind}_1to100"] = loadgen(src, tmp, kind, port, "--members", "100",
+                                            "--window", "32", *rpid, *common)
+            procs.stop(ref)
+        # ---- direct, paced at half the reference rate: latency ------------------------------
+        ref_rate = raw.get("mqtt_1to1", {}).get("deliveries_per_s") or raw["direct"].get(
+            "msgs_per_s") or 1000
+        paced_rate = max(100, int(ref_rate) // 2)
+        sport = free_port()
+        server = procs.start(server_argv(src, sport, tmp / "data2"), sport, "server2")
+        raw["direct_paced"] = loadgen(src, tmp, "direct", sport, "--pairs", str(args.pairs),
+                                      "--rate", str(paced_rate), "--server-pid", str(server.pid),
+                                      *common)
+        procs.stop(server)
+        # ---- idle sessions on a fresh server ------------------------------------------------
+        sport = free_port()
+        server = procs.start(server_argv(src, sport, tmp / "data3"), sport, "server3")
+        raw["idle"] = loadgen(src, tmp, "idle", sport, "--sessions", sessions,
+                              "--server-pid", str(server.pid), timeout=600)
+        procs.stop(server)
+    finally:
+        procs.stop_all()
+    g = raw.get
+    figures = {
+        "ping_100x32_vs_baseline": ratio(g("ping_server_100x32", {}).get("frames_per_s"),
+                                         g("ping_baseline_100x32", {}).get("frames_per_s")),
+        "ping_1000x1_vs_baseline": ratio(g("ping_server_1000x1", {}).get("frames_per_s"),
+                                         g("ping_baseline_1000x1", {}).get("frames_per_s")),
+        "direct_vs_mosquitto_1to1": ratio(g("direct", {}).get("msgs_per_s"),
+                                          g("mqtt_1to1", {}).get("deliveries_per_s")),
+        "direct_vs_redis_1to1": ratio(g("direct", {}).get("msgs_per_s"),
+                                      g("redis_1to1", {}).get("deliveries_per_s")),
+        "ping_100x32_per_cpu_vs_baseline": ratio(
+            g("ping_server_100x32", {}).get("per_server_cpu_s"),
+            g("ping_baseline_100x32", {}).get("per_server_cpu_s")),
+        "ping_1000x1_per_cpu_vs_baseline": ratio(
+            g("ping_server_1000x1", {}).get("per_server_cpu_s"),
+            g("ping_baseline_1000x1", {}).get("per_server_cpu_s")),
+        "direct_paced_rate": paced_rate,
+        "direct_paced_p99_ms": g("direct_paced", {}).get("lat_p99_ms"),
+        "group100_vs_mosquitto_1to100": ratio(g("group100", {}).get("deliveries_per_s"),
+                                              g("mqtt_1to100", {}).get("deliveries_per_s")),
+        "group100_vs_redis_1to100": ratio(g("group100", {}).get("deliveries_per_s"),
+                                          g("redis_1to100", {}).get("deliveries_per_s")),
+        "idle_kib_per_session": g("idle", {}).get("kib_per_session"),
+    }
+    with contextlib.suppress(Exception):
+        shutil.rmtree(tmp)
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "figures": figures, "targets": {k: list(v) for k, v in TARGETS.items()}, "raw": raw,
+    }
+
+
+def verdict(name: str, value: Any) -> str:
+    if name not in TARGETS or value is None:
+        return ""
+    op, target = TARGETS[name]
+    ok = {">=": value >= target, "<": value < target, "<=": value <= target}[op]
+    return f"{op} {target}: {'PASS' if ok else 'FAIL'}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    raw = report["raw"]
+    print("\nraw figures")
+    for key, res in raw.items():
+        main = {k: v for k, v in res.items() if k.endswith("_per_s") or k.startswith("lat_p")
+                or k in ("kib_per_session", "error", "errors", "sessions", "server_cpu",
+                         "per_server_cpu_s")}
+        print(f"  {key:24} {main}")
+    print("\nratios (same run)")
+    for name, value in report["figures"].items():
+        print(f"  {name:32} {value!s:>10}  {verdict(name, value)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="privchat_tcp benchmark suite")
+    p.add_argument("--quick", action="store_true", help="~1 s per scenario, 2,000 idle sessions")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    p.add_argument("--pairs", type=int, default=10, help="direct: sender/receiver pairs")
+    p.add_argument("--sessions", type=int, default=0, help="idle sessions (default 10,000)")
+    p.add_argument("--setup", action="store_true", help="apt-get install mosquitto redis-server")
+    p.add_argument("--no-snapshot", action="store_true", help="run the working tree as is")
+    p.add_argument("--out", default="",
+                   help="JSON file (default results/latest.json, results/quick.json with --quick)")
+    args = p.parse_args(argv)
+    if not args.out:
+        args.out = str(RESULTS / ("quick.json" if args.quick else "latest.json"))
+    if args.setup:
+        setup_packages()
+    with raised_fd_limit():
+        report = run(args)
+    print_report(report)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
