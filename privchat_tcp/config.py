@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import tomllib
@@ -72,6 +73,46 @@ class Settings:
     typing_interval: float = _f(0.5, "seconds between typing broadcasts per user and channel")
     snowflake_datacenter_id: int = _f(1, "Snowflake datacenter id, 0-31")
     snowflake_machine_id: int = _f(1, "Snowflake machine id, 0-31")
+    # limits (the issue "Behind a TCP load balancer"; 0 turns a limit off)
+    max_connections: int = _f(
+        10000, "open connections; one more is answered LOGOUT flow 2 BUSY and closed")
+    max_devices_per_user: int = _f(
+        10, "sessions one user may have online; one more LOGIN is answered BUSY")
+    rate_per_connection: float = _f(
+        500.0, "frames per second a connection may send (token bucket; over it reading pauses)")
+    burst_per_connection: int = _f(1000, "token bucket size for rate_per_connection, frames")
+    rate_limit_grace: float = _f(
+        2.0, "seconds a connection may stay over its rate (reading paused) before the frames "
+        "over the limit are answered RATE_LIMITED")
+    conn_rate_per_ip: float = _f(
+        0.0, "new connections per second from one client address (after PROXY protocol); "
+        "over it a connection is answered RATE_LIMITED and closed. 0 = off (behind a balancer "
+        "without PROXY protocol every connection has the balancer's address)")
+    conn_burst_per_ip: int = _f(100, "token bucket size for conn_rate_per_ip, connections")
+    push_high_water: int = _f(
+        1 << 20, "bytes in a connection's write buffer above which pushes wait in a bounded "
+        "pending list (and reading pauses)")
+    push_hard_limit: int = _f(
+        8 << 20, "bytes a connection may have buffered (written + pending); past it the "
+        "session ends with SLOW_CONSUMER")
+    slow_consumer_timeout: float = _f(
+        10.0, "seconds a connection may stay above push_high_water before SLOW_CONSUMER")
+    accept_batch: int = _f(
+        512, "connections accepted per event-loop turn by the server's own accept loop; 0 = "
+        "let the event loop accept (uvloop takes one per turn, slow under load)")
+    # behind a load balancer: PROXY protocol, admin HTTP listener, drain
+    proxy_protocol: bool = _f(
+        False, "expect a PROXY protocol v1/v2 header first on every connection")
+    proxy_allowed: str = _f(
+        "127.0.0.0/8,::1/128", "comma-separated networks allowed to send PROXY headers")
+    proxy_timeout: float = _f(3.0, "seconds a connection has to send its PROXY header")
+    admin_port: int = _f(0, "port of the admin HTTP listener (/healthz /readyz /metrics); 0 = off")
+    admin_host: str = _f("127.0.0.1", "address of the admin HTTP listener")
+    drain_grace: float = _f(
+        5.0, "on SIGTERM: seconds the listener stays open while /readyz answers 503")
+    drain_window: float = _f(
+        10.0, "on SIGTERM: seconds over which sessions are ended with GOING_AWAY")
+    shutdown_timeout: float = _f(30.0, "on SIGTERM: the process exits within this many seconds")
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -91,8 +132,29 @@ class Settings:
             )
         if self.require_encryption and not self.encryption:
             raise ConfigError("require_encryption needs encryption")
+        if self.push_hard_limit < self.push_high_water or self.push_high_water < 1024:
+            raise ConfigError("need 1024 <= push_high_water <= push_hard_limit")
+        if self.rate_per_connection < 0 or self.conn_rate_per_ip < 0:
+            raise ConfigError("rates must not be negative")
+        if self.burst_per_connection < 1 or self.conn_burst_per_ip < 1:
+            raise ConfigError("bursts must be at least 1")
+        if min(self.max_connections, self.max_devices_per_user, self.accept_batch) < 0:
+            raise ConfigError("max_connections, max_devices_per_user and accept_batch must not "
+                              "be negative")
+        if not 0 <= self.admin_port <= 65535:
+            raise ConfigError("admin_port must be 0-65535")
+        if min(self.drain_grace, self.drain_window, self.proxy_timeout) < 0:
+            raise ConfigError("drain_grace, drain_window and proxy_timeout must not be negative")
+        try:
+            self.proxy_networks()
+        except ValueError as exc:
+            raise ConfigError(f"proxy_allowed: {exc}") from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n.strip(), strict=False)
+                for n in self.proxy_allowed.split(",") if n.strip()]
 
     @property
     def data_path(self) -> pathlib.Path:
