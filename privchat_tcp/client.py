@@ -24,7 +24,7 @@ from typing import Any
 
 from . import frame as _frame
 from .compression import compress, decompress
-from .crypto import SessionCipher, new_secret, seal_login
+from .crypto import CryptoError, SessionCipher, new_secret, seal_login
 from .errors import InvalidState, ServiceError
 from .proto import privchat_pb2 as pb
 from .protocol import Cmd
@@ -64,6 +64,8 @@ class _Protocol(asyncio.Protocol):
         frames, consumed, violation, _, _ = _frame.split_frames(self.buf, 64 << 20, False)
         del self.buf[:consumed]
         for seq, command, flags, status, body in frames:
+            if self.transport is not None and self.transport.is_closing():
+                break  # the client dropped the connection (a frame that did not open)
             self.client._on_frame(seq, command, flags, status, body)
         if violation:
             assert self.transport is not None
@@ -99,6 +101,7 @@ class Client:
         self.closed_by_server: Push | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.cipher: SessionCipher | None = None
+        self._sealed = False  # an encrypted LOGIN succeeded: every frame must be encrypted
         # compress every request body with this (1 gzip, 2 lz4); LOGIN never is
         self.compression = 0
         self.server_key: bytes | None = None
@@ -115,6 +118,7 @@ class Client:
         _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
         self._proto = proto
         self._seq = 0
+        self._sealed = False
 
     @property
     def connected(self) -> bool:
@@ -183,7 +187,14 @@ class Client:
 
     def _on_frame(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
         if self.cipher is not None and flags & 0x0C:
-            body = self.cipher.open(seq, command, flags, status, body)
+            try:
+                body = self.cipher.open(seq, command, flags, status, body)
+            except CryptoError:
+                self._drop()
+                return
+        elif self._sealed and not flags & 0x0C:
+            self._drop()  # PROTOCOL.md 5.3: after an encrypted LOGIN every frame is encrypted
+            return
         if flags & 0x30:
             body = decompress((flags >> 4) & 0x03, body, 64 << 20)
         flow = flags & 0x03
@@ -208,6 +219,11 @@ class Client:
             push = Push(command, pb.Error.FromString(body), status)
             self.closed_by_server = push
             self._enqueue(push)
+
+    def _drop(self) -> None:
+        """A frame from the server failed to open: the connection can't be trusted, close it."""
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
 
     def _deliver(self, messages: list[pb.PushMessageRequest], e2e: bool = False) -> None:
         for msg in messages:
@@ -366,8 +382,13 @@ class Client:
             self._proto.transport.write(header + sealed)
             try:
                 status, _, data = await asyncio.wait_for(fut, 30)
+            except BaseException:
+                self.cipher = None
+                raise
             finally:
                 self._waiters.pop(seq, None)
+            if status:  # refused: the server holds no keys for this connection
+                self.cipher = None
         if status:
             err = pb.Error.FromString(data)
             raise ServiceError(err.code, err.message, status)
@@ -375,6 +396,7 @@ class Client:
         self.user_id = resp.user_id
         self.auth = resp
         self.server_key = server_key
+        self._sealed = server_key is not None
         return resp
 
     async def ready(self) -> None:
