@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 ``receive_data(data)`` appends to a bounded receive buffer and returns every complete frame as a
 ``(seq, command, flags, status, body)`` tuple, using one call of the (compiled) splitter per read.
-A header that breaks a rule stops parsing; the frames before it are still returned and
-``violation`` holds what to answer (PROTOCOL.md section 4) before the connection closes. The
+A header that breaks a rule stops parsing and reading; the frames before it are still returned,
+and once they are answered ``finish_violation`` answers the broken header (PROTOCOL.md section 4)
+and marks the connection closing. The
 buffer never holds more than one frame header plus one body of at most ``max_body`` bytes beyond
 what was already split, so it is bounded by ``max_body + 12 + one read``.
 
@@ -85,7 +86,8 @@ class Connection:
         "push_seq",
         "out",
         "closing",
-        "violation",
+        "stopped",
+        "pending_violation",
         "encrypted",
     )
 
@@ -100,12 +102,13 @@ class Connection:
         self.push_seq = 0
         self.out: list[bytes] = []
         self.closing = False
-        # (status, code, message, seq, command) to answer before closing, or None
-        self.violation: tuple[int, int, str, int, int] | None = None
+        self.stopped = False
+        # (V_* code, seq, command) of a broken header that followed frames still to answer
+        self.pending_violation: tuple[int, int, int] | None = None
 
     # ---- receiving --------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Frame]:
-        if self.closing:
+        if self.closing or self.stopped:
             return []
         buf: bytes | bytearray = self._buf
         if buf:
@@ -115,8 +118,12 @@ class Connection:
         frames: list[Frame]
         frames, consumed, violation, vseq, vcmd = _split(buf, self.max_body, True)
         if violation:
-            self._violate(violation, vseq, vcmd)
             self._buf = b""
+            self.stopped = True  # nothing after a broken header is read
+            if frames:  # answer them first; the adapter then calls finish_violation()
+                self.pending_violation = (violation, vseq, vcmd)
+            else:
+                self._violate(violation, vseq, vcmd)
             return frames
         if consumed == len(buf):
             self._buf = b""
@@ -131,6 +138,14 @@ class Connection:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def finish_violation(self) -> None:
+        """Answer the broken header that followed the frames just handled, and close."""
+        if self.pending_violation is not None:
+            violation, seq, command = self.pending_violation
+            self.pending_violation = None
+            if not self.closing:  # an earlier frame may have ended the connection already
+                self._violate(violation, seq, command)
+
     def _violate(self, violation: int, seq: int, command: int) -> None:
         self.closing = True
         answer = _VIOLATIONS[violation]
@@ -139,7 +154,6 @@ class Connection:
         status, code, message = answer
         if self.encrypted:  # on an encrypted session a broken header is tampering
             status, code, message = Status.CRYPTO, ErrorCode.PROTOCOL_ERROR, "decryption failed"
-        self.violation = (status, code, message, seq, command)
         self.send_error(seq, command, status, code, message)
 
     def open_body(self, seq: int, command: int, flags: int, status: int, body: bytes) -> bytes:

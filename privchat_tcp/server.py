@@ -298,6 +298,8 @@ class ServerProtocol(Session, asyncio.Protocol):
         if self.closed:
             return
         conn = self.conn
+        if conn.pending_violation is not None and not self.held:
+            conn.finish_violation()
         if self.slow_since and not conn.closing:
             self._check_held()
             return

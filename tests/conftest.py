@@ -7,6 +7,7 @@ import os
 import pathlib
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -35,12 +36,35 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+_LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
+_dial = Client._dial
+
+
+async def _tracked_dial(self: Client) -> None:
+    await _dial(self)
+    _LIVE.add(self)
+
+
+Client._dial = _tracked_dial  # type: ignore[method-assign]
+
+
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run a test coroutine to completion on a fresh loop, bounded in time."""
+    """Run a test coroutine to completion on a fresh loop, bounded in time.
+
+    Whatever happens, the clients it opened are closed before the loop is, so a failing
+    assertion is reported as itself (a loop closed with live transports would mask it)."""
     loop = new_loop()
     try:
         return loop.run_until_complete(asyncio.wait_for(coro, timeout))
     finally:
+        for client in list(_LIVE):
+            proto = client._proto
+            if proto is not None and proto.transport is not None:
+                proto.transport.abort()
+        _LIVE.clear()
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0.01))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

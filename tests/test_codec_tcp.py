@@ -527,10 +527,11 @@ def test_every_header_bit_flipped_on_a_sealed_frame(server: ServerThread) -> Non
 
 def test_shortened_len_with_the_rest_in_the_same_write(server: ServerThread) -> None:
     """A ``len`` bit cleared with the whole frame in one write: the server takes a shorter frame
-    and reads the cut-off ciphertext as the next header. That random header breaks a rule in
-    practice, and the splitter stops there: the connection closes, either without a reply (the
-    random flags byte has a reserved bit, ~3/4) or with a sealed CRYPTO (any other rule). Never
-    anything that opens as a success, and the shortened frame itself is not answered."""
+    and reads the cut-off ciphertext as the next header, which in practice breaks a header rule.
+    The shortened frame comes first: it fails to open and is answered with one sealed CRYPTO,
+    and the connection closes (the broken header after it is then not answered). If the shortened
+    frame were ever left unanswered, the broken header's own outcome (no reply for a reserved bit,
+    else CRYPTO) is the only other one allowed; never anything that opens as a success."""
 
     async def main() -> None:
         port = server.port

@@ -319,3 +319,24 @@ def test_login_with_a_bad_token_is_unauthenticated(server: ServerThread) -> None
         await alice.close()
 
     run(main())
+
+
+def test_frames_before_a_broken_header_are_answered_first(server: ServerThread) -> None:
+    async def main() -> None:
+        # reserved bits: the PINGs before it are answered, then the connection closes silently
+        reader, writer = await raw(server.port)
+        writer.write(frame(Cmd.PING, seq=1) + frame(Cmd.PING, seq=2) + frame(Cmd.PING, flags=0x80))
+        assert [(await read_frame(reader))[0] for _ in range(2)] == [1, 2]
+        assert await closed(reader)
+        writer.close()
+        # a bad version: the PING is answered, then UNSUPPORTED, then the connection closes
+        reader, writer = await raw(server.port)
+        writer.write(frame(Cmd.PING, seq=3) + frame(Cmd.PING, seq=4, version=9) + frame(Cmd.PING))
+        seq, _, _, status, _ = await read_frame(reader)
+        assert (seq, status) == (3, 0)
+        seq, _, _, status, _ = await read_frame(reader)
+        assert (seq, status) == (4, Status.UNSUPPORTED)
+        assert await closed(reader)
+        writer.close()
+
+    run(main())
