@@ -101,8 +101,9 @@ def test_burst_is_accepted_in_a_few_turns(make_server: Callable[..., ServerThrea
     srv = make_server(max_connections=2 * N, conn_rate_per_ip=0.0)
     elapsed, turns = _burst(srv)
     print(f"accept_batch=512: {N} connections in {elapsed:.3f}s, {turns} loop turns")
+    # loop turns, not seconds: deterministic on a noisy machine (seconds are in the output and
+    # in docs/operations.md; uvloop's own server needs one turn per connection)
     assert turns < 20, turns
-    assert elapsed < 3.0
 
 
 @pytest.mark.skipif(not USE_UVLOOP, reason="documents uvloop's one-accept-per-turn server")
