@@ -65,9 +65,11 @@ class BaselineProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(BaselineProtocol, host, port, backlog=4096,
-                                      reuse_address=True)
+    server = await loop.create_server(
+        BaselineProtocol, host, port, backlog=4096, reuse_address=True
+    )
     stop: asyncio.Future[None] = loop.create_future()
+
     def on_signal() -> None:
         if not stop.done():
             stop.set_result(None)

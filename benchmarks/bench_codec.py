@@ -167,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = bench_frames(target, repeats)
     print()
-    print("send + receive_data + open_body, one frame at a time (best of "
-          f"{repeats}; ratio = cost / plain none at the same size)")
-    head = f"{'body':>7} {'compress':>8} {'encrypt':>8} {'frames/s':>11} {'us/frame':>9} " \
-           f"{'wire B':>7} {'x plain':>8}"
+    print(
+        "send + receive_data + open_body, one frame at a time (best of "
+        f"{repeats}; ratio = cost / plain none at the same size)"
+    )
+    head = (
+        f"{'body':>7} {'compress':>8} {'encrypt':>8} {'frames/s':>11} {'us/frame':>9} "
+        f"{'wire B':>7} {'x plain':>8}"
+    )
     print(head)
     print("-" * len(head))
     last = None
@@ -179,16 +183,20 @@ def main(argv: list[str] | None = None) -> int:
             print()
         last = size
         label = f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-        print(f"{label:>7} {cname:>8} {ename:>8} {1 / per:>11,.0f} {per * 1e6:>9.2f} "
-              f"{wire:>7} {ratio:>8.2f}")
+        print(
+            f"{label:>7} {cname:>8} {ename:>8} {1 / per:>11,.0f} {per * 1e6:>9.2f} "
+            f"{wire:>7} {ratio:>8.2f}"
+        )
     opens, ms, seal_ms = bench_login(args.rsa_bits, target * 4)
     print()
     print(f"encrypted LOGIN key transport, RSA-{args.rsa_bits} OAEP-SHA256 + HKDF + AES-GCM:")
     print(f"  server open_login: {opens:,.0f} per CPU second ({ms:.3f} ms CPU each)")
     print(f"  client seal_login: {seal_ms:.3f} ms CPU each")
     print()
-    print("reproduce: python benchmarks/bench_codec.py" + "".join(" " + a for a in
-                                                            (argv or sys.argv[1:])))
+    print(
+        "reproduce: python benchmarks/bench_codec.py"
+        + "".join(" " + a for a in (argv or sys.argv[1:]))
+    )
     return 0
 
 

@@ -26,8 +26,11 @@ except ImportError:  # pragma: no cover - optional module
 
 IMPLS: list[Any] = [pytest.param(frame.impl_py, id="py")]
 IMPLS.append(
-    pytest.param(frame.impl_c, id="c", marks=pytest.mark.skipif(frame.impl_c is None,
-                                                                reason="no C extension"))
+    pytest.param(
+        frame.impl_c,
+        id="c",
+        marks=pytest.mark.skipif(frame.impl_c is None, reason="no C extension"),
+    )
 )
 
 
@@ -61,16 +64,28 @@ def test_split_frames_64k(benchmark: Any, impl: ModuleType) -> None:
 
 def _push() -> pb.PushMessageRequest:
     return pb.PushMessageRequest(
-        msg_key="k", server_message_id=1234567890123, message_seq=42, local_message_id=7,
-        timestamp=int(time.time()), channel_id=99887766, channel_type=1, message_type=0,
-        from_uid=123456, payload=b'{"content":"hello world, a short chat message"}',
-        from_device="device-1")
+        msg_key="k",
+        server_message_id=1234567890123,
+        message_seq=42,
+        local_message_id=7,
+        timestamp=int(time.time()),
+        channel_id=99887766,
+        channel_type=1,
+        message_type=0,
+        from_uid=123456,
+        payload=b'{"content":"hello world, a short chat message"}',
+        from_device="device-1",
+    )
 
 
 def _send() -> pb.SendMessageRequest:
     return pb.SendMessageRequest(
-        client_seq=1, local_message_id=7, channel_id=99887766, channel_type=1,
-        payload=b'{"content":"hello world, a short chat message"}')
+        client_seq=1,
+        local_message_id=7,
+        channel_id=99887766,
+        channel_type=1,
+        payload=b'{"content":"hello world, a short chat message"}',
+    )
 
 
 def test_pb_push_encode(benchmark: Any) -> None:
@@ -120,12 +135,18 @@ def _combos() -> list[Any]:
     if compression is None or crypto is None:
         return [pytest.param(None, None, None, marks=pytest.mark.skip(reason="no modules"))]
     out: list[Any] = []
-    for algo_name, algo in (("none", compression.NONE), ("gzip", compression.GZIP),
-                            ("lz4", compression.LZ4)):
+    for algo_name, algo in (
+        ("none", compression.NONE),
+        ("gzip", compression.GZIP),
+        ("lz4", compression.LZ4),
+    ):
         for enc in (False, True):
             for size_name, size in SIZES.items():
-                out.append(pytest.param(algo, enc, size,
-                                        id=f"{algo_name}-{'aes' if enc else 'plain'}-{size_name}"))
+                out.append(
+                    pytest.param(
+                        algo, enc, size, id=f"{algo_name}-{'aes' if enc else 'plain'}-{size_name}"
+                    )
+                )
     return out
 
 

@@ -130,7 +130,7 @@ class PingProto(asyncio.Protocol):
         write = self.transport.write
         while n > 0:
             k = min(n, PING_BLOCK - self.seq)
-            write(_PING_FRAMES[self.seq * 12:(self.seq + k) * 12])
+            write(_PING_FRAMES[self.seq * 12 : (self.seq + k) * 12])
             self.seq = (self.seq + k) % PING_BLOCK
             n -= k
 
@@ -151,8 +151,13 @@ class PingProto(asyncio.Protocol):
             self.lost.set_result(None)
 
 
-async def connect_many(factory: Callable[[], asyncio.Protocol], port: int, n: int,
-                       host: str = HOST, concurrency: int = 200) -> list[Any]:
+async def connect_many(
+    factory: Callable[[], asyncio.Protocol],
+    port: int,
+    n: int,
+    host: str = HOST,
+    concurrency: int = 200,
+) -> list[Any]:
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(concurrency)
 
@@ -167,7 +172,8 @@ async def connect_many(factory: Callable[[], asyncio.Protocol], port: int, n: in
 async def scenario_ping(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     protos: list[PingProto] = await connect_many(
-        lambda: PingProto(stats, args.depth), args.port, args.conns, args.host)
+        lambda: PingProto(stats, args.depth), args.port, args.conns, args.host
+    )
     stats.deadline = time.monotonic() + args.warmup + args.duration + 5
     for p in protos:
         p.start()
@@ -180,17 +186,25 @@ async def scenario_ping(args: argparse.Namespace) -> dict[str, Any]:
         assert p.transport is not None
         p.transport.close()
     rate = (c1 - c0) / (t1 - t0)
-    return {"scenario": "ping", "conns": args.conns, "depth": args.depth,
-            "duration_s": round(t1 - t0, 3), "frames": c1 - c0, "frames_per_s": round(rate),
-            **cpu_figures(c1 - c0, t1 - t0, cpu1 - cpu0, args.server_pid)}
+    return {
+        "scenario": "ping",
+        "conns": args.conns,
+        "depth": args.depth,
+        "duration_s": round(t1 - t0, 3),
+        "frames": c1 - c0,
+        "frames_per_s": round(rate),
+        **cpu_figures(c1 - c0, t1 - t0, cpu1 - cpu0, args.server_pid),
+    }
 
 
 def cpu_figures(n: int, dt: float, cpu: float, pid: int) -> dict[str, Any]:
     """Server CPU use over the window, and the count per server CPU-second."""
     if not pid:
         return {}
-    return {"server_cpu": round(cpu / dt, 3),
-            "per_server_cpu_s": round(n / cpu) if cpu > 0 else None}
+    return {
+        "server_cpu": round(cpu / dt, 3),
+        "per_server_cpu_s": round(n / cpu) if cpu > 0 else None,
+    }
 
 
 # ---- privchat setup helpers ----------------------------------------------------------------------
@@ -202,8 +216,9 @@ async def make_user(port: int, name: str, host: str = HOST) -> Client:
     return client
 
 
-async def make_users(port: int, prefix: str, n: int, host: str = HOST,
-                     concurrency: int = 50) -> list[Client]:
+async def make_users(
+    port: int, prefix: str, n: int, host: str = HOST, concurrency: int = 50
+) -> list[Client]:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Client:
@@ -256,9 +271,12 @@ class SenderProto(asyncio.Protocol):
             self.last_local = ts
             self.seq += 1
             body = pb.SendMessageRequest(
-                client_seq=self.seq & 0xFFFFFFFF, local_message_id=ts,
-                channel_id=self.channel_id, channel_type=self.channel_type,
-                payload=b'{"content":"bench message"}').SerializeToString()
+                client_seq=self.seq & 0xFFFFFFFF,
+                local_message_id=ts,
+                channel_id=self.channel_id,
+                channel_type=self.channel_type,
+                payload=b'{"content":"bench message"}',
+            ).SerializeToString()
             out.append(encode_header(len(body), self.seq, MS, 0, 0) + body)
         self.sent += n
         assert self.transport is not None
@@ -321,8 +339,9 @@ class ReceiverProto(asyncio.Protocol):
         self.ack_due = False
         if self.transport is None or self.transport.is_closing():
             return
-        body = pb.AckRequest(acks=[pb.ChannelAck(channel_id=c, pts=p)
-                                   for c, p in self.last_pts.items()]).SerializeToString()
+        body = pb.AckRequest(
+            acks=[pb.ChannelAck(channel_id=c, pts=p) for c, p in self.last_pts.items()]
+        ).SerializeToString()
         self.seq += 1
         self.transport.write(encode_header(len(body), self.seq, ACK, 0, 0) + body)
 
@@ -330,9 +349,9 @@ class ReceiverProto(asyncio.Protocol):
         if channel_id in self.pulling or self.transport is None or self.transport.is_closing():
             return
         self.pulling.add(channel_id)
-        body = pb.GetDifferenceRequest(channel_id=channel_id,
-                                       last_pts=self.last_pts.get(channel_id, 0),
-                                       limit=1000).SerializeToString()
+        body = pb.GetDifferenceRequest(
+            channel_id=channel_id, last_pts=self.last_pts.get(channel_id, 0), limit=1000
+        ).SerializeToString()
         self.seq += 1
         self.transport.write(encode_header(len(body), self.seq, MP, 0, 0) + body)
 
@@ -367,9 +386,11 @@ class ReceiverProto(asyncio.Protocol):
 
 def latency_summary(stats: Stats) -> dict[str, float]:
     lat = sorted(stats.latencies)
-    return {"lat_p50_ms": round(percentile(lat, 0.50) / 1e6, 3),
-            "lat_p99_ms": round(percentile(lat, 0.99) / 1e6, 3),
-            "lat_samples": len(lat)}
+    return {
+        "lat_p50_ms": round(percentile(lat, 0.50) / 1e6, 3),
+        "lat_p99_ms": round(percentile(lat, 0.99) / 1e6, 3),
+        "lat_samples": len(lat),
+    }
 
 
 async def paced(senders: list[SenderProto], stats: Stats, rate: float) -> None:
@@ -386,8 +407,9 @@ async def paced(senders: list[SenderProto], stats: Stats, rate: float) -> None:
         await asyncio.sleep(0.001)
 
 
-async def measure(stats: Stats, args: argparse.Namespace,
-                  start: Callable[[], None]) -> tuple[int, float, float]:
+async def measure(
+    stats: Stats, args: argparse.Namespace, start: Callable[[], None]
+) -> tuple[int, float, float]:
     stats.deadline = time.monotonic() + args.warmup + args.duration + 5
     start()
     await asyncio.sleep(args.warmup)
@@ -430,10 +452,16 @@ async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
     if pacer is not None:
         await pacer
     await asyncio.sleep(0.2)
-    out: dict[str, Any] = {"scenario": "direct", "pairs": args.pairs,
-                           "window": 0 if args.rate else args.window, "rate": args.rate,
-                           "duration_s": round(dt, 3), "delivered": n,
-                           "msgs_per_s": round(n / dt), "errors": stats.errors}
+    out: dict[str, Any] = {
+        "scenario": "direct",
+        "pairs": args.pairs,
+        "window": 0 if args.rate else args.window,
+        "rate": args.rate,
+        "duration_s": round(dt, 3),
+        "delivered": n,
+        "msgs_per_s": round(n / dt),
+        "errors": stats.errors,
+    }
     out.update(latency_summary(stats))
     out.update(cpu_figures(n, dt, cpu, args.server_pid))
     close_all(senders_c + receivers_c)
@@ -445,8 +473,9 @@ async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     sender_c = await make_user(args.port, f"gs{tag}", args.host)
     members_c = await make_users(args.port, f"gm{tag}_", args.members, args.host)
-    group = await sender_c.rpc("group/group/create", {
-        "name": "bench", "member_ids": [m.user_id for m in members_c]})
+    group = await sender_c.rpc(
+        "group/group/create", {"name": "bench", "member_ids": [m.user_id for m in members_c]}
+    )
     gid = int(group["group_id"])
     await asyncio.sleep(0.2)
     window = 0 if args.rate else args.window
@@ -471,10 +500,17 @@ async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     if pacer is not None:
         await pacer
     await asyncio.sleep(0.2)
-    out: dict[str, Any] = {"scenario": "group", "members": args.members, "window": window,
-                           "rate": args.rate, "duration_s": round(dt, 3), "deliveries": n,
-                           "deliveries_per_s": round(n / dt), "errors": stats.errors,
-                           "sent_acked": sender.acked}
+    out: dict[str, Any] = {
+        "scenario": "group",
+        "members": args.members,
+        "window": window,
+        "rate": args.rate,
+        "duration_s": round(dt, 3),
+        "deliveries": n,
+        "deliveries_per_s": round(n / dt),
+        "errors": stats.errors,
+        "sent_acked": sender.acked,
+    }
     out.update(latency_summary(stats))
     out.update(cpu_figures(n, dt, cpu, args.server_pid))
     close_all([sender_c, *members_c])
@@ -511,13 +547,16 @@ class IdleProto(asyncio.Protocol):
         self.transport.write(encode_header(len(body), self.seq, command, 0, 0) + body)
 
     def _rpc(self, route: str, body: dict[str, Any]) -> None:
-        self._write(RPC, pb.RpcRequest(route=route, body=json.dumps(body).encode())
-                    .SerializeToString())
+        self._write(
+            RPC, pb.RpcRequest(route=route, body=json.dumps(body).encode()).SerializeToString()
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._rpc("account/auth/login", {"username": self.username, "password": self.password,
-                                         "device_id": self.device_id})
+        self._rpc(
+            "account/auth/login",
+            {"username": self.username, "password": self.password, "device_id": self.device_id},
+        )
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -533,11 +572,14 @@ class IdleProto(asyncio.Protocol):
             if self.step == 0:
                 token = json.loads(pb.RpcResponse.FromString(body).data)["token"]
                 req = pb.AuthorizationRequest(
-                    auth_type="JWT", auth_token=token,
-                    device_info=pb.DeviceInfo(device_id=self.device_id, device_type="linux",
-                                              device_name="bench"),
+                    auth_type="JWT",
+                    auth_token=token,
+                    device_info=pb.DeviceInfo(
+                        device_id=self.device_id, device_type="linux", device_name="bench"
+                    ),
                     client_info=pb.ClientInfo(client_type="bench", version="0.1.0"),
-                    protocol_version="1")
+                    protocol_version="1",
+                )
                 self._write(LOGIN, req.SerializeToString())
             elif self.step == 1:
                 self._rpc("sync/session_ready", {})
@@ -582,8 +624,11 @@ async def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
                 return False
             try:
                 _, proto = await loop.create_connection(
-                    lambda: IdleProto(name, password), args.host, args.port,
-                    local_addr=local_addr(i))
+                    lambda: IdleProto(name, password),
+                    args.host,
+                    args.port,
+                    local_addr=local_addr(i),
+                )
             except OSError as exc:
                 reasons[f"connect: {exc}"[:80]] = reasons.get(f"connect: {exc}"[:80], 0) + 1
                 return False
@@ -609,12 +654,18 @@ async def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
             p.transport.close()
     await first.close()
     await asyncio.sleep(0.2)
-    return {"scenario": "idle", "sessions": ok, "failed": args.sessions - ok,
-            "fd_limit": limit, "setup_s": round(setup_s, 2),
-            "logins_per_s": round(ok / setup_s) if setup_s else 0,
-            "rss_before_kib": before, "rss_after_kib": after,
-            "kib_per_session": round(per, 2),
-            "fail_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])}
+    return {
+        "scenario": "idle",
+        "sessions": ok,
+        "failed": args.sessions - ok,
+        "fd_limit": limit,
+        "setup_s": round(setup_s, 2),
+        "logins_per_s": round(ok / setup_s) if setup_s else 0,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_session": round(per, 2),
+        "fail_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5]),
+    }
 
 
 # ---- redis / mqtt comparison ---------------------------------------------------------------------
@@ -641,7 +692,7 @@ class RedisSub(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.tail + data
         n = buf.count(self.MARK)
-        self.tail = buf[-(len(self.MARK) - 1):]
+        self.tail = buf[-(len(self.MARK) - 1) :]
         if not self.subscribed.done() and b"subscribe" in buf:
             self.subscribed.set_result(None)
         self.stats.count += n
@@ -765,8 +816,9 @@ async def scenario_pubsub(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 10)
     pub: RedisPub | MqttPub
     if kind == "redis":
-        _, pub = await loop.create_connection(lambda: RedisPub(stats, args.window),
-                                              args.host, args.port)
+        _, pub = await loop.create_connection(
+            lambda: RedisPub(stats, args.window), args.host, args.port
+        )
         depth = args.window
     else:
         _, mpub = await loop.create_connection(lambda: MqttPub(stats, 8), args.host, args.port)
@@ -780,15 +832,25 @@ async def scenario_pubsub(args: argparse.Namespace) -> dict[str, Any]:
         s_tr = getattr(s, "transport", None)
         if s_tr is not None:
             s_tr.close()
-    return {"scenario": kind, "members": args.members, "window": args.window,
-            "duration_s": round(dt, 3), "deliveries": n, "deliveries_per_s": round(n / dt),
-            **cpu_figures(n, dt, cpu, args.server_pid)}
+    return {
+        "scenario": kind,
+        "members": args.members,
+        "window": args.window,
+        "duration_s": round(dt, 3),
+        "deliveries": n,
+        "deliveries_per_s": round(n / dt),
+        **cpu_figures(n, dt, cpu, args.server_pid),
+    }
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
 SCENARIOS: dict[str, Callable[[argparse.Namespace], Any]] = {
-    "ping": scenario_ping, "direct": scenario_direct, "group": scenario_group,
-    "idle": scenario_idle, "redis": scenario_pubsub, "mqtt": scenario_pubsub,
+    "ping": scenario_ping,
+    "direct": scenario_direct,
+    "group": scenario_group,
+    "idle": scenario_idle,
+    "redis": scenario_pubsub,
+    "mqtt": scenario_pubsub,
 }
 
 
@@ -809,8 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=10_000, help="idle: sessions")
     p.add_argument("--concurrency", type=int, default=200, help="idle: logins in flight")
     p.add_argument("--setup-timeout", type=float, default=120.0, help="idle: setup bound, s")
-    p.add_argument("--server-pid", type=int, default=0,
-                   help="server pid: RSS (idle), CPU use (others)")
+    p.add_argument(
+        "--server-pid", type=int, default=0, help="server pid: RSS (idle), CPU use (others)"
+    )
     p.add_argument("--json", default="", help="write the result as JSON here")
     return p
 

@@ -37,8 +37,11 @@ LOADGEN_CPU = "1"
 
 # server options that turn off the per-connection limits a benchmark would otherwise measure
 LIMITS_OFF = {
-    "--rate-per-connection": "0", "--max-connections": "0", "--max-devices-per-user": "0",
-    "--conn-rate-per-ip": "0", "--push-hard-limit": str(256 << 20),
+    "--rate-per-connection": "0",
+    "--max-connections": "0",
+    "--max-devices-per-user": "0",
+    "--conn-rate-per-ip": "0",
+    "--push-hard-limit": str(256 << 20),
     "--slow-consumer-timeout": "600",
 }
 
@@ -92,12 +95,19 @@ def snapshot(no_snapshot: bool, tmp: Path) -> Path:
         shutil.copytree(ROOT / "privchat_tcp", src / "privchat_tcp", ignore=ignore)
         shutil.copytree(ROOT / "benchmarks", src / "benchmarks", ignore=ignore)
         check = subprocess.run(
-            [sys.executable, "-c", "import privchat_tcp.server, privchat_tcp.cli, "
-             "benchmarks.loadgen"], cwd=src, env=env_for(src), capture_output=True, timeout=60)
+            [
+                sys.executable,
+                "-c",
+                "import privchat_tcp.server, privchat_tcp.cli, benchmarks.loadgen",
+            ],
+            cwd=src,
+            env=env_for(src),
+            capture_output=True,
+            timeout=60,
+        )
         if check.returncode == 0:
             return src
-        log(f"snapshot does not import yet (attempt {attempt + 1}): "
-            f"{check.stderr.decode()[-300:]}")
+        log(f"snapshot does not import yet (attempt {attempt + 1}): {check.stderr.decode()[-300:]}")
         time.sleep(3)
     raise RuntimeError("could not take an importable snapshot of privchat_tcp")
 
@@ -119,8 +129,13 @@ class Procs:
 
     def start(self, argv: list[str], port: int, name: str) -> subprocess.Popen[bytes]:
         logf = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=self.src, env=env_for(self.src),
-                                stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            pinned(SERVER_CPU, argv),
+            cwd=self.src,
+            env=env_for(self.src),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(proc)
         wait_port(port, proc)
         return proc
@@ -140,28 +155,63 @@ class Procs:
 
 
 def server_argv(src: Path, port: int, data_dir: Path) -> list[str]:
-    helptext = subprocess.run([sys.executable, "-m", "privchat_tcp", "serve", "--help"],
-                              cwd=src, env=env_for(src), capture_output=True, timeout=60,
-                              text=True).stdout
-    argv = [sys.executable, "-m", "privchat_tcp", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--data-dir", str(data_dir),
-            "--jwt-secret", "bench-secret-" + "x" * 32, "--argon2-time-cost", "1",
-            "--argon2-memory-kib", "1024", "--log-level", "WARNING"]
+    helptext = subprocess.run(
+        [sys.executable, "-m", "privchat_tcp", "serve", "--help"],
+        cwd=src,
+        env=env_for(src),
+        capture_output=True,
+        timeout=60,
+        text=True,
+    ).stdout
+    argv = [
+        sys.executable,
+        "-m",
+        "privchat_tcp",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--jwt-secret",
+        "bench-secret-" + "x" * 32,
+        "--argon2-time-cost",
+        "1",
+        "--argon2-memory-kib",
+        "1024",
+        "--log-level",
+        "WARNING",
+    ]
     for opt, value in LIMITS_OFF.items():
         if opt in helptext:
             argv += [opt, value]
     return argv
 
 
-def loadgen(src: Path, tmp: Path, scenario: str, port: int, *extra: str,
-            timeout: float = 300.0) -> dict[str, Any]:
+def loadgen(
+    src: Path, tmp: Path, scenario: str, port: int, *extra: str, timeout: float = 300.0
+) -> dict[str, Any]:
     out = tmp / f"lg-{time.monotonic_ns()}.json"
-    argv = pinned(LOADGEN_CPU, [sys.executable, "-m", "benchmarks.loadgen", scenario,
-                                "--port", str(port), "--json", str(out), *extra])
-    log(" ".join(argv[argv.index("benchmarks.loadgen") + 1:]))
+    argv = pinned(
+        LOADGEN_CPU,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.loadgen",
+            scenario,
+            "--port",
+            str(port),
+            "--json",
+            str(out),
+            *extra,
+        ],
+    )
+    log(" ".join(argv[argv.index("benchmarks.loadgen") + 1 :]))
     try:
-        proc = subprocess.run(argv, cwd=src, env=env_for(src), capture_output=True,
-                              timeout=timeout, text=True)
+        proc = subprocess.run(
+            argv, cwd=src, env=env_for(src), capture_output=True, timeout=timeout, text=True
+        )
     except subprocess.TimeoutExpired:
         log(f"{scenario} timed out after {timeout} s")
         return {"scenario": scenario, "error": "timeout"}
@@ -193,8 +243,9 @@ def setup_packages() -> None:
     log("apt-get update && apt-get install -y mosquitto redis-server")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update"], check=False, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "mosquitto", "redis-server"], check=False,
-                   env=env, timeout=900)
+    subprocess.run(
+        ["apt-get", "install", "-y", "mosquitto", "redis-server"], check=False, env=env, timeout=900
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,89 +260,153 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         # ---- PING: baseline vs server -------------------------------------------------------
         bport, sport = free_port(), free_port()
-        baseline = procs.start([sys.executable, "-m", "benchmarks.baseline_server", "--port",
-                                str(bport)], bport, "baseline")
+        baseline = procs.start(
+            [sys.executable, "-m", "benchmarks.baseline_server", "--port", str(bport)],
+            bport,
+            "baseline",
+        )
         server = procs.start(server_argv(src, sport, tmp / "data"), sport, "server")
         spid = ["--server-pid", str(server.pid)]
         for conns, depth in (("100", "32"), ("1000", "1")):
             key = f"{conns}x{depth}"
-            raw[f"ping_baseline_{key}"] = loadgen(src, tmp, "ping", bport, "--conns", conns,
-                                                  "--depth", depth, "--server-pid",
-                                                  str(baseline.pid), *common)
-            raw[f"ping_server_{key}"] = loadgen(src, tmp, "ping", sport, "--conns", conns,
-                                                "--depth", depth, *spid, *common)
+            raw[f"ping_baseline_{key}"] = loadgen(
+                src,
+                tmp,
+                "ping",
+                bport,
+                "--conns",
+                conns,
+                "--depth",
+                depth,
+                "--server-pid",
+                str(baseline.pid),
+                *common,
+            )
+            raw[f"ping_server_{key}"] = loadgen(
+                src, tmp, "ping", sport, "--conns", conns, "--depth", depth, *spid, *common
+            )
         procs.stop(baseline)
         # ---- messaging on the real server ---------------------------------------------------
-        raw["direct"] = loadgen(src, tmp, "direct", sport, "--pairs", str(args.pairs),
-                                "--window", "32", *spid, *common)
-        raw["group100"] = loadgen(src, tmp, "group", sport, "--members", "100", "--window", "32",
-                                  *spid, *common)
+        raw["direct"] = loadgen(
+            src, tmp, "direct", sport, "--pairs", str(args.pairs), "--window", "32", *spid, *common
+        )
+        raw["group100"] = loadgen(
+            src, tmp, "group", sport, "--members", "100", "--window", "32", *spid, *common
+        )
         if not args.quick:
-            raw["group1000"] = loadgen(src, tmp, "group", sport, "--members", "1000",
-                                       "--window", "32", *spid, *common)
+            raw["group1000"] = loadgen(
+                src, tmp, "group", sport, "--members", "1000", "--window", "32", *spid, *common
+            )
         procs.stop(server)
         # ---- references: mosquitto, redis ---------------------------------------------------
         for kind, binary in (("mqtt", "mosquitto"), ("redis", "redis-server")):
-            path = shutil.which(binary) or (f"/usr/sbin/{binary}"
-                                            if Path(f"/usr/sbin/{binary}").exists() else None)
+            path = shutil.which(binary) or (
+                f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+            )
             if path is None:
                 log(f"{binary} not installed: skipped (use --setup)")
                 continue
             port = free_port()
-            argv = ([path, "-p", str(port)] if kind == "mqtt" else
-                    [path, "--port", str(port), "--save", "", "--appendonly", "no",
-                     "--bind", "127.0.0.1"])
+            argv = (
+                [path, "-p", str(port)]
+                if kind == "mqtt"
+                else [
+                    path,
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--bind",
+                    "127.0.0.1",
+                ]
+            )
             try:
                 ref = procs.start(argv, port, binary)
             except RuntimeError as exc:
                 log(f"{binary} did not start: {exc}")
                 continue
             rpid = ["--server-pid", str(ref.pid)]
-            raw[f"{kind}_1to1"] = loadgen(src, tmp, kind, port, "--members", "1",
-                                          "--window", "32", *rpid, *common)
-            raw[f"{kind}_1to100"] = loadgen(src, tmp, kind, port, "--members", "100",
-                                            "--window", "32", *rpid, *common)
+            raw[f"{kind}_1to1"] = loadgen(
+                src, tmp, kind, port, "--members", "1", "--window", "32", *rpid, *common
+            )
+            raw[f"{kind}_1to100"] = loadgen(
+                src, tmp, kind, port, "--members", "100", "--window", "32", *rpid, *common
+            )
             procs.stop(ref)
         # ---- direct, paced at half the reference rate: latency ------------------------------
-        ref_rate = raw.get("mqtt_1to1", {}).get("deliveries_per_s") or raw["direct"].get(
-            "msgs_per_s") or 1000
+        ref_rate = (
+            raw.get("mqtt_1to1", {}).get("deliveries_per_s")
+            or raw["direct"].get("msgs_per_s")
+            or 1000
+        )
         paced_rate = max(100, int(ref_rate) // 2)
         sport = free_port()
         server = procs.start(server_argv(src, sport, tmp / "data2"), sport, "server2")
-        raw["direct_paced"] = loadgen(src, tmp, "direct", sport, "--pairs", str(args.pairs),
-                                      "--rate", str(paced_rate), "--server-pid", str(server.pid),
-                                      *common)
+        raw["direct_paced"] = loadgen(
+            src,
+            tmp,
+            "direct",
+            sport,
+            "--pairs",
+            str(args.pairs),
+            "--rate",
+            str(paced_rate),
+            "--server-pid",
+            str(server.pid),
+            *common,
+        )
         procs.stop(server)
         # ---- idle sessions on a fresh server ------------------------------------------------
         sport = free_port()
         server = procs.start(server_argv(src, sport, tmp / "data3"), sport, "server3")
-        raw["idle"] = loadgen(src, tmp, "idle", sport, "--sessions", sessions,
-                              "--server-pid", str(server.pid), timeout=600)
+        raw["idle"] = loadgen(
+            src,
+            tmp,
+            "idle",
+            sport,
+            "--sessions",
+            sessions,
+            "--server-pid",
+            str(server.pid),
+            timeout=600,
+        )
         procs.stop(server)
     finally:
         procs.stop_all()
     g = raw.get
     figures = {
-        "ping_100x32_vs_baseline": ratio(g("ping_server_100x32", {}).get("frames_per_s"),
-                                         g("ping_baseline_100x32", {}).get("frames_per_s")),
-        "ping_1000x1_vs_baseline": ratio(g("ping_server_1000x1", {}).get("frames_per_s"),
-                                         g("ping_baseline_1000x1", {}).get("frames_per_s")),
-        "direct_vs_mosquitto_1to1": ratio(g("direct", {}).get("msgs_per_s"),
-                                          g("mqtt_1to1", {}).get("deliveries_per_s")),
-        "direct_vs_redis_1to1": ratio(g("direct", {}).get("msgs_per_s"),
-                                      g("redis_1to1", {}).get("deliveries_per_s")),
+        "ping_100x32_vs_baseline": ratio(
+            g("ping_server_100x32", {}).get("frames_per_s"),
+            g("ping_baseline_100x32", {}).get("frames_per_s"),
+        ),
+        "ping_1000x1_vs_baseline": ratio(
+            g("ping_server_1000x1", {}).get("frames_per_s"),
+            g("ping_baseline_1000x1", {}).get("frames_per_s"),
+        ),
+        "direct_vs_mosquitto_1to1": ratio(
+            g("direct", {}).get("msgs_per_s"), g("mqtt_1to1", {}).get("deliveries_per_s")
+        ),
+        "direct_vs_redis_1to1": ratio(
+            g("direct", {}).get("msgs_per_s"), g("redis_1to1", {}).get("deliveries_per_s")
+        ),
         "ping_100x32_per_cpu_vs_baseline": ratio(
             g("ping_server_100x32", {}).get("per_server_cpu_s"),
-            g("ping_baseline_100x32", {}).get("per_server_cpu_s")),
+            g("ping_baseline_100x32", {}).get("per_server_cpu_s"),
+        ),
         "ping_1000x1_per_cpu_vs_baseline": ratio(
             g("ping_server_1000x1", {}).get("per_server_cpu_s"),
-            g("ping_baseline_1000x1", {}).get("per_server_cpu_s")),
+            g("ping_baseline_1000x1", {}).get("per_server_cpu_s"),
+        ),
         "direct_paced_rate": paced_rate,
         "direct_paced_p99_ms": g("direct_paced", {}).get("lat_p99_ms"),
-        "group100_vs_mosquitto_1to100": ratio(g("group100", {}).get("deliveries_per_s"),
-                                              g("mqtt_1to100", {}).get("deliveries_per_s")),
-        "group100_vs_redis_1to100": ratio(g("group100", {}).get("deliveries_per_s"),
-                                          g("redis_1to100", {}).get("deliveries_per_s")),
+        "group100_vs_mosquitto_1to100": ratio(
+            g("group100", {}).get("deliveries_per_s"), g("mqtt_1to100", {}).get("deliveries_per_s")
+        ),
+        "group100_vs_redis_1to100": ratio(
+            g("group100", {}).get("deliveries_per_s"), g("redis_1to100", {}).get("deliveries_per_s")
+        ),
         "idle_kib_per_session": g("idle", {}).get("kib_per_session"),
     }
     with contextlib.suppress(Exception):
@@ -299,9 +414,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "figures": figures, "targets": {k: list(v) for k, v in TARGETS.items()}, "raw": raw,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "figures": figures,
+        "targets": {k: list(v) for k, v in TARGETS.items()},
+        "raw": raw,
     }
 
 
@@ -317,9 +437,14 @@ def print_report(report: dict[str, Any]) -> None:
     raw = report["raw"]
     print("\nraw figures")
     for key, res in raw.items():
-        main = {k: v for k, v in res.items() if k.endswith("_per_s") or k.startswith("lat_p")
-                or k in ("kib_per_session", "error", "errors", "sessions", "server_cpu",
-                         "per_server_cpu_s")}
+        main = {
+            k: v
+            for k, v in res.items()
+            if k.endswith("_per_s")
+            or k.startswith("lat_p")
+            or k
+            in ("kib_per_session", "error", "errors", "sessions", "server_cpu", "per_server_cpu_s")
+        }
         print(f"  {key:24} {main}")
     print("\nratios (same run)")
     for name, value in report["figures"].items():
@@ -334,8 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=0, help="idle sessions (default 10,000)")
     p.add_argument("--setup", action="store_true", help="apt-get install mosquitto redis-server")
     p.add_argument("--no-snapshot", action="store_true", help="run the working tree as is")
-    p.add_argument("--out", default="",
-                   help="JSON file (default results/latest.json, results/quick.json with --quick)")
+    p.add_argument(
+        "--out",
+        default="",
+        help="JSON file (default results/latest.json, results/quick.json with --quick)",
+    )
     args = p.parse_args(argv)
     if not args.out:
         args.out = str(RESULTS / ("quick.json" if args.quick else "latest.json"))

@@ -43,11 +43,14 @@ class Settings:
     max_body_prelogin: int = _f(16 << 10, "largest frame body before login, bytes")
     # compression and encryption (PROTOCOL.md sections 2.1 and 5)
     compress_threshold: int = _f(
-        1024, "server frames with bodies this large or larger are compressed when the client "
-        "accepts it")
+        1024,
+        "server frames with bodies this large or larger are compressed when the client accepts it",
+    )
     encryption: bool = _f(
-        True, "accept encrypted logins (RSA key loaded from --rsa-key-file or generated into "
-        "the data dir)")
+        True,
+        "accept encrypted logins (RSA key loaded from --rsa-key-file or generated into "
+        "the data dir)",
+    )
     rsa_key_file: str = _f("", "PEM file of the server's RSA key (default DATA_DIR/server_key.pem)")
     require_encryption: bool = _f(False, "refuse plaintext logins with CRYPTO")
     # sessions
@@ -75,43 +78,61 @@ class Settings:
     snowflake_machine_id: int = _f(1, "Snowflake machine id, 0-31")
     # limits (the issue "Behind a TCP load balancer"; 0 turns a limit off)
     max_connections: int = _f(
-        10000, "open connections; one more is answered LOGOUT flow 2 BUSY and closed")
+        10000, "open connections; one more is answered LOGOUT flow 2 BUSY and closed"
+    )
     max_devices_per_user: int = _f(
-        10, "sessions one user may have online; one more LOGIN is answered BUSY")
+        10, "sessions one user may have online; one more LOGIN is answered BUSY"
+    )
     rate_per_connection: float = _f(
-        500.0, "frames per second a connection may send (token bucket; over it reading pauses)")
+        500.0, "frames per second a connection may send (token bucket; over it reading pauses)"
+    )
     burst_per_connection: int = _f(1000, "token bucket size for rate_per_connection, frames")
     rate_limit_grace: float = _f(
-        2.0, "seconds a connection may stay over its rate (reading paused) before the frames "
-        "over the limit are answered RATE_LIMITED")
+        2.0,
+        "seconds a connection may stay over its rate (reading paused) before the frames "
+        "over the limit are answered RATE_LIMITED",
+    )
     conn_rate_per_ip: float = _f(
-        0.0, "new connections per second from one client address (after PROXY protocol); "
+        0.0,
+        "new connections per second from one client address (after PROXY protocol); "
         "over it a connection is answered RATE_LIMITED and closed. 0 = off (behind a balancer "
-        "without PROXY protocol every connection has the balancer's address)")
+        "without PROXY protocol every connection has the balancer's address)",
+    )
     conn_burst_per_ip: int = _f(100, "token bucket size for conn_rate_per_ip, connections")
     push_high_water: int = _f(
-        1 << 20, "bytes in a connection's write buffer above which pushes wait in a bounded "
-        "pending list (and reading pauses)")
+        1 << 20,
+        "bytes in a connection's write buffer above which pushes wait in a bounded "
+        "pending list (and reading pauses)",
+    )
     push_hard_limit: int = _f(
-        8 << 20, "bytes a connection may have buffered (written + pending); past it the "
-        "session ends with SLOW_CONSUMER")
+        8 << 20,
+        "bytes a connection may have buffered (written + pending); past it the "
+        "session ends with SLOW_CONSUMER",
+    )
     slow_consumer_timeout: float = _f(
-        10.0, "seconds a connection may stay above push_high_water before SLOW_CONSUMER")
+        10.0, "seconds a connection may stay above push_high_water before SLOW_CONSUMER"
+    )
     accept_batch: int = _f(
-        512, "connections accepted per event-loop turn by the server's own accept loop; 0 = "
-        "let the event loop accept (uvloop takes one per turn, slow under load)")
+        512,
+        "connections accepted per event-loop turn by the server's own accept loop; 0 = "
+        "let the event loop accept (uvloop takes one per turn, slow under load)",
+    )
     # behind a load balancer: PROXY protocol, admin HTTP listener, drain
     proxy_protocol: bool = _f(
-        False, "expect a PROXY protocol v1/v2 header first on every connection")
+        False, "expect a PROXY protocol v1/v2 header first on every connection"
+    )
     proxy_allowed: str = _f(
-        "127.0.0.0/8,::1/128", "comma-separated networks allowed to send PROXY headers")
+        "127.0.0.0/8,::1/128", "comma-separated networks allowed to send PROXY headers"
+    )
     proxy_timeout: float = _f(3.0, "seconds a connection has to send its PROXY header")
     admin_port: int = _f(0, "port of the admin HTTP listener (/healthz /readyz /metrics); 0 = off")
     admin_host: str = _f("127.0.0.1", "address of the admin HTTP listener")
     drain_grace: float = _f(
-        5.0, "on SIGTERM: seconds the listener stays open while /readyz answers 503")
+        5.0, "on SIGTERM: seconds the listener stays open while /readyz answers 503"
+    )
     drain_window: float = _f(
-        10.0, "on SIGTERM: seconds over which sessions are ended with GOING_AWAY")
+        10.0, "on SIGTERM: seconds over which sessions are ended with GOING_AWAY"
+    )
     shutdown_timeout: float = _f(30.0, "on SIGTERM: the process exits within this many seconds")
 
     def validate(self) -> None:
@@ -139,8 +160,9 @@ class Settings:
         if self.burst_per_connection < 1 or self.conn_burst_per_ip < 1:
             raise ConfigError("bursts must be at least 1")
         if min(self.max_connections, self.max_devices_per_user, self.accept_batch) < 0:
-            raise ConfigError("max_connections, max_devices_per_user and accept_batch must not "
-                              "be negative")
+            raise ConfigError(
+                "max_connections, max_devices_per_user and accept_batch must not be negative"
+            )
         if not 0 <= self.admin_port <= 65535:
             raise ConfigError("admin_port must be 0-65535")
         if min(self.drain_grace, self.drain_window, self.proxy_timeout) < 0:
@@ -153,8 +175,11 @@ class Settings:
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(n.strip(), strict=False)
-                for n in self.proxy_allowed.split(",") if n.strip()]
+        return [
+            ipaddress.ip_network(n.strip(), strict=False)
+            for n in self.proxy_allowed.split(",")
+            if n.strip()
+        ]
 
     @property
     def data_path(self) -> pathlib.Path:
@@ -193,13 +218,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f"{field.metadata['help']} (env {env}; default {field.default!r})"
         if isinstance(field.default, bool):
             parser.add_argument(
-                flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=field.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=help_text,
             )
         else:
-            parser.add_argument(flag, dest=field.name, default=None, metavar="N"
-                                if isinstance(field.default, int | float) else "VALUE",
-                                help=help_text)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                default=None,
+                metavar="N" if isinstance(field.default, int | float) else "VALUE",
+                help=help_text,
+            )
 
 
 def load_settings(
@@ -212,8 +244,10 @@ def load_settings(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     fields = {f.name: f for f in dataclasses.fields(Settings)}
-    path = config_file or (getattr(args, "config", None) if args else None) or environ.get(
-        ENV_PREFIX + "CONFIG"
+    path = (
+        config_file
+        or (getattr(args, "config", None) if args else None)
+        or environ.get(ENV_PREFIX + "CONFIG")
     )
     if path:
         try:

@@ -14,8 +14,16 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-__all__ = ["ProxyParser", "ProxyResult", "ProxyError", "V1_MAX", "V2_MAX", "V2_SIGNATURE",
-           "encode_v1", "encode_v2"]
+__all__ = [
+    "ProxyParser",
+    "ProxyResult",
+    "ProxyError",
+    "V1_MAX",
+    "V2_MAX",
+    "V2_SIGNATURE",
+    "encode_v1",
+    "encode_v2",
+]
 
 V1_MAX = 107  # "PROXY TCP6 <39> <39> <5> <5>\r\n"
 V2_MAX = 16 + 2048  # header + addresses + TLVs we are willing to read
@@ -74,7 +82,7 @@ class ProxyParser:
         except UnicodeDecodeError:
             raise ProxyError("malformed PROXY v1 header") from None
         parts = line.split(" ")
-        rest = bytes(buf[end + 2:])
+        rest = bytes(buf[end + 2 :])
         if len(parts) >= 2 and parts[1] == "UNKNOWN":
             return ProxyResult(1, None, rest)
         if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
@@ -107,8 +115,8 @@ class ProxyParser:
             raise ProxyError("PROXY v2 header too large")
         if len(buf) < 16 + length:
             return None
-        block = bytes(buf[16:16 + length])
-        rest = bytes(buf[16 + length:])
+        block = bytes(buf[16 : 16 + length])
+        rest = bytes(buf[16 + length :])
         if ver_cmd & 0x0F == 0:  # LOCAL: the balancer itself; addresses are ignored
             return ProxyResult(2, None, rest)
         af, proto = fam >> 4, fam & 0x0F
@@ -121,7 +129,7 @@ class ProxyParser:
             raise ProxyError("malformed PROXY v2 header")
         alen = 4 if af == 1 else 16
         src = ipaddress.ip_address(block[:alen])
-        sport = int.from_bytes(block[2 * alen:2 * alen + 2], "big")
+        sport = int.from_bytes(block[2 * alen : 2 * alen + 2], "big")
         return ProxyResult(2, (str(src), sport), rest)
 
 
@@ -130,8 +138,13 @@ def encode_v1(src: str, sport: int, dst: str, dport: int) -> bytes:
     return f"PROXY {family} {src} {dst} {sport} {dport}\r\n".encode()
 
 
-def encode_v2(src: str | None = None, sport: int = 0, dst: str | None = None, dport: int = 0,
-              tlvs: bytes = b"") -> bytes:
+def encode_v2(
+    src: str | None = None,
+    sport: int = 0,
+    dst: str | None = None,
+    dport: int = 0,
+    tlvs: bytes = b"",
+) -> bytes:
     """A v2 header: PROXY over TCP with the addresses, or LOCAL when ``src`` is None."""
     if src is None or dst is None:
         return _v2_head.pack(V2_SIGNATURE, 0x20, 0x00, len(tlvs)) + tlvs

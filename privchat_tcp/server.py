@@ -56,8 +56,18 @@ class ServerProtocol(Session, asyncio.Protocol):
     """
 
     __slots__ = (
-        "transport", "server", "peer_ip", "tokens", "tokens_at", "throttled_since", "held",
-        "held_ok", "read_paused", "slow_since", "lost", "proxy",
+        "transport",
+        "server",
+        "peer_ip",
+        "tokens",
+        "tokens_at",
+        "throttled_since",
+        "held",
+        "held_ok",
+        "read_paused",
+        "slow_since",
+        "lost",
+        "proxy",
     )
 
     def __init__(self, server: Server) -> None:
@@ -106,8 +116,11 @@ class ServerProtocol(Session, asyncio.Protocol):
     def _peer_known(self) -> None:
         if not self.server.allow_new_connection(self.peer_ip):
             self.server.stats.rejected_rate += 1
-            self.reject(Status.RATE_LIMITED, ErrorCode.RATE_LIMIT_EXCEEDED,
-                        "too many new connections from this address")
+            self.reject(
+                Status.RATE_LIMITED,
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                "too many new connections from this address",
+            )
 
     def reject(self, status: int, code: int, message: str) -> None:
         """Answer LOGOUT flow 2 with the reason and close (before any frame was read)."""
@@ -266,8 +279,13 @@ class ServerProtocol(Session, asyncio.Protocol):
                         return
                 except Exception:  # noqa: BLE001 - the frame is refused anyway
                     pass
-            self._error(seq, command, Status.RATE_LIMITED, ErrorCode.RATE_LIMIT_EXCEEDED,
-                        "rate limit exceeded")
+            self._error(
+                seq,
+                command,
+                Status.RATE_LIMITED,
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                "rate limit exceeded",
+            )
 
     def _pause(self, bit: int) -> None:
         if not self.read_paused and self.transport is not None and not self.closed:
@@ -359,8 +377,7 @@ class ServerProtocol(Session, asyncio.Protocol):
             conn.closing = True
             self._close()
             return
-        self.end(Status.SLOW_CONSUMER, ErrorCode.SYSTEM_BUSY,
-                 "pushes were not read fast enough")
+        self.end(Status.SLOW_CONSUMER, ErrorCode.SYSTEM_BUSY, "pushes were not read fast enough")
 
     def pause_writing(self) -> None:
         self.slow_since = self.server.clock()
@@ -376,10 +393,22 @@ class ServerStats:
     """Plain counters, bumped on the hot path and exported at scrape time (admin.py)."""
 
     __slots__ = (
-        "accepted", "rejected_busy", "rejected_rate", "proxy_rejected", "frames_in",
-        "frames_in_by_command", "frames_out_by_command", "bytes_out", "writes",
-        "errors_by_status", "rate_limited",
-        "slow_consumers", "timeouts", "latency_buckets", "latency_sum", "reads",
+        "accepted",
+        "rejected_busy",
+        "rejected_rate",
+        "proxy_rejected",
+        "frames_in",
+        "frames_in_by_command",
+        "frames_out_by_command",
+        "bytes_out",
+        "writes",
+        "errors_by_status",
+        "rate_limited",
+        "slow_consumers",
+        "timeouts",
+        "latency_buckets",
+        "latency_sum",
+        "reads",
     )
 
     def __init__(self) -> None:
@@ -429,14 +458,21 @@ class Server:
         self.service = Service(settings, self.store, self.hub)
         server_key = None
         if settings.encryption:
-            path = (pathlib.Path(settings.rsa_key_file) if settings.rsa_key_file
-                    else settings.data_path / "server_key.pem")
+            path = (
+                pathlib.Path(settings.rsa_key_file)
+                if settings.rsa_key_file
+                else settings.data_path / "server_key.pem"
+            )
             server_key = ServerKey.load_or_create(path)
         self.ctx = Context(
-            settings, self.service, self.hub,
+            settings,
+            self.service,
+            self.hub,
             TokenIssuer(secret, settings.token_ttl, settings.refresh_token_ttl),
             PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib),
-            server_key, self._spawn, self._run_blocking,
+            server_key,
+            self._spawn,
+            self._run_blocking,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -466,17 +502,25 @@ class Server:
             self._port = int(self._listeners[0].getsockname()[1])
         else:
             self._server = await self.loop.create_server(
-                lambda: ServerProtocol(self), self.settings.host, self.settings.port,
-                backlog=BACKLOG, reuse_address=True,
+                lambda: ServerProtocol(self),
+                self.settings.host,
+                self.settings.port,
+                backlog=BACKLOG,
+                reuse_address=True,
             )
             self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         if self.settings.admin_port:
-            self.admin = await AdminServer(self, self.settings.admin_host,
-                                           self.settings.admin_port).start()
+            self.admin = await AdminServer(
+                self, self.settings.admin_host, self.settings.admin_port
+            ).start()
         key = self.ctx.server_key
-        log.info("privchat-tcp listening on %s:%d (store epoch %s)", self.settings.host,
-                 self.port, self.store.epoch)
+        log.info(
+            "privchat-tcp listening on %s:%d (store epoch %s)",
+            self.settings.host,
+            self.port,
+            self.store.epoch,
+        )
         if key is not None:
             log.info("server key fingerprint (SHA-256): %s", key.fingerprint())
         return self
@@ -576,8 +620,9 @@ class Server:
             if not session.user_id:
                 if session.connected_at < login_deadline:
                     self.stats.timeouts += 1
-                    session.conn.send_push(2, _timeout_body("login deadline passed"),
-                                           Status.TIMEOUT)
+                    session.conn.send_push(
+                        2, _timeout_body("login deadline passed"), Status.TIMEOUT
+                    )
                     session.conn.closing = True
                     session.flush()
             elif session.last_rx < idle_deadline:
@@ -595,13 +640,18 @@ class Server:
         """
         s = self.settings
         self.ctx.draining = True
-        log.info("draining: %d connections, grace %.1fs, window %.1fs", len(self.connections),
-                 s.drain_grace, s.drain_window)
+        log.info(
+            "draining: %d connections, grace %.1fs, window %.1fs",
+            len(self.connections),
+            s.drain_grace,
+            s.drain_window,
+        )
         if s.drain_grace > 0:
             await asyncio.sleep(s.drain_grace)
         self._close_listeners()
-        sessions = sorted((c for c in self.connections if not c.closed),
-                          key=lambda c: c.connected_at)
+        sessions = sorted(
+            (c for c in self.connections if not c.closed), key=lambda c: c.connected_at
+        )
         n = len(sessions)
         window = s.drain_window
         start = self.clock()
@@ -613,8 +663,11 @@ class Server:
                 session = sessions[done]
                 done += 1
                 if not session.closed:
-                    session.end(Status.GOING_AWAY, ErrorCode.SERVICE_UNAVAILABLE,
-                                "server going away; reconnect")
+                    session.end(
+                        Status.GOING_AWAY,
+                        ErrorCode.SERVICE_UNAVAILABLE,
+                        "server going away; reconnect",
+                    )
             if done < n:
                 await asyncio.sleep(min(0.05, window / n))
         # let the LOGOUT frames reach the clients before the process goes
@@ -643,8 +696,7 @@ class Server:
 
 def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Non-blocking listening sockets for every address of ``host`` (as create_server binds)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     seen: set[tuple[int, Any]] = set()
     try:
@@ -692,8 +744,9 @@ async def serve(settings: Settings) -> None:
     if server.admin is not None:
         print(f"admin HTTP on {server.admin.host}:{server.admin.port}", flush=True)
     if server.ctx.server_key is not None:
-        print(f"server key fingerprint (SHA-256): {server.ctx.server_key.fingerprint()}",
-              flush=True)
+        print(
+            f"server key fingerprint (SHA-256): {server.ctx.server_key.fingerprint()}", flush=True
+        )
     await got_signal.wait()
     if received[0] == signal.SIGTERM:
         log.info("SIGTERM: draining")
@@ -701,8 +754,7 @@ async def serve(settings: Settings) -> None:
         drain = loop.create_task(server.drain())
         second = loop.create_task(got_signal.wait())
         budget = max(0.1, settings.shutdown_timeout - 1.0)
-        await asyncio.wait((drain, second), timeout=budget,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((drain, second), timeout=budget, return_when=asyncio.FIRST_COMPLETED)
         second.cancel()
         if not drain.done():
             log.warning("drain did not finish in time; stopping now")
@@ -721,5 +773,3 @@ def run(settings: Settings) -> None:
             uvloop.run(serve(settings))
             return
     asyncio.run(serve(settings))
-
-

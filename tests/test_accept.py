@@ -51,8 +51,7 @@ def _burst(srv: ServerThread, n: int = N) -> tuple[float, int]:
 
     def tick() -> None:
         turns[0] += 1
-        if "base" in result and not done.is_set() \
-                and server.stats.accepted - result["base"] >= n:
+        if "base" in result and not done.is_set() and server.stats.accepted - result["base"] >= n:
             result["turn"] = turns[0]
             result["at"] = time.monotonic()
             done.set()
@@ -75,8 +74,11 @@ def _burst(srv: ServerThread, n: int = N) -> tuple[float, int]:
 
     srv.loop.call_soon_threadsafe(hold)
     held.wait(5)
-    proc = subprocess.Popen([sys.executable, "-c", DIAL.format(n=n, port=srv.port)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DIAL.format(n=n, port=srv.port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"dialed"
@@ -111,6 +113,8 @@ def test_uvloop_server_accepts_one_per_turn(make_server: Callable[..., ServerThr
     srv = make_server(max_connections=2 * N, accept_batch=0)
     n = 150  # enough to show it, and quick
     elapsed, turns = _burst(srv, n)
-    print(f"accept_batch=0 (uvloop create_server): {n} connections in {elapsed:.3f}s, "
-          f"{turns} loop turns")
+    print(
+        f"accept_batch=0 (uvloop create_server): {n} connections in {elapsed:.3f}s, "
+        f"{turns} loop turns"
+    )
     assert turns >= n // 2, turns

@@ -74,8 +74,11 @@ def test_healthz_readyz_metrics(make_server: Callable[..., ServerThread]) -> Non
     assert values['privchat_store_items{kind="users"}'] == 2
     assert values['privchat_store_items{kind="messages"}'] == 1
     assert values["privchat_ready"] == 1
-    assert values['privchat_request_batch_seconds_bucket{le="+Inf"}'] == \
-        values["privchat_request_batch_seconds_count"] > 0
+    assert (
+        values['privchat_request_batch_seconds_bucket{le="+Inf"}']
+        == values["privchat_request_batch_seconds_count"]
+        > 0
+    )
     assert "privchat_connections" in values and "privchat_sessions" in values
     for line in text.splitlines():  # well-formed exposition lines
         assert line.startswith("# ") or re.match(r"^[a-z_]+(\{[^}]*\})? [0-9.e+-]+$", line), line
@@ -125,13 +128,37 @@ def test_drain_in_process(make_server: Callable[..., ServerThread]) -> None:
 def test_sigterm_drains_subprocess() -> None:
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PRIVCHAT_JWT_SECRET="test-secret-" + "x" * 32,
-                   PRIVCHAT_ARGON2_TIME_COST="1", PRIVCHAT_ARGON2_MEMORY_KIB="1024")
+        env = dict(
+            os.environ,
+            PRIVCHAT_JWT_SECRET="test-secret-" + "x" * 32,
+            PRIVCHAT_ARGON2_TIME_COST="1",
+            PRIVCHAT_ARGON2_MEMORY_KIB="1024",
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "privchat_tcp", "serve", "--port", str(port),
-             "--admin-port", str(admin), "--data-dir", tmp, "--drain-grace", "1",
-             "--drain-window", "1", "--shutdown-timeout", "6", "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "privchat_tcp",
+                "serve",
+                "--port",
+                str(port),
+                "--admin-port",
+                str(admin),
+                "--data-dir",
+                tmp,
+                "--drain-grace",
+                "1",
+                "--drain-window",
+                "1",
+                "--shutdown-timeout",
+                "6",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().decode()

@@ -186,7 +186,8 @@ def test_rate_limit_pauses_then_refuses(make_server: Callable[..., ServerThread]
 
 
 def test_rate_limit_encrypted_session_keeps_counters(
-        make_server: Callable[..., ServerThread]) -> None:
+    make_server: Callable[..., ServerThread],
+) -> None:
     srv = make_server(rate_per_connection=20.0, burst_per_connection=20, rate_limit_grace=0.2)
     key_pem = srv.call(lambda: srv.server.ctx.server_key.public_pem())  # type: ignore[union-attr]
 
@@ -232,8 +233,9 @@ def test_conn_rate_per_ip(make_server: Callable[..., ServerThread]) -> None:
 async def _flood(sender: Client, to_user: int, n: int, size: int) -> None:
     payload = b"x" * size
     for i in range(0, n, 20):
-        await asyncio.gather(*(sender.send(to_user=to_user, payload=payload)
-                               for _ in range(min(20, n - i))))
+        await asyncio.gather(
+            *(sender.send(to_user=to_user, payload=payload) for _ in range(min(20, n - i)))
+        )
 
 
 async def _stuck_receiver(port: int, name: str) -> tuple[Raw, int]:
@@ -257,8 +259,12 @@ async def _stuck_receiver(port: int, name: str) -> tuple[Raw, int]:
 
 
 def test_slow_consumer_hard_limit(make_server: Callable[..., ServerThread]) -> None:
-    srv = make_server(push_high_water=64 << 10, push_hard_limit=256 << 10,
-                      rate_per_connection=100000.0, burst_per_connection=100000)
+    srv = make_server(
+        push_high_water=64 << 10,
+        push_hard_limit=256 << 10,
+        rate_per_connection=100000.0,
+        burst_per_connection=100000,
+    )
 
     async def main() -> None:
         raw, uid = await _stuck_receiver(srv.port, "slowpoke")
@@ -270,9 +276,16 @@ def test_slow_consumer_hard_limit(make_server: Callable[..., ServerThread]) -> N
             assert time.monotonic() < deadline, "the slow consumer was never ended"
             await _flood(sender, uid, 100, 16 << 10)
             await still_fine(bystander)
-        largest = srv.call(lambda: max(  # type: ignore[union-attr]
-            (s.transport.get_write_buffer_size() for s in srv.server.connections
-             if s.transport is not None), default=0))
+        largest = srv.call(
+            lambda: max(  # type: ignore[union-attr]
+                (
+                    s.transport.get_write_buffer_size()
+                    for s in srv.server.connections
+                    if s.transport is not None
+                ),
+                default=0,
+            )
+        )
         assert largest <= (256 << 10) + (64 << 10)
         raw.writer.transport.resume_reading()  # type: ignore[attr-defined]
         f, n = await raw.until_logout(10)
@@ -292,16 +305,23 @@ def test_slow_consumer_hard_limit(make_server: Callable[..., ServerThread]) -> N
 
 
 def test_slow_consumer_soft_limit_timeout(make_server: Callable[..., ServerThread]) -> None:
-    srv = make_server(push_high_water=16 << 10, push_hard_limit=64 << 20,
-                      slow_consumer_timeout=1.0,
-                      rate_per_connection=100000.0, burst_per_connection=100000)
+    srv = make_server(
+        push_high_water=16 << 10,
+        push_hard_limit=64 << 20,
+        slow_consumer_timeout=1.0,
+        rate_per_connection=100000.0,
+        burst_per_connection=100000,
+    )
 
     async def main() -> None:
         raw, uid = await _stuck_receiver(srv.port, "snail")
         sender = await user(srv.port, "hare")
         deadline = time.monotonic() + 20
-        while not srv.call(lambda: any(  # type: ignore[union-attr]
-                s.slow_since for s in srv.server.connections)):
+        while not srv.call(
+            lambda: any(  # type: ignore[union-attr]
+                s.slow_since for s in srv.server.connections
+            )
+        ):
             assert time.monotonic() < deadline, "never above the soft limit"
             await _flood(sender, uid, 60, 16 << 10)
         t0 = time.monotonic()
@@ -365,8 +385,12 @@ def test_heartbeat_timeout(make_server: Callable[..., ServerThread]) -> None:
 def test_slow_consumer_encrypted_session(make_server: Callable[..., ServerThread]) -> None:
     """No sealed frame is dropped before the LOGOUT: the client opens it (its cipher never
     fails). Were sealed frames dropped, the server would close without a LOGOUT instead."""
-    srv = make_server(push_high_water=64 << 10, push_hard_limit=256 << 10,
-                      rate_per_connection=100000.0, burst_per_connection=100000)
+    srv = make_server(
+        push_high_water=64 << 10,
+        push_hard_limit=256 << 10,
+        rate_per_connection=100000.0,
+        burst_per_connection=100000,
+    )
     key_pem = srv.call(lambda: srv.server.ctx.server_key.public_pem())  # type: ignore[union-attr]
 
     async def main() -> None:

@@ -43,10 +43,13 @@ def test_v2_tcp4_tcp6_local() -> None:
     assert r is not None and r.source is None and r.rest == PING
 
 
-@pytest.mark.parametrize("header", [
-    encode_v1("192.0.2.7", 5555, "198.51.100.1", 9001),
-    encode_v2("203.0.113.9", 1234, "10.0.0.1", 9001, b"\x01\x00\x02h2"),
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        encode_v1("192.0.2.7", 5555, "198.51.100.1", 9001),
+        encode_v2("203.0.113.9", 1234, "10.0.0.1", 9001, b"\x01\x00\x02h2"),
+    ],
+)
 def test_split_at_every_byte(header: bytes) -> None:
     data = header + PING
     for cut in range(1, len(data)):
@@ -60,26 +63,29 @@ def test_split_at_every_byte(header: bytes) -> None:
         assert result is not None and result.source is not None
         assert result.rest + (data[cut:] if cut >= len(header) else b"") == PING
     p = ProxyParser()
-    results = [p.feed(data[i:i + 1]) for i in range(len(header))]
+    results = [p.feed(data[i : i + 1]) for i in range(len(header))]
     assert all(r is None for r in results[:-1]) and results[-1] is not None
 
 
-@pytest.mark.parametrize("data", [
-    PING,                                                    # no header at all
-    b"GET / HTTP/1.1\r\n",
-    b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",                     # LF only
-    b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",                     # a field missing
-    b"PROXY TCP4 ::1 ::1 1 2\r\n",                            # family mismatch
-    b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 2\r\n",               # port out of range
-    b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",                  # not canonical
-    b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
-    b"PROXY " + b"x" * (V1_MAX + 10),                          # too long, no CRLF
-    b"\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c" + bytes(12),  # version 3
-    b"\r\n\r\n\x00\r\nQUIT\n\x22\x11\x00\x0c" + bytes(12),  # command 2
-    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04" + bytes(4),   # address block too short
-    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff",              # oversized
-    b"\r\n\r\n\x00\r\nQUIX",                                 # bad signature
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        PING,  # no header at all
+        b"GET / HTTP/1.1\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",  # LF only
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",  # a field missing
+        b"PROXY TCP4 ::1 ::1 1 2\r\n",  # family mismatch
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 2\r\n",  # port out of range
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",  # not canonical
+        b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY " + b"x" * (V1_MAX + 10),  # too long, no CRLF
+        b"\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c" + bytes(12),  # version 3
+        b"\r\n\r\n\x00\r\nQUIT\n\x22\x11\x00\x0c" + bytes(12),  # command 2
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04" + bytes(4),  # address block too short
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff",  # oversized
+        b"\r\n\r\n\x00\r\nQUIX",  # bad signature
+    ],
+)
 def test_malformed(data: bytes) -> None:
     with pytest.raises(ProxyError):
         ProxyParser().feed(data)
@@ -119,7 +125,7 @@ def test_tcp_v1_and_v2_carry_the_client_address(make_server: Callable[..., Serve
         b = await Raw.open(srv.port)
         header = encode_v2("2001:db8::5", 4321, "2001:db8::1", 9001)
         for i in range(0, len(header), 5):  # split over several reads
-            b.writer.write(header[i:i + 5])
+            b.writer.write(header[i : i + 5])
             await b.writer.drain()
             await asyncio.sleep(0.02)
         b.writer.write(PING)
@@ -144,10 +150,12 @@ def test_tcp_v2_local_health_check(make_server: Callable[..., ServerThread]) -> 
     run(main())
 
 
-@pytest.mark.parametrize("data", [PING, b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n" + PING,
-                                  b"PROXY " + b"9" * 200])
-def test_tcp_bad_header_closes_before_any_frame(make_server: Callable[..., ServerThread],
-                                                data: bytes) -> None:
+@pytest.mark.parametrize(
+    "data", [PING, b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n" + PING, b"PROXY " + b"9" * 200]
+)
+def test_tcp_bad_header_closes_before_any_frame(
+    make_server: Callable[..., ServerThread], data: bytes
+) -> None:
     srv = make_server(proxy_protocol=True)
 
     async def main() -> None:
@@ -229,8 +237,13 @@ def _haproxy() -> str | None:
     if path or os.environ.get("PRIVCHAT_NO_APT"):
         return path
     try:
-        subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], check=True, timeout=90,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "haproxy"],
+            check=True,
+            timeout=90,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return shutil.which("haproxy")
@@ -269,9 +282,11 @@ backend be
 """
     with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as fh:
         fh.write(config)
-    proc = subprocess.Popen([haproxy, "-f", fh.name, "-db"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [haproxy, "-f", fh.name, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
+
         async def main() -> None:
             deadline = time.monotonic() + 10
             while True:  # until HAProxy listens and its health check marked the server up

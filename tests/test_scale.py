@@ -61,10 +61,31 @@ class ServerProcess:
         self.tmp = tempfile.TemporaryDirectory(prefix="privchat-scale-")
         self.admin_port = free_port()
         cmd = [
-            sys.executable, "-c", _WRAPPER, "serve", "--port", "0", "--data-dir", self.tmp.name,
-            "--rsa-key-file", KEY_FILE, "--jwt-secret", SECRET, "--argon2-time-cost", "1",
-            "--argon2-memory-kib", "1024", "--rate-per-connection", "0", "--max-connections",
-            "0", "--log-level", "WARNING", "--admin-port", str(self.admin_port), *args,
+            sys.executable,
+            "-c",
+            _WRAPPER,
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            self.tmp.name,
+            "--rsa-key-file",
+            KEY_FILE,
+            "--jwt-secret",
+            SECRET,
+            "--argon2-time-cost",
+            "1",
+            "--argon2-memory-kib",
+            "1024",
+            "--rate-per-connection",
+            "0",
+            "--max-connections",
+            "0",
+            "--log-level",
+            "WARNING",
+            "--admin-port",
+            str(self.admin_port),
+            *args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
@@ -256,11 +277,13 @@ def test_huge_frames_before_login_are_dropped_without_buffering(
     rss_after = srv.rss_kib()
     growth_mib = (max(peak[0], rss_after) - rss_before) / 1024
     sent_max = max((r[0] for r in results if isinstance(r, tuple)), default=0)
-    print(f"\n[huge frames] {n_conns} conns closed in {elapsed:.2f}s; most filler written "
-          f"before the close {sent_max / 1024:.0f} KiB; server RSS {rss_before} -> "
-          f"{rss_after} KiB (peak {peak[0]}), growth {growth_mib:.1f} MiB; "
-          f"{len(pongs)} pongs, worst {max(pongs) * 1000:.1f} ms; ping during the flood "
-          f"{during_ms:.1f} ms")
+    print(
+        f"\n[huge frames] {n_conns} conns closed in {elapsed:.2f}s; most filler written "
+        f"before the close {sent_max / 1024:.0f} KiB; server RSS {rss_before} -> "
+        f"{rss_after} KiB (peak {peak[0]}), growth {growth_mib:.1f} MiB; "
+        f"{len(pongs)} pongs, worst {max(pongs) * 1000:.1f} ms; ping during the flood "
+        f"{during_ms:.1f} ms"
+    )
     assert not ping_errors, ping_errors
     for r in results:
         assert isinstance(r, tuple), r
@@ -353,9 +376,7 @@ async def open_lean(
         sock.close()
         raise
     body = login_body(token, device_id)
-    _, proto = await loop.create_connection(
-        lambda: Lean(frame(Cmd.LOGIN, body), ready), sock=sock
-    )
+    _, proto = await loop.create_connection(lambda: Lean(frame(Cmd.LOGIN, body), ready), sock=sock)
     return proto
 
 
@@ -383,9 +404,18 @@ SLOW_TIMEOUT = 2.0
 def test_slow_readers_are_ended_and_others_get_every_push(spawn: type[ServerProcess]) -> None:
     n = SCALE
     n_slow = n // 10
-    srv = spawn("--max-devices-per-user", "0", "--push-high-water", str(HIGH_WATER),
-                "--push-hard-limit", str(HARD_LIMIT), "--slow-consumer-timeout",
-                str(SLOW_TIMEOUT), "--heartbeat-interval", "300")
+    srv = spawn(
+        "--max-devices-per-user",
+        "0",
+        "--push-high-water",
+        str(HIGH_WATER),
+        "--push-hard-limit",
+        str(HARD_LIMIT),
+        "--slow-consumer-timeout",
+        str(SLOW_TIMEOUT),
+        "--heartbeat-interval",
+        "300",
+    )
     issuer = TokenIssuer(SECRET, 3600, 7200)
 
     async def main() -> None:
@@ -467,14 +497,16 @@ def test_slow_readers_are_ended_and_others_get_every_push(spawn: type[ServerProc
         sample = slow[:100]
         logouts = sum(1 for s in sample if s.logout_status == Status.SLOW_CONSUMER)
         growth_mib = (rss_peak - rss_before) / 1024
-        print(f"[slow readers] sent {sent_to_end} x {len(payload)} B in {t_sent - t_start:.1f}s "
-              f"(then {sent - sent_to_end} more); "
-              f"{ended}/{n_slow} slow readers ended "
-              f"{(ended_at or t_done) - t_start:.1f}s after the first send "
-              f"({max(0.0, (ended_at or t_done) - t_sent):.1f}s after the last); "
-              f"sample: {logouts}/{len(sample)} saw LOGOUT SLOW_CONSUMER; readers got "
-              f"min {min(counts)} max {max(counts)} of {sent} ({t_done - t_start:.1f}s); "
-              f"server RSS {rss_before} -> peak {rss_peak} KiB (+{growth_mib:.1f} MiB)")
+        print(
+            f"[slow readers] sent {sent_to_end} x {len(payload)} B in {t_sent - t_start:.1f}s "
+            f"(then {sent - sent_to_end} more); "
+            f"{ended}/{n_slow} slow readers ended "
+            f"{(ended_at or t_done) - t_start:.1f}s after the first send "
+            f"({max(0.0, (ended_at or t_done) - t_sent):.1f}s after the last); "
+            f"sample: {logouts}/{len(sample)} saw LOGOUT SLOW_CONSUMER; readers got "
+            f"min {min(counts)} max {max(counts)} of {sent} ({t_done - t_start:.1f}s); "
+            f"server RSS {rss_before} -> peak {rss_peak} KiB (+{growth_mib:.1f} MiB)"
+        )
         assert ended_at is not None and ended == n_slow, (ended, n_slow)
         # ended within 10 s of falling behind: they are behind at the latest once sending ends
         assert ended_at - t_sent <= 10.0
@@ -522,19 +554,24 @@ def test_reconnect_storm(spawn: type[ServerProcess]) -> None:
 
         t0 = time.monotonic()
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n)),
-                                                  return_exceptions=True), 60)
+            await asyncio.wait_for(
+                asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True), 60
+            )
             elapsed = time.monotonic() - t0
-            ok = [s for s in sessions if s.logged_in.done() and s.logged_in.result() == 0
-                  and s.login_at - t0 <= 10.0]
+            ok = [
+                s
+                for s in sessions
+                if s.logged_in.done() and s.logged_in.result() == 0 and s.login_at - t0 <= 10.0
+            ]
             last = max((s.login_at for s in ok), default=t0) - t0
-            print(f"\n[storm] {len(ok)}/{n} logged in within 10 s ({elapsed:.2f}s for all, "
-                  f"last success at {last:.2f}s, {len(ok) / max(last, 1e-9):.0f} logins/s); "
-                  f"{len(failures)} connect failures")
+            print(
+                f"\n[storm] {len(ok)}/{n} logged in within 10 s ({elapsed:.2f}s for all, "
+                f"last success at {last:.2f}s, {len(ok) / max(last, 1e-9):.0f} logins/s); "
+                f"{len(failures)} connect failures"
+            )
             assert len(ok) >= n * 0.99, (len(ok), failures[:5])
         finally:
             close_all(sessions)
             await asyncio.sleep(0.2)
 
     run(main(), timeout=120)
-
