@@ -15,7 +15,8 @@ PRIVCHAT_BUILD_EXT=yes python -m pip install -q -e '.[dev]'
 PRIVCHAT_BUILD_EXT=yes python setup.py -q build_ext --inplace
 
 echo "== ruff"
-ruff check privchat_tcp tests tools
+ruff check privchat_tcp tests tools benchmarks
+ruff format --check privchat_tcp tests tools benchmarks
 echo "== mypy"
 mypy
 
