@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -33,7 +32,7 @@ from .store.base import (
     User,
 )
 
-__all__ = ["Service", "Delivery", "Snowflake", "SendResult", "CONTENT_TYPES", "iso"]
+__all__ = ["Service", "Delivery", "Snowflake", "CONTENT_TYPES", "iso"]
 
 SYSTEM_MESSAGE = 5
 KIND_MESSAGE = 0
@@ -76,20 +75,21 @@ class Snowflake:
         self._node = (datacenter << 17) | (machine << 12)
         self._last = 0
         self._seq = 0
-        self._lock = threading.Lock()
 
-    def next(self) -> int:
-        with self._lock:
-            ms = now_ms() - self.EPOCH_MS
-            if ms <= self._last:
-                ms = self._last
-                self._seq = (self._seq + 1) & 0xFFF
-                if self._seq == 0:  # 4096 ids in one ms: borrow the next ms
-                    ms += 1
-            else:
-                self._seq = 0
-            self._last = ms
-            return (ms << 22) | self._node | self._seq
+    def next(self, now: int = 0) -> int:
+        """The next id; ``now`` is the current unix ms when the caller has it.
+
+        Not thread-safe: ids are drawn on the event loop's thread, like every store write."""
+        ms = (now or now_ms()) - self.EPOCH_MS
+        if ms <= self._last:
+            ms = self._last
+            self._seq = (self._seq + 1) & 0xFFF
+            if self._seq == 0:  # 4096 ids in one ms: borrow the next ms
+                ms += 1
+        else:
+            self._seq = 0
+        self._last = ms
+        return (ms << 22) | self._node | self._seq
 
 
 class Delivery(Protocol):
@@ -105,26 +105,6 @@ class Delivery(Protocol):
         """How many sessions the user has."""
 
 
-class SendResult:
-    __slots__ = ("channel", "message_id", "pts", "timestamp", "duplicate", "record")
-
-    def __init__(
-        self,
-        channel: Channel,
-        message_id: int,
-        pts: int,
-        timestamp: int,
-        duplicate: bool,
-        record: Record | None,
-    ) -> None:
-        self.channel = channel
-        self.message_id = message_id
-        self.pts = pts
-        self.timestamp = timestamp
-        self.duplicate = duplicate
-        self.record = record
-
-
 def _bad(message: str, code: int = ErrorCode.INVALID_PARAMS) -> ServiceError:
     return ServiceError(code, message)
 
@@ -136,7 +116,7 @@ class Service:
         self.delivery = delivery
         self.ids = Snowflake(settings.snowflake_datacenter_id, settings.snowflake_machine_id)
         self._typing: dict[tuple[int, int], float] = {}
-        self._last_sweep = time.monotonic()
+        self._last_sweep = now_ms()
 
     # ---- users ------------------------------------------------------------------
     def user(self, user_id: int) -> User:
@@ -326,25 +306,27 @@ class Service:
         content: bytes,
         e2e: bool,
         origin: object | None,
-    ) -> SendResult:
-        """Commit one message (idempotent on sender, device, local_id) and deliver it."""
+    ) -> tuple[Record | DedupEntry, bool]:
+        """Commit one message (idempotent on sender, device, local_id) and deliver it.
+
+        Returns the committed record, or the original's dedup entry and True for a retry; both
+        carry ``message_id``, ``pts`` and ``timestamp``."""
         if local_id:
             seen = self.store.dedup_get(sender, device, local_id)
             if seen is not None:
-                return SendResult(channel, seen.message_id, seen.pts, seen.timestamp, True, None)
+                return seen, True
         if not payload and not content:
             raise ServiceError(ErrorCode.MESSAGE_CONTENT_INVALID, "empty message")
+        ts = now_ms()
         if channel.channel_type == GROUP:
             member = channel.members[sender]
-            now = now_ms()
-            if member.mute_until == -1 or member.mute_until > now:
+            if member.mute_until == -1 or member.mute_until > ts:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
             if channel.all_muted and member.role == ROLE_MEMBER:
                 raise ServiceError(ErrorCode.GROUP_MUTED, "the group is muted")
-        ts = now_ms()
         record = Record(
             pts=0,
-            message_id=self.ids.next(),
+            message_id=self.ids.next(ts),
             channel_id=channel.channel_id,
             channel_type=channel.channel_type,
             sender_id=sender,
@@ -364,24 +346,16 @@ class Service:
                 sender,
                 device,
                 local_id,
-                DedupEntry(
-                    record.message_id,
-                    record.pts,
-                    channel.channel_id,
-                    channel.channel_type,
-                    ts,
-                    time.monotonic(),
-                ),
+                DedupEntry(record.message_id, record.pts, channel.channel_id, ts),
             )
-            self._maybe_sweep()
+            self._maybe_sweep(ts)
         self.delivery.deliver(channel, record, origin)
-        return SendResult(channel, record.message_id, record.pts, ts, False, record)
+        return record, False
 
-    def _maybe_sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep > 60:
+    def _maybe_sweep(self, now: int) -> None:
+        if now - self._last_sweep > 60_000:
             self._last_sweep = now
-            self.store.dedup_sweep(now - self.settings.dedup_retention)
+            self.store.dedup_sweep(now - self.settings.dedup_retention * 1000)
 
     def _push_bytes(self, record: Record, tombstone: bool = False) -> bytes:
         """The record's PushMessageRequest, serialized once and shared by every recipient."""
@@ -443,7 +417,7 @@ class Service:
         ).encode()
         event = Record(
             pts=0,
-            message_id=self.ids.next(),
+            message_id=self.ids.next(now),
             channel_id=channel_id,
             channel_type=channel.channel_type,
             sender_id=user_id,
@@ -588,7 +562,7 @@ class Service:
         command = str(body.get("command_type") or "text")
         message_type = CONTENT_TYPE_IDS.get(command, 0)
         payload = json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
-        result = self.send(
+        result, duplicate = self.send(
             user_id, device, channel, local_id, message_type, payload, b"", False, origin
         )
         last_pts = body.get("last_pts", 0)
@@ -599,7 +573,7 @@ class Service:
             "server_timestamp": result.timestamp,
             "local_message_id": local_id,
             "has_gap": last_pts < max(server_pts - 1, 0),
-            "current_pts": result.pts - 1 if result.duplicate else server_pts,
+            "current_pts": result.pts - 1 if duplicate else server_pts,
         }
 
     # ---- typing ------------------------------------------------------------------------

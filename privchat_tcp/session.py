@@ -343,7 +343,7 @@ class Session:
         )
         content = req.content.SerializeToString() if req.HasField("content") else b""
         e2e = flags & 0x0C == ENC_E2E
-        result = service.send(
+        result, _ = service.send(
             self.user_id,
             self.device_id,
             channel,
@@ -361,7 +361,7 @@ class Session:
                 req.client_seq,
                 result.message_id,
                 result.pts,
-                channel.channel_id,
+                result.channel_id,
                 channel.channel_type,
                 result.timestamp,
             ),

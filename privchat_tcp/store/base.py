@@ -102,12 +102,12 @@ class Record:
 
 @dataclasses.dataclass(slots=True)
 class DedupEntry:
+    """What a retried MS answers with; ``timestamp`` (unix ms) also ages the entry out."""
+
     message_id: int
     pts: int
     channel_id: int
-    channel_type: int
     timestamp: int
-    created: float  # monotonic-ish seconds, for retention
 
 
 class Store(abc.ABC):
@@ -197,7 +197,8 @@ class Store(abc.ABC):
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None: ...
 
     @abc.abstractmethod
-    def dedup_sweep(self, older_than: float) -> int: ...
+    def dedup_sweep(self, older_than: int) -> int:
+        """Drop entries whose timestamp (unix ms) is before ``older_than``."""
 
     # delivery cursors: what each device has acknowledged, per channel
     @abc.abstractmethod

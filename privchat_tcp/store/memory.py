@@ -179,11 +179,11 @@ class MemoryStore(Store):
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
         self._dedup[(sender, device, local_id)] = entry
 
-    def dedup_sweep(self, older_than: float) -> int:
+    def dedup_sweep(self, older_than: int) -> int:
         # dicts keep insertion order, and entries are inserted in time order
         stale = []
         for key, entry in self._dedup.items():
-            if entry.created >= older_than:
+            if entry.timestamp >= older_than:
                 break
             stale.append(key)
         for key in stale:
