@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import frame as _frame
+from .compression import compress, decompress
 from .errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from .frame import V_COMPRESSION, V_FLOW, V_RESERVED, V_TOO_LARGE, V_VERSION, Frame
 from .proto import privchat_pb2 as pb
@@ -188,8 +189,6 @@ class Connection:
         if flags & 0x30:
             if command == Cmd.LOGIN:
                 raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
-            from .compression import decompress
-
             body = decompress((flags >> 4) & 0x03, body, self.max_body)
         return body
 
@@ -199,8 +198,6 @@ class Connection:
     ) -> None:
         flags = flow
         if self.compression and len(body) >= self.compress_threshold:
-            from .compression import compress
-
             packed = compress(self.compression, body)
             if len(packed) < len(body):
                 body = packed

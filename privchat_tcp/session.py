@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
+from . import compression as _compression
 from . import pbwire
+from ._version import __version__
+from .crypto import SessionCipher, open_login
 from .errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from .frame import encode_header as _encode_header
 from .proto import privchat_pb2 as pb
 from .protocol import ENC_E2E, ENC_RSA, FLOW_RESPONSE, Cmd, Connection
+from .rpc import ROUTES, RpcContext, parse_body
 from .store.base import GROUP
 
 if TYPE_CHECKING:
@@ -243,8 +247,6 @@ class Session:
         self.conn.send_response(seq, Cmd.PING, _pong())
 
     def _login_encrypted(self, seq: int, flags: int, status: int, body: bytes) -> None:
-        from .crypto import SessionCipher, open_login
-
         key = self.ctx.server_key
         if key is None:
             raise ServiceError(
@@ -293,8 +295,6 @@ class Session:
         self.device_id = device_id
         self.token_jti = claims["jti"]
         conn.max_body = ctx.settings.max_body
-        from . import compression as _compression
-
         conn.compression = _compression.pick(req.accept_compression)
         conn.compress_threshold = ctx.settings.compress_threshold
         compression_name = {0: "", 1: "gzip", 2: "lz4"}[conn.compression]
@@ -304,7 +304,7 @@ class Session:
             user_id=user.user_id,
             connection_id=f"conn_{self.session_id}",
             server_info=pb.ServerInfo(
-                version=_server_version(),
+                version=__version__,
                 name="privchat-tcp",
                 features=["chat", "sync"],
                 max_message_size=ctx.settings.max_body,
@@ -453,8 +453,6 @@ class Session:
 
     # ---- RPC ------------------------------------------------------------------------------------
     def _rpc(self, seq: int, flags: int, body: bytes) -> None:
-        from .rpc import ROUTES, RpcContext, parse_body
-
         req = pb.RpcRequest.FromString(body)
         route = ROUTES.get(req.route)
         if route is None:
@@ -517,12 +515,6 @@ def _rpc_ok(data: Any) -> bytes:
         message="OK",
         data=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
     ).SerializeToString()
-
-
-def _server_version() -> str:
-    from ._version import __version__
-
-    return __version__
 
 
 _HANDLERS: dict[int, Callable[[Session, int, int, bytes], None]] = {
