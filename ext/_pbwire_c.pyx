@@ -100,46 +100,34 @@ cdef inline Py_ssize_t _len_field(unsigned char* buf, int number, Py_ssize_t len
     return n + _put(buf + n, <uint64_t>length)
 
 
+cdef Py_ssize_t _bytes_field(list parts, unsigned char* buf, Py_ssize_t n, int number,
+                             bytes value) except -1:
+    """Queue the varints written so far and a non-empty length-delimited field; returns the new
+    fill of ``buf`` (0 once flushed)."""
+    if not value:
+        return n
+    n += _len_field(buf + n, number, len(value))
+    parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
+    parts.append(value)
+    return 0
+
+
 def push(str msg_key, server_message_id, message_seq, local_message_id, timestamp, channel_id,
          channel_type, message_type, str topic, from_uid, bytes payload, deleted, bytes content,
          e2e, str from_device):
     cdef unsigned char buf[256]
-    cdef Py_ssize_t n = 0
     cdef list parts = []
-    cdef bytes key = msg_key.encode()
-    cdef bytes top = topic.encode()
-    cdef bytes dev = from_device.encode()
-    if key:
-        n += _len_field(buf + n, 2, len(key))
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-        parts.append(key)
-        n = 0
+    cdef Py_ssize_t n = _bytes_field(parts, buf, 0, 2, msg_key.encode())
     n += _fields(buf + n, ((3, server_message_id), (4, message_seq), (5, local_message_id),
                            (9, timestamp), (10, channel_id), (11, channel_type),
                            (12, message_type)))
-    if top:
-        n += _len_field(buf + n, 14, len(top))
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-        parts.append(top)
-        n = 0
+    n = _bytes_field(parts, buf, n, 14, topic.encode())
     n += _fields(buf + n, ((15, from_uid),))
-    if payload:
-        n += _len_field(buf + n, 16, len(payload))
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-        parts.append(payload)
-        n = 0
+    n = _bytes_field(parts, buf, n, 16, payload)
     n += _fields(buf + n, ((17, 1 if deleted else 0),))
-    if content:
-        n += _len_field(buf + n, 18, len(content))
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-        parts.append(content)
-        n = 0
+    n = _bytes_field(parts, buf, n, 18, content)
     n += _fields(buf + n, ((19, 1 if e2e else 0),))
-    if dev:
-        n += _len_field(buf + n, 20, len(dev))
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-        parts.append(dev)
-        n = 0
+    n = _bytes_field(parts, buf, n, 20, from_device.encode())
     if n:
         parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
     return b"".join(parts)
