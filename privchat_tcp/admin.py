@@ -55,6 +55,11 @@ _COMMANDS = {
 _MAX_REQUEST = 8192
 
 
+def _by_command(counts: list[int]) -> list[tuple[str, float | int]]:
+    """Label and value of each command's non-zero counter."""
+    return [(f'{{command="{_COMMANDS.get(c, str(c))}"}}', n) for c, n in enumerate(counts) if n]
+
+
 def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -101,21 +106,13 @@ def render_metrics(server: Server) -> str:
         "privchat_frames_in_total",
         "counter",
         "Frames read, by command.",
-        [
-            (f'{{command="{_COMMANDS.get(c, str(c))}"}}', n)
-            for c, n in enumerate(st.frames_in_by_command)
-            if n
-        ],
+        _by_command(st.frames_in_by_command),
     )
     metric(
         "privchat_frames_out_total",
         "counter",
         "Frames written (responses and pushes), by command.",
-        [
-            (f'{{command="{_COMMANDS.get(c, str(c))}"}}', n)
-            for c, n in enumerate(st.frames_out_by_command)
-            if n
-        ],
+        _by_command(st.frames_out_by_command),
     )
     metric(
         "privchat_writes_total",

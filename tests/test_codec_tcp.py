@@ -135,10 +135,7 @@ async def new_user(
     await c._dial()
     c.compression = algo
     await c.register(name, "password-" + name)
-    await c.login(server_key=PUBLIC_PEM if encrypted else None, accept_compression=accept)
-    if ready:
-        await c.ready()
-    return c
+    return await _log_in(c, c.token, encrypted, accept, ready)
 
 
 async def new_device(
@@ -154,6 +151,12 @@ async def new_device(
     await c._dial()
     c.compression = algo
     c.device_id = device_id
+    return await _log_in(c, token, encrypted, accept, ready)
+
+
+async def _log_in(
+    c: Recorder, token: str, encrypted: bool, accept: tuple[str, ...], ready: bool
+) -> Recorder:
     await c.login(token, server_key=PUBLIC_PEM if encrypted else None, accept_compression=accept)
     if ready:
         await c.ready()
