@@ -92,6 +92,7 @@ class Client:
         self.last_pts: dict[int, int] = {}
         self.duplicates = 0
         self._pulling: set[int] = set()
+        self._repull: set[int] = set()  # an MN or gap arrived while its channel was being pulled
         self._acks: dict[int, int] = {}
         self._ack_scheduled = False
         self.token = ""
@@ -273,19 +274,24 @@ class Client:
 
     async def _catch_up(self, channel_id: int) -> None:
         if channel_id in self._pulling:
+            # the pull in flight may have been answered before this message was committed:
+            # pull once more when it ends, or the message would wait for the next one
+            self._repull.add(channel_id)
             return
         self._pulling.add(channel_id)
         try:
             while self.connected:
+                self._repull.discard(channel_id)
                 last = self.last_pts.get(channel_id, 0)
                 diff = await self.pull(channel_id, last, 500)
                 self._deliver(list(diff.messages))
-                if not diff.has_more or not diff.messages:
+                if (not diff.has_more or not diff.messages) and channel_id not in self._repull:
                     break
         except (TimeoutError, ConnectionError, ServiceError):
             pass
         finally:
             self._pulling.discard(channel_id)
+            self._repull.discard(channel_id)
 
     # ---- pushes -----------------------------------------------------------------------------
     async def next_push(self, timeout: float | None = None) -> Push:

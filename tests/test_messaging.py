@@ -267,6 +267,11 @@ def test_large_group_gets_mn_and_pulls(make_server: object) -> None:
         assert Cmd.MN in commands
         pulled = [p.message.message_seq for p in got if p.command == Cmd.MPS]
         assert pulled == [1, 2, 3]
+        # a burst: notifications arrive while a pull is in flight; none may be left behind
+        await asyncio.gather(*(a.send(g["group_id"], f"burst{i}") for i in range(60)))
+        got = await collect(b, {g["group_id"]: 63})
+        pulled = [p.message.message_seq for p in got if p.command == Cmd.MPS]
+        assert pulled == list(range(4, 64))
         for x in (a, b, c):
             await x.close()
 
