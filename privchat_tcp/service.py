@@ -353,7 +353,7 @@ class Service:
         return record, False
 
     def _maybe_sweep(self, now: int) -> None:
-        if now - self._last_sweep > 60_000:
+        if now - self._last_sweep > 1_000:  # each call sweeps a part (Store.dedup_sweep)
             self._last_sweep = now
             self.store.dedup_sweep(now - self.settings.dedup_retention * 1000)
 

@@ -198,7 +198,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def dedup_sweep(self, older_than: int) -> int:
-        """Drop entries whose timestamp (unix ms) is before ``older_than``."""
+        """Drop entries whose timestamp (unix ms) is before ``older_than``. A store may do it
+        in steps, a part of its keys per call (the service calls it about once a second), so
+        that no single call holds the event loop for long. Returns how many were dropped."""
 
     # delivery cursors: what each device has acknowledged, per channel
     @abc.abstractmethod

@@ -17,6 +17,7 @@ from .base import (
     Store,
     User,
 )
+from .sharded import ShardedMap
 
 __all__ = ["MemoryStore"]
 
@@ -36,8 +37,9 @@ class MemoryStore(Store):
         self._user_channels: dict[int, dict[int, None]] = {}
         self._next_channel = FIRST_CHANNEL_ID
         self._logs: dict[int, list[Record]] = {}
-        self._by_message: dict[int, Record] = {}
-        self._dedup: dict[tuple[int, str, int], DedupEntry] = {}
+        # the two per-message indexes are sharded: one big dict's resize stalls every session
+        self._by_message: ShardedMap[int, Record] = ShardedMap()
+        self._dedup: ShardedMap[tuple[int, str, int], DedupEntry] = ShardedMap()
         self._acks: dict[tuple[int, str], dict[int, int]] = {}
 
     # users ------------------------------------------------------------------
@@ -180,15 +182,8 @@ class MemoryStore(Store):
         self._dedup[(sender, device, local_id)] = entry
 
     def dedup_sweep(self, older_than: int) -> int:
-        # dicts keep insertion order, and entries are inserted in time order
-        stale = []
-        for key, entry in self._dedup.items():
-            if entry.timestamp >= older_than:
-                break
-            stale.append(key)
-        for key in stale:
-            del self._dedup[key]
-        return len(stale)
+        # one shard per call: entries are inserted in time order, so the expired ones lead
+        return self._dedup.sweep_shard(lambda entry: entry.timestamp < older_than)
 
     # acks -------------------------------------------------------------------------
     def get_ack(self, user_id: int, device_id: str, channel_id: int) -> int:
