@@ -32,7 +32,7 @@ MODE_STAMP = Path(__file__).resolve().parent / "build" / "privchat-ext-mode"
 MODE_CHANGED = not MODE_STAMP.exists() or MODE_STAMP.read_text().strip() != MODE
 
 PACKAGE_DATA = {
-    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi"],
+    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi", "_record_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 
@@ -70,7 +70,7 @@ def _extensions() -> list[Extension]:
             define_macros=macros,
             optional=BUILD_EXT != "yes",
         )
-        for name in ("_frame_c", "_pbwire_c")
+        for name in ("_frame_c", "_pbwire_c", "_record_c")
     ]
     built = cythonize(
         exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED

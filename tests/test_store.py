@@ -1,10 +1,22 @@
-"""The in-memory store's sharded indexes: no single dict resize may stall the loop."""
+"""The in-memory store: sharded indexes (no single dict resize may stall the loop) and records
+the cyclic GC never walks."""
 
 from __future__ import annotations
 
+import gc
+import os
 from collections import Counter
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-from privchat_tcp.service import Snowflake
+import pytest
+
+from privchat_tcp import _record_py
+from privchat_tcp.config import Settings
+from privchat_tcp.hub import Hub
+from privchat_tcp.service import Service, Snowflake
+from privchat_tcp.store import base
 from privchat_tcp.store.base import DedupEntry
 from privchat_tcp.store.memory import MemoryStore
 from privchat_tcp.store.sharded import SHARDS, ShardedMap
@@ -33,17 +45,17 @@ def test_snowflake_ids_spread_over_the_shards() -> None:
     n = SHARDS * 50
     for _ in range(n):
         m[ids.next(1_700_000_000_000)] = None
-    sizes = [len(s) for s in m._shards]
+    sizes = [len(s) for s in m.shards]
     assert sum(sizes) == n
     assert max(sizes) < 50 * 3, max(sizes)
 
 
-def test_tuple_keys_spread_over_the_shards() -> None:
+def test_dedup_keys_spread_over_the_shards() -> None:
     m: ShardedMap[tuple[int, str, int], int] = ShardedMap()
     for i in range(SHARDS * 20):
         m[(100_000_001, "device", i)] = i
-    counts = Counter(len(s) for s in m._shards)
-    assert max(len(s) for s in m._shards) < 20 * 3, counts
+    counts = Counter(len(s) for s in m.shards)
+    assert max(len(s) for s in m.shards) < 20 * 3, counts
 
 
 def test_dedup_sweep_drops_expired_keys_one_shard_per_call() -> None:
@@ -62,3 +74,86 @@ def test_dedup_sweep_drops_expired_keys_one_shard_per_call() -> None:
     entry = store.dedup_get(7, "dev", 2000)
     assert entry is not None and entry.message_id == 2000
     assert store.stats()["dedup_keys"] == 2000
+
+
+REQUIRE_EXT = bool(os.environ.get("PRIVCHAT_REQUIRE_EXT"))
+try:
+    from privchat_tcp import _record_c
+except ImportError:
+    _record_c = None  # type: ignore[assignment]
+RECORD_IMPLS = [
+    pytest.param(_record_py, id="py"),
+    pytest.param(
+        _record_c,
+        id="c",
+        marks=pytest.mark.skipif(
+            _record_c is None and not REQUIRE_EXT, reason="privchat_tcp._record_c is not built"
+        ),
+    ),
+]
+FIELDS: dict[str, Any] = dict(
+    pts=3,
+    message_id=(1 << 62) + 5,
+    channel_id=1001,
+    channel_type=2,
+    sender_id=100_000_001,
+    sender_device="d-1",
+    local_message_id=(1 << 64) - 1,
+    message_type=4,
+    timestamp=1_700_000_000_123,
+    payload=b"p",
+    content=b"c",
+    e2e=True,
+    kind=0,
+)
+
+
+@pytest.mark.parametrize("impl", RECORD_IMPLS)
+def test_record_twins_behave_alike(impl: ModuleType) -> None:
+    assert impl is not None, "PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp._record_c did not import"
+    r = impl.Record(**FIELDS)
+    py = _record_py.Record(**FIELDS)
+    for name in (*FIELDS, "push", "revoked", "revoked_by", "revoked_at", "target_message_id"):
+        assert getattr(r, name) == getattr(py, name), name
+    assert repr(r) == repr(py)
+    assert r == impl.Record(*FIELDS.values()) and r != impl.Record(**{**FIELDS, "pts": 4})
+    r.pts, r.push, r.revoked, r.revoked_by = 9, b"tomb", True, 7
+    assert (r.pts, r.push, r.revoked, r.revoked_by) == (9, b"tomb", True, 7)
+    with pytest.raises(TypeError):
+        hash(r)
+    d = impl.DedupEntry(1, 2, 3, 4)
+    assert (d.message_id, d.pts, d.channel_id, d.timestamp) == (1, 2, 3, 4)
+    assert d == impl.DedupEntry(1, 2, 3, 4) and d != impl.DedupEntry(1, 2, 3, 5)
+    assert repr(d) == repr(_record_py.DedupEntry(1, 2, 3, 4))
+
+
+def test_the_compiled_records_stay_out_of_the_gc() -> None:
+    if base.Record is _record_py.Record:
+        pytest.skip("the pure-Python records are ordinary GC objects")
+    assert not gc.is_tracked(base.Record(**FIELDS))
+    assert not gc.is_tracked(base.DedupEntry(1, 2, 3, 4))
+
+
+def test_committed_messages_leave_nothing_for_the_gc_to_walk() -> None:
+    """Each message the store keeps must add no object the cyclic GC tracks (compiled)."""
+    if base.Record is _record_py.Record:
+        pytest.skip("the pure-Python records are ordinary GC objects")
+    settings = Settings()
+    store = MemoryStore()
+    scheduled: list[Callable[[], None]] = []
+    service = Service(settings, store, Hub(settings, scheduled.append))
+    a, b = (store.create_user(f"u{i}", "", f"u{i}", None, None, 0) for i in range(2))
+    channel, _ = store.get_or_create_direct(a.user_id, b.user_id, 0)
+
+    def send(local_id: int) -> None:
+        service.send(a.user_id, "dev", channel, local_id, 0, b"hi", b"", False, None)
+
+    send(1)  # first-use allocations
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5000):
+        send(i + 2)
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    assert store.stats()["messages"] == 5001 and store.stats()["dedup_keys"] == 5001
+    assert grown < 100, grown  # not one per message

@@ -10,6 +10,22 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .. import _record_py
+from ..frame import NO_EXTENSIONS
+
+if TYPE_CHECKING:
+    from .._record_py import DedupEntry, Record
+else:  # the compiled twin keeps the store's millions of records out of the cyclic GC
+    try:
+        from .. import _record_c as _records
+    except ImportError:  # no compiler at install time
+        _records = _record_py
+    if NO_EXTENSIONS:
+        _records = _record_py
+    Record = _records.Record
+    DedupEntry = _records.DedupEntry
 
 __all__ = [
     "User",
@@ -70,44 +86,6 @@ class Channel:
     updated_at: int = 0
     all_muted: bool = False
     max_members: int = 500
-
-
-@dataclasses.dataclass(slots=True)
-class Record:
-    """One committed event of a channel's log: a message or a revoke.
-
-    ``push`` is the serialized PushMessageRequest for it, built once when committed and shared by
-    every delivery and pull (a revoked message's push is replaced by its tombstone).
-    """
-
-    pts: int
-    message_id: int
-    channel_id: int
-    channel_type: int
-    sender_id: int
-    sender_device: str
-    local_message_id: int
-    message_type: int
-    timestamp: int  # unix ms
-    payload: bytes
-    content: bytes  # serialized MessageContent, or b""
-    e2e: bool
-    kind: int  # 0 message, 1 revoke
-    push: bytes = b""
-    revoked: bool = False
-    revoked_by: int = 0
-    revoked_at: int = 0
-    target_message_id: int = 0  # for a revoke: the revoked message
-
-
-@dataclasses.dataclass(slots=True)
-class DedupEntry:
-    """What a retried MS answers with; ``timestamp`` (unix ms) also ages the entry out."""
-
-    message_id: int
-    pts: int
-    channel_id: int
-    timestamp: int
 
 
 class Store(abc.ABC):

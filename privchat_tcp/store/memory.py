@@ -17,7 +17,7 @@ from .base import (
     Store,
     User,
 )
-from .sharded import ShardedMap
+from .sharded import SHARDS, ShardedMap
 
 __all__ = ["MemoryStore"]
 
@@ -151,7 +151,8 @@ class MemoryStore(Store):
         record.pts = len(log) + 1
         log.append(record)
         if record.kind == 0:
-            self._by_message[record.message_id] = record
+            mid = record.message_id
+            self._by_message.shards[hash(mid) % SHARDS][mid] = record
         return record
 
     def current_pts(self, channel_id: int) -> int:
@@ -176,10 +177,12 @@ class MemoryStore(Store):
 
     # dedup ------------------------------------------------------------------------
     def dedup_get(self, sender: int, device: str, local_id: int) -> DedupEntry | None:
-        return self._dedup.get((sender, device, local_id))
+        key = (sender, device, local_id)
+        return self._dedup.shards[hash(key) % SHARDS].get(key)
 
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
-        self._dedup[(sender, device, local_id)] = entry
+        key = (sender, device, local_id)
+        self._dedup.shards[hash(key) % SHARDS][key] = entry
 
     def dedup_sweep(self, older_than: int) -> int:
         # one shard per call: entries are inserted in time order, so the expired ones lead

@@ -4,7 +4,10 @@ A Python dict grows by rebuilding its whole table: at a million entries that one
 about 100 ms on the benchmark machine, at three million about 400 ms, and every session of the
 process waits for it. The store's per-message indexes (message id -> record, idempotency keys)
 grow by tens of thousands of entries a second under load, so they are kept as ``SHARDS`` dicts
-chosen by a mixed hash of the key: each rebuild then touches 1/1024 of the entries.
+chosen by ``hash(key) % SHARDS``: each rebuild then touches about 1/1000 of the entries. The
+count is prime, so snowflake ids (whose low bits repeat from one millisecond to the next)
+spread evenly; str hashes inside tuple keys are randomized per process. Hot paths may index
+``shards`` themselves (``shards[hash(key) % SHARDS]``) to save the method call.
 
 Each shard keeps insertion order, so a time-ordered index can be swept one shard at a time
 (``sweep_shard``) instead of in one pass over everything.
@@ -20,32 +23,26 @@ __all__ = ["ShardedMap", "SHARDS"]
 K = TypeVar("K")
 V = TypeVar("V")
 
-SHARD_BITS = 10
-SHARDS = 1 << SHARD_BITS
-_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: the high bits of hash * _MIX are well spread
-_SHIFT = 64 - SHARD_BITS
-_MASK = SHARDS - 1
+SHARDS = 1021  # prime
 
 
 class ShardedMap(Generic[K, V]):
     """The subset of dict the store uses, over ``SHARDS`` dicts."""
 
-    __slots__ = ("_shards", "_next_sweep")
+    __slots__ = ("shards", "_next_sweep")
 
     def __init__(self) -> None:
-        self._shards: list[dict[K, V]] = [{} for _ in range(SHARDS)]
+        self.shards: list[dict[K, V]] = [{} for _ in range(SHARDS)]
         self._next_sweep = 0
 
     def _shard(self, key: K) -> dict[K, V]:
-        # hash() of an int is the int itself (snowflake ids share their low bits within a
-        # millisecond), so mix it; str hashes inside tuple keys are randomized per process
-        return self._shards[((hash(key) * _MIX) >> _SHIFT) & _MASK]
+        return self.shards[hash(key) % SHARDS]
 
     def get(self, key: K) -> V | None:
-        return self._shards[((hash(key) * _MIX) >> _SHIFT) & _MASK].get(key)
+        return self.shards[hash(key) % SHARDS].get(key)
 
     def __setitem__(self, key: K, value: V) -> None:
-        self._shards[((hash(key) * _MIX) >> _SHIFT) & _MASK][key] = value
+        self.shards[hash(key) % SHARDS][key] = value
 
     def __getitem__(self, key: K) -> V:
         return self._shard(key)[key]
@@ -54,27 +51,27 @@ class ShardedMap(Generic[K, V]):
         del self._shard(key)[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._shards[((hash(key) * _MIX) >> _SHIFT) & _MASK]
+        return key in self.shards[hash(key) % SHARDS]
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         return self._shard(key).pop(key, default)
 
     def __len__(self) -> int:
-        return sum(map(len, self._shards))
+        return sum(map(len, self.shards))
 
     def items(self) -> Iterator[tuple[K, V]]:
-        for shard in self._shards:
+        for shard in self.shards:
             yield from shard.items()
 
     def values(self) -> Iterator[V]:
-        for shard in self._shards:
+        for shard in self.shards:
             yield from shard.values()
 
     def sweep_shard(self, stale: Callable[[V], bool]) -> int:
         """Drop the leading entries of the next shard (round robin) while ``stale(value)``:
         for values inserted in time order, that is every expired entry of that shard."""
-        shard = self._shards[self._next_sweep]
-        self._next_sweep = (self._next_sweep + 1) & _MASK
+        shard = self.shards[self._next_sweep]
+        self._next_sweep = (self._next_sweep + 1) % SHARDS
         drop = []
         for key, value in shard.items():
             if not stale(value):
