@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.dispatch import Bench
 from privchat_tcp import frame, pbwire
 from privchat_tcp.proto import privchat_pb2 as pb
 
@@ -119,6 +120,25 @@ def test_pong_pbwire(benchmark: Any) -> None:
 def test_pong_protobuf(benchmark: Any) -> None:
     now = int(time.time() * 1000)
     assert benchmark(lambda: pb.PongResponse(timestamp=now).SerializeToString())
+
+
+# ---- command dispatch (in process: Session.handle + hub flush, no sockets) ------------------
+@pytest.mark.parametrize("per_read", [1, 8])
+def test_dispatch_ms(benchmark: Any, per_read: int) -> None:
+    """One read of ``per_read`` MS frames: decode, commit, reply, push to the peer's session."""
+    bench = Bench()
+    benchmark.pedantic(
+        bench.run, setup=lambda: ((bench.ms_frames(per_read),), {}), rounds=5000 // per_read
+    )
+    assert bench.receiver.written > 0
+
+
+@pytest.mark.parametrize("per_read", [1, 32])
+def test_dispatch_ping(benchmark: Any, per_read: int) -> None:
+    bench = Bench()
+    frames = bench.ping_frames(per_read)
+    benchmark(bench.run, frames)
+    assert not bench.sender.conn.out  # every pong was taken
 
 
 # ---- compression x encryption ----------------------------------------------------------------

@@ -324,29 +324,46 @@ class Service:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
             if channel.all_muted and member.role == ROLE_MEMBER:
                 raise ServiceError(ErrorCode.GROUP_MUTED, "the group is muted")
+        message_id = self.ids.next(ts)
+        channel_id = channel.channel_id
+        channel_type = channel.channel_type
         record = Record(
-            pts=0,
-            message_id=self.ids.next(ts),
-            channel_id=channel.channel_id,
-            channel_type=channel.channel_type,
-            sender_id=sender,
-            sender_device=device,
-            local_message_id=local_id,
-            message_type=message_type,
-            timestamp=ts,
-            payload=payload,
-            content=content,
-            e2e=e2e,
-            kind=KIND_MESSAGE,
+            0,
+            message_id,
+            channel_id,
+            channel_type,
+            sender,
+            device,
+            local_id,
+            message_type,
+            ts,
+            payload,
+            content,
+            e2e,
+            KIND_MESSAGE,
         )
-        self.store.commit(record)
-        record.push = self._push_bytes(record)
+        pts = self.store.commit(record).pts
+        # the push every recipient and every pull shares (the same bytes as _push_bytes)
+        record.push = pbwire.push(
+            f"msg_{message_id}",
+            message_id,
+            pts,
+            local_id,
+            ts // 1000,
+            channel_id,
+            channel_type,
+            message_type,
+            "",
+            sender,
+            payload,
+            False,
+            content,
+            e2e,
+            device,
+        )
         if local_id:
             self.store.dedup_put(
-                sender,
-                device,
-                local_id,
-                DedupEntry(record.message_id, record.pts, channel.channel_id, ts),
+                sender, device, local_id, DedupEntry(message_id, pts, channel_id, ts)
             )
             self._maybe_sweep(ts)
         self.delivery.deliver(channel, record, origin)

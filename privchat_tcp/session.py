@@ -337,10 +337,14 @@ class Session:
     def _ms(self, seq: int, flags: int, body: bytes) -> None:
         req = pb.SendMessageRequest.FromString(body)
         service = self.ctx.service
-        conv = req.conversation
-        channel = service.resolve_target(
-            self.user_id, req.channel_id, req.channel_type, conv.type, conv.target_id
-        )
+        channel_id = req.channel_id
+        if channel_id:  # the usual addressing; a Conversation is only read without it
+            channel = service.resolve_target(self.user_id, channel_id, req.channel_type, 0, 0)
+        else:
+            conv = req.conversation
+            channel = service.resolve_target(
+                self.user_id, 0, req.channel_type, conv.type, conv.target_id
+            )
         content = req.content.SerializeToString() if req.HasField("content") else b""
         e2e = flags & 0x0C == ENC_E2E
         result, _ = service.send(

@@ -149,6 +149,8 @@ def test_committed_messages_leave_nothing_for_the_gc_to_walk() -> None:
         service.send(a.user_id, "dev", channel, local_id, 0, b"hi", b"", False, None)
 
     send(1)  # first-use allocations
+    first = store.read_log(channel.channel_id, 0, 1)[0]
+    assert first.push == service._push_bytes(first)  # send builds the same push inline
     gc.collect()
     before = len(gc.get_objects())
     for i in range(5000):
