@@ -14,6 +14,14 @@ Scenarios (each stops by itself: every loop is bounded by a frame/message count 
 - ``redis`` / ``mqtt``: the same 1-to-F pub/sub delivery rate against redis-server (RESP) or
               mosquitto (MQTT 3.1.1, QoS 0), for comparison.
 
+``--encrypt --server-key FILE`` (``ping``, ``direct``, ``group``, ``idle``): every session LOGINs
+encrypted (PROTOCOL.md 5.2, RSA-OAEP with the server's public key from FILE, a public or private
+PEM) and every later frame both ways is an AES-256-GCM session frame (5.3): the hot-loop protocols
+seal what they send and open what they receive with the session's ``SessionCipher``. The sealed
+protocols are subclasses chosen once per run, so the plaintext path is unchanged. ``ping
+--encrypt`` registers and logs in its N connections first (a session needs a LOGIN), so it runs
+only against the real server, not the baseline.
+
 Output: a table on stdout, and JSON with ``--json FILE``.
 
 Example: ``python -m benchmarks.loadgen ping --port 9001 --conns 100 --depth 32 --duration 5``
@@ -35,12 +43,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvloop
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privchat_tcp.client import Client
+from privchat_tcp.crypto import CryptoError, SessionCipher, new_secret, seal_login
 from privchat_tcp.frame import encode_header, split_frames
 from privchat_tcp.proto import privchat_pb2 as pb
 
 PING, MS, MP, MN, MPS, MPB, RPC, ACK, LOGIN = 3, 4, 5, 6, 8, 9, 12, 13, 1
+ENC_SESSION = 0x04  # flags: encryption = 1, an AES-256-GCM session frame (PROTOCOL.md 5.3)
+ENC_RSA = 0x08  # flags: encryption = 2, the RSA key-transport LOGIN (5.2)
 MAX_FRAMES = 1 << 31  # count bound of every hot loop (time is the other bound)
 MAX_LAT_SAMPLES = 200_000
 HOST = "127.0.0.1"
@@ -90,6 +103,33 @@ def percentile(sorted_vals: Sequence[float], q: float) -> float:
     return sorted_vals[k]
 
 
+def load_server_key(path: str) -> rsa.RSAPublicKey:
+    """The server's RSA public key from a PEM file holding the public or the private key."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    key: Any
+    if b"PRIVATE KEY" in data:
+        key = serialization.load_pem_private_key(data, password=None).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise SystemExit(f"{path}: not an RSA key")
+    return key
+
+
+def public_pem(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def session_cipher(client: Client) -> SessionCipher:
+    """The SessionCipher of a Client that logged in encrypted (shared: counters stay in step)."""
+    if client.cipher is None:
+        raise RuntimeError("the client's LOGIN was not encrypted")
+    return client.cipher
+
+
 class Stats:
     """Shared counters of one run."""
 
@@ -109,6 +149,29 @@ class Stats:
 
 
 # ---- ping ----------------------------------------------------------------------------------------
+Frame = tuple[int, int, int, int, bytes]
+
+
+def open_frames(
+    open_: Callable[[int, int, int, int, bytes], bytes],
+    frames: list[Frame],
+    stats: Stats,
+    transport: asyncio.BaseTransport | None,
+) -> list[Frame] | None:
+    """The frames of an encrypted session with their bodies opened; None (and the connection
+    closed, an error counted) when one does not open."""
+    try:
+        return [
+            (seq, command, flags, status, open_(seq, command, flags, status, body))
+            for seq, command, flags, status, body in frames
+        ]
+    except CryptoError:
+        stats.errors += 1
+        if transport is not None:
+            transport.close()
+        return None
+
+
 class PingProto(asyncio.Protocol):
     def __init__(self, stats: Stats, depth: int) -> None:
         self.stats = stats
@@ -139,16 +202,48 @@ class PingProto(asyncio.Protocol):
         frames, consumed, _, _, _ = split_frames(buf, 1 << 20, False)
         n = len(frames)
         self.buf = buf[consumed:] if consumed < len(buf) else b""
-        if not n:
+        if not n or not self._opened(frames):
             return
         stats = self.stats
         stats.count += n
         if stats.active():
             self._send(n)
 
+    def _opened(self, frames: list[Frame]) -> bool:
+        """Whether the replies are good (the sealed subclass opens each one)."""
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
+
+
+class SealedPingProto(PingProto):
+    """PingProto on an encrypted session: each PING sealed (empty body), each reply opened."""
+
+    def __init__(self, stats: Stats, depth: int, cipher: SessionCipher) -> None:
+        super().__init__(stats, depth)
+        self.seal = cipher.seal
+        self.open = cipher.open
+
+    def _send(self, n: int) -> None:
+        assert self.transport is not None
+        seal = self.seal
+        seq = self.seq
+        out: list[bytes] = []
+        for _ in range(n):
+            seq = (seq + 1) & 0xFFFFFFFF
+            header, ct = seal(seq, PING, ENC_SESSION, 0, b"")
+            out.append(header)
+            out.append(ct)
+        self.seq = seq
+        self.transport.write(b"".join(out))
+
+    def _opened(self, frames: list[Frame]) -> bool:
+        if open_frames(self.open, frames, self.stats, self.transport) is None:
+            self.stats.running = False
+            return False
+        return True
 
 
 async def connect_many(
@@ -171,9 +266,23 @@ async def connect_many(
 
 async def scenario_ping(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
-    protos: list[PingProto] = await connect_many(
-        lambda: PingProto(stats, args.depth), args.port, args.conns, args.host
-    )
+    protos: list[PingProto]
+    clients: list[Client] = []
+    if args.encrypt:
+        # an encrypted session needs a LOGIN: register + encrypted LOGIN + READY each connection
+        tag = uuid.uuid4().hex[:6]
+        clients = await make_users(
+            args.port, f"pe{tag}_", args.conns, args.host, server_key=args.server_key_pem
+        )
+        protos = []
+        for c in clients:
+            proto = SealedPingProto(stats, args.depth, session_cipher(c))
+            take_over(c, proto)
+            protos.append(proto)
+    else:
+        protos = await connect_many(
+            lambda: PingProto(stats, args.depth), args.port, args.conns, args.host
+        )
     stats.deadline = time.monotonic() + args.warmup + args.duration + 5
     for p in protos:
         p.start()
@@ -188,11 +297,13 @@ async def scenario_ping(args: argparse.Namespace) -> dict[str, Any]:
     rate = (c1 - c0) / (t1 - t0)
     return {
         "scenario": "ping",
+        "encrypt": bool(args.encrypt),
         "conns": args.conns,
         "depth": args.depth,
         "duration_s": round(t1 - t0, 3),
         "frames": c1 - c0,
         "frames_per_s": round(rate),
+        "errors": stats.errors,
         **cpu_figures(c1 - c0, t1 - t0, cpu1 - cpu0, args.server_pid),
     }
 
@@ -208,32 +319,49 @@ def cpu_figures(n: int, dt: float, cpu: float, pid: int) -> dict[str, Any]:
 
 
 # ---- privchat setup helpers ----------------------------------------------------------------------
-async def make_user(port: int, name: str, host: str = HOST) -> Client:
+async def make_user(
+    port: int, name: str, host: str = HOST, server_key: bytes | None = None
+) -> Client:
+    """register + LOGIN (encrypted with ``server_key``, the server's public PEM) + READY."""
     client = await Client.connect(host, port, track=False, auto_ack=False)
     await client.register(name, "password-" + name)
-    await client.login()
+    await client.login(server_key=server_key)
     await client.ready()
     return client
 
 
 async def make_users(
-    port: int, prefix: str, n: int, host: str = HOST, concurrency: int = 50
+    port: int,
+    prefix: str,
+    n: int,
+    host: str = HOST,
+    concurrency: int = 50,
+    server_key: bytes | None = None,
 ) -> list[Client]:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Client:
         async with sem:
-            return await make_user(port, f"{prefix}{i}", host)
+            return await make_user(port, f"{prefix}{i}", host, server_key)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
 def take_over(client: Client, proto: asyncio.Protocol) -> asyncio.Transport:
-    """Move a set-up Client's transport to a raw protocol for the hot loop."""
+    """Move a set-up Client's transport to a raw protocol for the hot loop.
+
+    A partial frame the Client had buffered is handed over too (on an encrypted session a lost
+    frame would put the receive counter out of step). With an encrypted LOGIN the raw protocol
+    must use ``client.cipher`` itself, whose counters already count the Client's frames.
+    """
     assert client._proto is not None and client._proto.transport is not None
     transport = client._proto.transport
+    leftover = bytes(client._proto.buf)
+    client._proto.buf.clear()
     transport.set_protocol(proto)
     proto.connection_made(transport)
+    if leftover:
+        proto.data_received(leftover)
     return transport
 
 
@@ -277,15 +405,26 @@ class SenderProto(asyncio.Protocol):
                 channel_type=self.channel_type,
                 payload=b'{"content":"bench message"}',
             ).SerializeToString()
-            out.append(encode_header(len(body), self.seq, MS, 0, 0) + body)
+            out.append(self._frame(self.seq & 0xFFFFFFFF, body))
         self.sent += n
         assert self.transport is not None
         self.transport.write(b"".join(out))
+
+    def _frame(self, seq: int, body: bytes) -> bytes:
+        """One MS frame (the sealed subclass encrypts it)."""
+        frame: bytes = encode_header(len(body), seq, MS, 0, 0) + body
+        return frame
+
+    def _opened(self, frames: list[Frame]) -> bool:
+        """Whether the frames are good (the sealed subclass opens each one)."""
+        return True
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         frames, consumed, _, _, _ = split_frames(buf, 1 << 24, False)
         self.buf = buf[consumed:]
+        if not self._opened(frames):
+            return
         n = 0
         for _seq, command, flags, status, _body in frames:
             if command == MS and flags & 3 == 1:
@@ -298,6 +437,29 @@ class SenderProto(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
+
+
+class SealedSenderProto(SenderProto):
+    """SenderProto on an encrypted session: every MS sealed, every frame received opened."""
+
+    def __init__(
+        self,
+        stats: Stats,
+        channel_id: int,
+        channel_type: int,
+        window: int,
+        cipher: SessionCipher,
+    ) -> None:
+        super().__init__(stats, channel_id, channel_type, window)
+        self.seal = cipher.seal
+        self.open = cipher.open
+
+    def _frame(self, seq: int, body: bytes) -> bytes:
+        header, ct = self.seal(seq, MS, ENC_SESSION, 0, body)
+        return header + ct
+
+    def _opened(self, frames: list[Frame]) -> bool:
+        return open_frames(self.open, frames, self.stats, self.transport) is not None
 
 
 class ReceiverProto(asyncio.Protocol):
@@ -342,8 +504,13 @@ class ReceiverProto(asyncio.Protocol):
         body = pb.AckRequest(
             acks=[pb.ChannelAck(channel_id=c, pts=p) for c, p in self.last_pts.items()]
         ).SerializeToString()
+        self.transport.write(self._frame(ACK, body))
+
+    def _frame(self, command: int, body: bytes) -> bytes:
+        """One request frame (ACK, MP: a few per second, not the hot path)."""
         self.seq += 1
-        self.transport.write(encode_header(len(body), self.seq, ACK, 0, 0) + body)
+        frame: bytes = encode_header(len(body), self.seq, command, 0, 0) + body
+        return frame
 
     def _pull(self, channel_id: int) -> None:
         if channel_id in self.pulling or self.transport is None or self.transport.is_closing():
@@ -352,13 +519,15 @@ class ReceiverProto(asyncio.Protocol):
         body = pb.GetDifferenceRequest(
             channel_id=channel_id, last_pts=self.last_pts.get(channel_id, 0), limit=1000
         ).SerializeToString()
-        self.seq += 1
-        self.transport.write(encode_header(len(body), self.seq, MP, 0, 0) + body)
+        self.transport.write(self._frame(MP, body))
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         frames, consumed, _, _, _ = split_frames(buf, 1 << 26, False)
         self.buf = buf[consumed:]
+        self._handle(frames)
+
+    def _handle(self, frames: list[tuple[int, int, int, int, bytes]]) -> None:
         for _seq, command, flags, status, body in frames:
             if command == MPS:
                 self._messages((pb.PushMessageRequest.FromString(body),))
@@ -382,6 +551,28 @@ class ReceiverProto(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
+
+
+class SealedReceiverProto(ReceiverProto):
+    """ReceiverProto on an encrypted session: every frame opened, ACK and MP sealed."""
+
+    def __init__(self, stats: Stats, cipher: SessionCipher, sample_every: int = 1) -> None:
+        super().__init__(stats, sample_every)
+        self.seal = cipher.seal
+        self.open = cipher.open
+
+    def _frame(self, command: int, body: bytes) -> bytes:
+        self.seq += 1
+        header, ct = self.seal(self.seq & 0xFFFFFFFF, command, ENC_SESSION, 0, body)
+        return header + ct
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        frames, consumed, _, _, _ = split_frames(buf, 1 << 26, False)
+        self.buf = buf[consumed:]
+        opened = open_frames(self.open, frames, self.stats, self.transport)
+        if opened is not None:
+            self._handle(opened)
 
 
 def latency_summary(stats: Stats) -> dict[str, float]:
@@ -421,19 +612,42 @@ async def measure(
     return c1 - c0, t1 - t0, cpu1 - cpu0
 
 
+def new_sender(
+    args: argparse.Namespace,
+    stats: Stats,
+    client: Client,
+    channel_id: int,
+    channel_type: int,
+    window: int,
+) -> SenderProto:
+    if args.encrypt:
+        cipher = session_cipher(client)
+        return SealedSenderProto(stats, channel_id, channel_type, window, cipher)
+    return SenderProto(stats, channel_id, channel_type, window)
+
+
+def new_receiver(
+    args: argparse.Namespace, stats: Stats, client: Client, sample_every: int
+) -> ReceiverProto:
+    if args.encrypt:
+        return SealedReceiverProto(stats, session_cipher(client), sample_every)
+    return ReceiverProto(stats, sample_every)
+
+
 async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     tag = uuid.uuid4().hex[:6]
-    senders_c = await make_users(args.port, f"ds{tag}_", args.pairs, args.host)
-    receivers_c = await make_users(args.port, f"dr{tag}_", args.pairs, args.host)
+    key = args.server_key_pem
+    senders_c = await make_users(args.port, f"ds{tag}_", args.pairs, args.host, server_key=key)
+    receivers_c = await make_users(args.port, f"dr{tag}_", args.pairs, args.host, server_key=key)
     senders: list[SenderProto] = []
     receivers: list[ReceiverProto] = []
     for a, b in zip(senders_c, receivers_c, strict=True):
         resp = await a.send(text="hello", to_user=b.user_id)
         await b.next_push(timeout=10)
         window = 0 if args.rate else args.window
-        s = SenderProto(stats, resp.channel_id, 1, window)
-        r = ReceiverProto(stats, sample_every=args.sample_every)
+        s = new_sender(args, stats, a, resp.channel_id, 1, window)
+        r = new_receiver(args, stats, b, args.sample_every)
         take_over(a, s)
         take_over(b, r)
         senders.append(s)
@@ -454,6 +668,7 @@ async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     out: dict[str, Any] = {
         "scenario": "direct",
+        "encrypt": bool(args.encrypt),
         "pairs": args.pairs,
         "window": 0 if args.rate else args.window,
         "rate": args.rate,
@@ -471,20 +686,21 @@ async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
 async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     tag = uuid.uuid4().hex[:6]
-    sender_c = await make_user(args.port, f"gs{tag}", args.host)
-    members_c = await make_users(args.port, f"gm{tag}_", args.members, args.host)
+    key = args.server_key_pem
+    sender_c = await make_user(args.port, f"gs{tag}", args.host, key)
+    members_c = await make_users(args.port, f"gm{tag}_", args.members, args.host, server_key=key)
     group = await sender_c.rpc(
         "group/group/create", {"name": "bench", "member_ids": [m.user_id for m in members_c]}
     )
     gid = int(group["group_id"])
     await asyncio.sleep(0.2)
     window = 0 if args.rate else args.window
-    sender = SenderProto(stats, gid, 2, window)
+    sender = new_sender(args, stats, sender_c, gid, 2, window)
     take_over(sender_c, sender)
     receivers = []
     for m in members_c:
         m.drain_pushes()
-        r = ReceiverProto(stats, sample_every=max(1, args.members // 10))
+        r = new_receiver(args, stats, m, max(1, args.members // 10))
         take_over(m, r)
         receivers.append(r)
     pacer: asyncio.Task[None] | None = None
@@ -502,6 +718,7 @@ async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     out: dict[str, Any] = {
         "scenario": "group",
+        "encrypt": bool(args.encrypt),
         "members": args.members,
         "window": window,
         "rate": args.rate,
@@ -558,10 +775,16 @@ class IdleProto(asyncio.Protocol):
             {"username": self.username, "password": self.password, "device_id": self.device_id},
         )
 
+    def _login(self, body: bytes) -> None:
+        self._write(LOGIN, body)
+
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         frames, consumed, _, _, _ = split_frames(buf, 1 << 26, False)
         self.buf = buf[consumed:]
+        self._handle(frames)
+
+    def _handle(self, frames: list[tuple[int, int, int, int, bytes]]) -> None:
         for _seq, _command, flags, status, body in frames:
             if flags & 3 != 1 or self.done.done():
                 continue
@@ -580,7 +803,7 @@ class IdleProto(asyncio.Protocol):
                     client_info=pb.ClientInfo(client_type="bench", version="0.1.0"),
                     protocol_version="1",
                 )
-                self._write(LOGIN, req.SerializeToString())
+                self._login(req.SerializeToString())
             elif self.step == 1:
                 self._rpc("sync/session_ready", {})
             elif self.step == 2:
@@ -603,12 +826,72 @@ class IdleProto(asyncio.Protocol):
             self.timer.cancel()
 
 
+class SealedIdleProto(IdleProto):
+    """IdleProto with an encrypted LOGIN (5.2); from then on every frame is sealed / opened."""
+
+    def __init__(self, username: str, password: str, server_key: rsa.RSAPublicKey) -> None:
+        super().__init__(username, password)
+        self.server_key = server_key
+        self.cipher: SessionCipher | None = None
+
+    def _write(self, command: int, body: bytes) -> None:
+        self.seq += 1
+        assert self.transport is not None
+        if self.cipher is None:  # the password RPC, before the LOGIN
+            self.transport.write(encode_header(len(body), self.seq, command, 0, 0) + body)
+        else:
+            header, ct = self.cipher.seal(self.seq, command, ENC_SESSION, 0, body)
+            self.transport.write(header + ct)
+
+    def _login(self, body: bytes) -> None:
+        secret = new_secret()
+        self.seq += 1
+        header, sealed = seal_login(self.server_key, secret, self.seq, LOGIN, ENC_RSA, 0, body)
+        self.cipher = SessionCipher.client_side(secret)
+        assert self.transport is not None
+        self.transport.write(header + sealed)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        frames, consumed, _, _, _ = split_frames(buf, 1 << 26, False)
+        self.buf = buf[consumed:]
+        cipher = self.cipher
+        if cipher is None:
+            self._handle(frames)
+            return
+        opened = []
+        for seq, command, flags, status, body in frames:
+            if flags & 0x0C:
+                try:
+                    body = cipher.open(seq, command, flags, status, body)
+                except CryptoError:
+                    self.error = f"step {self.step}: a frame did not open"
+                    break
+            elif not (status and self.step == 1):  # only a refused LOGIN comes back plain
+                self.error = f"step {self.step}: a plaintext frame on an encrypted session"
+                break
+            opened.append((seq, command, flags, status, body))
+        self._handle(opened)
+        if self.error and not self.done.done():
+            self.done.set_result(False)
+        if self.error:
+            assert self.transport is not None
+            self.transport.close()
+
+
 async def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_fd_limit(args.sessions + 1024)
     tag = uuid.uuid4().hex[:6]
     name = f"idle{tag}"
     password = "password-" + name
-    first = await make_user(args.port, name, args.host)
+    first = await make_user(args.port, name, args.host, args.server_key_pem)
+    pub: rsa.RSAPublicKey | None = args.server_key_obj
+
+    def factory() -> IdleProto:
+        if pub is not None:
+            return SealedIdleProto(name, password, pub)
+        return IdleProto(name, password)
+
     await asyncio.sleep(0.5)
     before = rss_kib(args.server_pid) if args.server_pid else 0
     loop = asyncio.get_running_loop()
@@ -624,7 +907,7 @@ async def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
                 return False
             try:
                 _, proto = await loop.create_connection(
-                    lambda: IdleProto(name, password),
+                    factory,
                     args.host,
                     args.port,
                     local_addr=local_addr(i),
@@ -656,6 +939,7 @@ async def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     return {
         "scenario": "idle",
+        "encrypt": bool(args.encrypt),
         "sessions": ok,
         "failed": args.sessions - ok,
         "fd_limit": limit,
@@ -852,6 +1136,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "redis": scenario_pubsub,
     "mqtt": scenario_pubsub,
 }
+ENCRYPTED_SCENARIOS = ("ping", "direct", "group", "idle")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -873,6 +1158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup-timeout", type=float, default=120.0, help="idle: setup bound, s")
     p.add_argument(
         "--server-pid", type=int, default=0, help="server pid: RSS (idle), CPU use (others)"
+    )
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="ping/direct/group/idle: encrypted LOGIN, AES-256-GCM session frames (--server-key)",
+    )
+    p.add_argument(
+        "--server-key", default="", help="--encrypt: the server's RSA key, public or private PEM"
     )
     p.add_argument("--json", default="", help="write the result as JSON here")
     return p
@@ -901,6 +1194,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("loopback only", file=sys.stderr)
         return 2
+    args.server_key_obj = None
+    args.server_key_pem = None
+    if args.encrypt:
+        if args.scenario not in ENCRYPTED_SCENARIOS:
+            print(f"--encrypt: only {', '.join(ENCRYPTED_SCENARIOS)}", file=sys.stderr)
+            return 2
+        if not args.server_key:
+            print("--encrypt needs --server-key FILE (the server's PEM key)", file=sys.stderr)
+            return 2
+        args.server_key_obj = load_server_key(args.server_key)
+        args.server_key_pem = public_pem(args.server_key_obj)
     result = uvloop.run(run_scenario(args))
     print_table([result])
     if args.json:

@@ -8,6 +8,11 @@ Every figure is printed as a ratio against a reference measured in the same run 
 baseline for PING, mosquitto for messaging when it is installed) and written, with the raw numbers,
 to benchmarks/results/latest.json (results/quick.json with --quick).
 
+The real server gets an RSA key generated for the run (``privchat_tcp keygen`` into the run's
+temporary directory), and PING 100 x 32, direct (windowed), group of 100 and idle are measured a
+second time encrypted (``loadgen --encrypt``: encrypted LOGIN, AES-256-GCM session frames), each
+reported next to its plaintext row as ``<figure>_encrypted_vs_plain`` (no target).
+
 The package is copied to a temporary directory first, so that files edited while the suite runs
 do not change the code under test half-way (``--no-snapshot`` runs the working tree as is).
 """
@@ -154,7 +159,24 @@ class Procs:
             self.stop(proc)
 
 
-def server_argv(src: Path, port: int, data_dir: Path) -> list[str]:
+def make_key(src: Path, tmp: Path) -> Path | None:
+    """An RSA server key for this run (PEM, private), or None when keygen fails."""
+    path = tmp / "server_key.pem"
+    proc = subprocess.run(
+        [sys.executable, "-m", "privchat_tcp", "keygen", str(path)],
+        cwd=src,
+        env=env_for(src),
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
+    if proc.returncode != 0 or not path.exists():
+        log(f"keygen failed, no encrypted rows: {proc.stderr.strip()[-300:]}")
+        return None
+    return path
+
+
+def server_argv(src: Path, port: int, data_dir: Path, key: Path | None = None) -> list[str]:
     helptext = subprocess.run(
         [sys.executable, "-m", "privchat_tcp", "serve", "--help"],
         cwd=src,
@@ -186,6 +208,8 @@ def server_argv(src: Path, port: int, data_dir: Path) -> list[str]:
     for opt, value in LIMITS_OFF.items():
         if opt in helptext:
             argv += [opt, value]
+    if key is not None and "--rsa-key-file" in helptext:
+        argv += ["--rsa-key-file", str(key)]
     return argv
 
 
@@ -257,6 +281,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="privchat-bench-"))
     src = snapshot(args.no_snapshot, tmp)
     procs = Procs(src, tmp)
+    key = make_key(src, tmp)
+    # loadgen options of the encrypted rows (none when there is no key)
+    enc = ["--encrypt", "--server-key", str(key)] if key is not None else []
     try:
         # ---- PING: baseline vs server -------------------------------------------------------
         bport, sport = free_port(), free_port()
@@ -265,11 +292,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bport,
             "baseline",
         )
-        server = procs.start(server_argv(src, sport, tmp / "data"), sport, "server")
+        server = procs.start(server_argv(src, sport, tmp / "data", key), sport, "server")
         spid = ["--server-pid", str(server.pid)]
         for conns, depth in (("100", "32"), ("1000", "1")):
-            key = f"{conns}x{depth}"
-            raw[f"ping_baseline_{key}"] = loadgen(
+            shape = f"{conns}x{depth}"
+            raw[f"ping_baseline_{shape}"] = loadgen(
                 src,
                 tmp,
                 "ping",
@@ -282,17 +309,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 str(baseline.pid),
                 *common,
             )
-            raw[f"ping_server_{key}"] = loadgen(
+            raw[f"ping_server_{shape}"] = loadgen(
                 src, tmp, "ping", sport, "--conns", conns, "--depth", depth, *spid, *common
             )
         procs.stop(baseline)
+        if enc:  # register + encrypted LOGIN of 100 users, then the same sealed PING loop
+            raw["ping_server_100x32_encrypted"] = loadgen(
+                src, tmp, "ping", sport, "--conns", "100", "--depth", "32", *spid, *common, *enc
+            )
         # ---- messaging on the real server ---------------------------------------------------
-        raw["direct"] = loadgen(
-            src, tmp, "direct", sport, "--pairs", str(args.pairs), "--window", "32", *spid, *common
-        )
-        raw["group100"] = loadgen(
-            src, tmp, "group", sport, "--members", "100", "--window", "32", *spid, *common
-        )
+        direct = ["--pairs", str(args.pairs), "--window", "32", *spid, *common]
+        raw["direct"] = loadgen(src, tmp, "direct", sport, *direct)
+        if enc:
+            raw["direct_encrypted"] = loadgen(src, tmp, "direct", sport, *direct, *enc)
+        group100 = ["--members", "100", "--window", "32", *spid, *common]
+        raw["group100"] = loadgen(src, tmp, "group", sport, *group100)
+        if enc:
+            raw["group100_encrypted"] = loadgen(src, tmp, "group", sport, *group100, *enc)
         if not args.quick:
             raw["group1000"] = loadgen(
                 src, tmp, "group", sport, "--members", "1000", "--window", "32", *spid, *common
@@ -343,7 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         paced_rate = max(100, int(ref_rate) // 2)
         sport = free_port()
-        server = procs.start(server_argv(src, sport, tmp / "data2"), sport, "server2")
+        server = procs.start(server_argv(src, sport, tmp / "data2", key), sport, "server2")
         raw["direct_paced"] = loadgen(
             src,
             tmp,
@@ -358,56 +391,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             *common,
         )
         procs.stop(server)
-        # ---- idle sessions on a fresh server ------------------------------------------------
-        sport = free_port()
-        server = procs.start(server_argv(src, sport, tmp / "data3"), sport, "server3")
-        raw["idle"] = loadgen(
-            src,
-            tmp,
-            "idle",
-            sport,
-            "--sessions",
-            sessions,
-            "--server-pid",
-            str(server.pid),
-            timeout=600,
+        # ---- idle sessions on a fresh server (and, encrypted, on another fresh one) -----------
+        idle_rows: list[tuple[str, list[str]]] = [("idle", [])] + (
+            [("idle_encrypted", enc)] if enc else []
         )
-        procs.stop(server)
+        for n, (row, extra) in enumerate(idle_rows, start=3):
+            sport = free_port()
+            server = procs.start(
+                server_argv(src, sport, tmp / f"data{n}", key), sport, f"server{n}"
+            )
+            raw[row] = loadgen(
+                src,
+                tmp,
+                "idle",
+                sport,
+                "--sessions",
+                sessions,
+                "--server-pid",
+                str(server.pid),
+                *extra,
+                timeout=600,
+            )
+            procs.stop(server)
     finally:
         procs.stop_all()
     g = raw.get
+
+    def ratio_of(row: str, field: str, ref_row: str, ref_field: str | None = None) -> float | None:
+        return ratio(g(row, {}).get(field), g(ref_row, {}).get(ref_field or field))
+
+    fps, cpu, msgs, dps = "frames_per_s", "per_server_cpu_s", "msgs_per_s", "deliveries_per_s"
     figures = {
-        "ping_100x32_vs_baseline": ratio(
-            g("ping_server_100x32", {}).get("frames_per_s"),
-            g("ping_baseline_100x32", {}).get("frames_per_s"),
+        "ping_100x32_vs_baseline": ratio_of("ping_server_100x32", fps, "ping_baseline_100x32"),
+        "ping_1000x1_vs_baseline": ratio_of("ping_server_1000x1", fps, "ping_baseline_1000x1"),
+        "direct_vs_mosquitto_1to1": ratio_of("direct", msgs, "mqtt_1to1", dps),
+        "direct_vs_redis_1to1": ratio_of("direct", msgs, "redis_1to1", dps),
+        "ping_100x32_per_cpu_vs_baseline": ratio_of(
+            "ping_server_100x32", cpu, "ping_baseline_100x32"
         ),
-        "ping_1000x1_vs_baseline": ratio(
-            g("ping_server_1000x1", {}).get("frames_per_s"),
-            g("ping_baseline_1000x1", {}).get("frames_per_s"),
-        ),
-        "direct_vs_mosquitto_1to1": ratio(
-            g("direct", {}).get("msgs_per_s"), g("mqtt_1to1", {}).get("deliveries_per_s")
-        ),
-        "direct_vs_redis_1to1": ratio(
-            g("direct", {}).get("msgs_per_s"), g("redis_1to1", {}).get("deliveries_per_s")
-        ),
-        "ping_100x32_per_cpu_vs_baseline": ratio(
-            g("ping_server_100x32", {}).get("per_server_cpu_s"),
-            g("ping_baseline_100x32", {}).get("per_server_cpu_s"),
-        ),
-        "ping_1000x1_per_cpu_vs_baseline": ratio(
-            g("ping_server_1000x1", {}).get("per_server_cpu_s"),
-            g("ping_baseline_1000x1", {}).get("per_server_cpu_s"),
+        "ping_1000x1_per_cpu_vs_baseline": ratio_of(
+            "ping_server_1000x1", cpu, "ping_baseline_1000x1"
         ),
         "direct_paced_rate": paced_rate,
         "direct_paced_p99_ms": g("direct_paced", {}).get("lat_p99_ms"),
-        "group100_vs_mosquitto_1to100": ratio(
-            g("group100", {}).get("deliveries_per_s"), g("mqtt_1to100", {}).get("deliveries_per_s")
-        ),
-        "group100_vs_redis_1to100": ratio(
-            g("group100", {}).get("deliveries_per_s"), g("redis_1to100", {}).get("deliveries_per_s")
-        ),
+        "group100_vs_mosquitto_1to100": ratio_of("group100", dps, "mqtt_1to100"),
+        "group100_vs_redis_1to100": ratio_of("group100", dps, "redis_1to100"),
         "idle_kib_per_session": g("idle", {}).get("kib_per_session"),
+        # encrypted sessions (encrypted LOGIN + AES-256-GCM frames) / plaintext, same run
+        "ping_100x32_encrypted_vs_plain": ratio_of(
+            "ping_server_100x32_encrypted", fps, "ping_server_100x32"
+        ),
+        "ping_100x32_encrypted_vs_plain_per_cpu": ratio_of(
+            "ping_server_100x32_encrypted", cpu, "ping_server_100x32"
+        ),
+        "direct_encrypted_vs_plain": ratio_of("direct_encrypted", msgs, "direct"),
+        "direct_encrypted_vs_plain_per_cpu": ratio_of("direct_encrypted", cpu, "direct"),
+        "group100_encrypted_vs_plain": ratio_of("group100_encrypted", dps, "group100"),
+        "group100_encrypted_vs_plain_per_cpu": ratio_of("group100_encrypted", cpu, "group100"),
+        "idle_kib_per_session_encrypted": g("idle_encrypted", {}).get("kib_per_session"),
+        "idle_kib_per_session_encrypted_vs_plain": ratio_of(
+            "idle_encrypted", "kib_per_session", "idle"
+        ),
+        "idle_logins_per_s_encrypted_vs_plain": ratio_of("idle_encrypted", "logins_per_s", "idle"),
     }
     with contextlib.suppress(Exception):
         shutil.rmtree(tmp)
@@ -445,10 +490,10 @@ def print_report(report: dict[str, Any]) -> None:
             or k
             in ("kib_per_session", "error", "errors", "sessions", "server_cpu", "per_server_cpu_s")
         }
-        print(f"  {key:24} {main}")
+        print(f"  {key:28} {main}")
     print("\nratios (same run)")
     for name, value in report["figures"].items():
-        print(f"  {name:32} {value!s:>10}  {verdict(name, value)}")
+        print(f"  {name:40} {value!s:>10}  {verdict(name, value)}")
 
 
 def main(argv: list[str] | None = None) -> int:
