@@ -43,6 +43,7 @@ LOADGEN_CPU = "1"
 # server options that turn off the per-connection limits a benchmark would otherwise measure
 LIMITS_OFF = {
     "--rate-per-connection": "0",
+    "--rate-per-user": "0",
     "--max-connections": "0",
     "--max-devices-per-user": "0",
     "--conn-rate-per-ip": "0",
@@ -368,29 +369,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 src, tmp, kind, port, "--members", "100", "--window", "32", *rpid, *common
             )
             procs.stop(ref)
-        # ---- direct, paced at half the reference rate: latency ------------------------------
-        ref_rate = (
-            raw.get("mqtt_1to1", {}).get("deliveries_per_s")
-            or raw["direct"].get("msgs_per_s")
-            or 1000
-        )
-        paced_rate = max(100, int(ref_rate) // 2)
+        # ---- direct, paced: latency ----------------------------------------------------------
+        # The target (issue "Benchmarks suite"): at least 0.25 of mosquitto's 1-to-1 rate, "with
+        # p99 under 5 ms at half that rate", i.e. paced at 0.125 x mosquitto 1-to-1. Two more
+        # paced rows, no target: at half mosquitto's own rate (the strictest reading) and at
+        # half of this server's windowed direct rate (half its measured capacity).
+        mqtt_rate = raw.get("mqtt_1to1", {}).get("deliveries_per_s")
+        own_rate = raw["direct"].get("msgs_per_s") or 1000
+        paced_rows = {
+            "direct_paced": int(mqtt_rate * 0.125) if mqtt_rate else int(own_rate) // 2,
+            "direct_paced_half_capacity": int(own_rate) // 2,
+        }
+        if mqtt_rate:
+            paced_rows["direct_paced_half_mosquitto"] = int(mqtt_rate) // 2
         sport = free_port()
         server = procs.start(server_argv(src, sport, tmp / "data2", key), sport, "server2")
-        raw["direct_paced"] = loadgen(
-            src,
-            tmp,
-            "direct",
-            sport,
-            "--pairs",
-            str(args.pairs),
-            "--rate",
-            str(paced_rate),
-            "--server-pid",
-            str(server.pid),
-            *common,
-        )
+        for row, rate in paced_rows.items():
+            raw[row] = loadgen(
+                src,
+                tmp,
+                "direct",
+                sport,
+                "--pairs",
+                str(args.pairs),
+                "--rate",
+                str(max(100, rate)),
+                "--server-pid",
+                str(server.pid),
+                *common,
+            )
         procs.stop(server)
+        paced_rate = paced_rows["direct_paced"]
         # ---- idle sessions on a fresh server (and, encrypted, on another fresh one) -----------
         idle_rows: list[tuple[str, list[str]]] = [("idle", [])] + (
             [("idle_encrypted", enc)] if enc else []
@@ -433,7 +442,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ping_server_1000x1", cpu, "ping_baseline_1000x1"
         ),
         "direct_paced_rate": paced_rate,
+        "direct_paced_basis": "0.125 x mosquitto 1-to-1" if mqtt_rate else "half own capacity",
         "direct_paced_p99_ms": g("direct_paced", {}).get("lat_p99_ms"),
+        "direct_paced_half_capacity_rate": paced_rows["direct_paced_half_capacity"],
+        "direct_paced_half_capacity_p99_ms": g("direct_paced_half_capacity", {}).get("lat_p99_ms"),
+        "direct_paced_half_mosquitto_rate": paced_rows.get("direct_paced_half_mosquitto"),
+        "direct_paced_half_mosquitto_p99_ms": g("direct_paced_half_mosquitto", {}).get(
+            "lat_p99_ms"
+        ),
         "group100_vs_mosquitto_1to100": ratio_of("group100", dps, "mqtt_1to100"),
         "group100_vs_redis_1to100": ratio_of("group100", dps, "redis_1to100"),
         "idle_kib_per_session": g("idle", {}).get("kib_per_session"),

@@ -92,6 +92,13 @@ class Settings:
         "seconds a connection may stay over its rate (reading paused) before the frames "
         "over the limit are answered RATE_LIMITED",
     )
+    rate_per_user: float = _f(
+        2000.0,
+        "frames per second all online sessions of one user may send together (one token "
+        "bucket shared by the user's sessions, after LOGIN; over it reading pauses, then "
+        "RATE_LIMITED as for rate_per_connection)",
+    )
+    burst_per_user: int = _f(4000, "token bucket size for rate_per_user, frames")
     conn_rate_per_ip: float = _f(
         0.0,
         "new connections per second from one client address (after PROXY protocol); "
@@ -155,9 +162,9 @@ class Settings:
             raise ConfigError("require_encryption needs encryption")
         if self.push_hard_limit < self.push_high_water or self.push_high_water < 1024:
             raise ConfigError("need 1024 <= push_high_water <= push_hard_limit")
-        if self.rate_per_connection < 0 or self.conn_rate_per_ip < 0:
+        if min(self.rate_per_connection, self.rate_per_user, self.conn_rate_per_ip) < 0:
             raise ConfigError("rates must not be negative")
-        if self.burst_per_connection < 1 or self.conn_burst_per_ip < 1:
+        if min(self.burst_per_connection, self.burst_per_user, self.conn_burst_per_ip) < 1:
             raise ConfigError("bursts must be at least 1")
         if min(self.max_connections, self.max_devices_per_user, self.accept_batch) < 0:
             raise ConfigError(

@@ -41,6 +41,17 @@ log = logging.getLogger("privchat_tcp.server")
 BACKLOG = 4096
 
 
+class UserBucket:
+    """The frame token bucket that all online sessions of one user share."""
+
+    __slots__ = ("tokens", "at", "sessions")
+
+    def __init__(self, tokens: float, now: float) -> None:
+        self.tokens = tokens
+        self.at = now
+        self.sessions = 0
+
+
 class ServerProtocol(Session, asyncio.Protocol):
     """One connection. Besides the session it enforces the per-connection limits:
 
@@ -48,6 +59,8 @@ class ServerProtocol(Session, asyncio.Protocol):
       reading pauses until the bucket refills; what cannot be served within
       ``rate_limit_grace``, or arrives while the connection has been over its rate for longer
       than that, is answered RATE_LIMITED (in order, so encrypted sessions keep their counters);
+      after LOGIN a second bucket, shared by all sessions of the user (``rate_per_user``),
+      limits the same way: a frame needs a token from both;
     - write backpressure: above ``push_high_water`` (the transport's ``pause_writing``) output
       waits in the session (pending pushes and queued frames) and reading pauses; more than
       ``push_hard_limit`` buffered in all, or ``slow_consumer_timeout`` seconds above the soft
@@ -68,6 +81,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         "slow_since",
         "lost",
         "proxy",
+        "ubucket",
     )
 
     def __init__(self, server: Server) -> None:
@@ -84,6 +98,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         self.slow_since = 0.0
         self.lost = False
         self.proxy: ProxyParser | None = None
+        self.ubucket: UserBucket | None = None
 
     # ---- connection lifecycle ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,9 +148,7 @@ class ServerProtocol(Session, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.lost = True
-        self.server.connections.discard(self)
-        if self.user_id:
-            self.ctx.hub.unregister(self)
+        self._unregister()
         self.pending.clear()
         self.conn.out.clear()
         self.held = []
@@ -144,9 +157,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         transport = self.transport
         if transport is not None and not self.closed:
             self.closed = True
-            self.server.connections.discard(self)
-            if self.user_id:
-                self.ctx.hub.unregister(self)
+            self._unregister()
             transport.close()
             if transport.get_write_buffer_size():
                 # a peer that does not read would keep the socket forever
@@ -155,10 +166,17 @@ class ServerProtocol(Session, asyncio.Protocol):
     def _abort(self) -> None:
         if not self.lost and self.transport is not None:
             self.closed = True
-            self.server.connections.discard(self)
-            if self.user_id:
-                self.ctx.hub.unregister(self)
+            self._unregister()
             self.transport.abort()
+
+    def _unregister(self) -> None:
+        """Leave the server's connections, the hub and the user's rate bucket (idempotent)."""
+        self.server.connections.discard(self)
+        if self.user_id:
+            self.ctx.hub.unregister(self)
+        if self.ubucket is not None:
+            self.server.release_user_bucket(self.user_id)
+            self.ubucket = None
 
     # ---- input ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -179,18 +197,15 @@ class ServerProtocol(Session, asyncio.Protocol):
             else:
                 for f in frames:
                     by_cmd[f[1]] += 1
-            rate = server.rate
-            if rate:  # token bucket; the slow path holds or refuses what is over it
+            if server.rate or (self.user_id and server.user_rate):
+                # token buckets; the slow path holds or refuses what is over them
                 now = server.clock()
-                tokens = self.tokens + (now - self.tokens_at) * rate
-                self.tokens_at = now
-                if tokens > server.burst:
-                    tokens = server.burst
-                if tokens >= n and not self.held:
-                    self.tokens = tokens - n
+                if self.user_id and server.user_rate and self.ubucket is None:
+                    self.ubucket = server.user_bucket(self.user_id)
+                if self._refill(now) >= n and not self.held:
+                    self._take(n)
                     self.throttled_since = 0.0
                 else:
-                    self.tokens = tokens
                     frames = self._limit(frames, now)
             if frames:
                 stats.reads += 1
@@ -228,26 +243,64 @@ class ServerProtocol(Session, asyncio.Protocol):
     def _limit(self, frames: list[Frame], now: float) -> list[Frame]:
         """Over the rate (the bucket was refilled): return the frames to handle now; hold
         the rest (reading pauses) or refuse it."""
-        s = self.server.settings
-        rate = s.rate_per_connection
+        server = self.server
+        grace = server.settings.rate_limit_grace
         if self.held:  # already throttled: keep the order; these are refused at release
             self.held.extend(frames)
             return frames[:0]
-        k = int(self.tokens)
-        self.tokens -= k
+        k = max(0, int(self._available()))
+        self._take(k)
         over = frames[k:]
+        # the rate of the bucket that limits (the user's is shared: other sessions draw on it)
+        rate = server.rate
+        ub = self.ubucket
+        if ub is not None and (not rate or ub.tokens < self.tokens):
+            rate = server.user_rate
+        left = self._available()  # below 1; below 0 where other sessions reserved tokens
         if not self.throttled_since:
             self.throttled_since = now
-        if now - self.throttled_since > s.rate_limit_grace:
+        if now - self.throttled_since > grace:
             ok = 0  # over the rate for too long: refuse what is over it
         else:  # hold what can be served within the grace period, refuse the rest
-            ok = min(len(over), max(0, int(rate * s.rate_limit_grace) - int(self.tokens)))
+            ok = min(len(over), max(0, int(rate * grace + left)))
+        # the held frames that will be served take their tokens now (a reservation: the
+        # bucket goes below 0 and refills by the release), so that sessions sharing the
+        # user's bucket do not count the same tokens twice
+        self._take(ok)
         self.held = over
         self.held_ok = ok
         self._pause(1)
-        delay = max(0.0, (max(ok, 1) - self.tokens) / rate)
-        self.server.loop.call_later(delay, self._release)
+        delay = max(0.0, (ok - left) / rate if ok else (1 - left) / rate)
+        server.loop.call_later(delay, self._release)
         return frames[:k]
+
+    def _refill(self, now: float) -> float:
+        """Refill the connection's and the user's bucket; the tokens both allow."""
+        server = self.server
+        avail = float("inf")
+        if server.rate:
+            tokens = self.tokens + (now - self.tokens_at) * server.rate
+            self.tokens_at = now
+            self.tokens = avail = tokens if tokens < server.burst else server.burst
+        ub = self.ubucket
+        if ub is not None:
+            tokens = ub.tokens + (now - ub.at) * server.user_rate
+            ub.at = now
+            ub.tokens = tokens if tokens < server.user_burst else server.user_burst
+            if ub.tokens < avail:
+                avail = ub.tokens
+        return avail
+
+    def _available(self) -> float:
+        avail = self.tokens if self.server.rate else float("inf")
+        ub = self.ubucket
+        return ub.tokens if ub is not None and ub.tokens < avail else avail
+
+    def _take(self, n: int) -> None:
+        if self.server.rate:
+            self.tokens -= n
+        if self.ubucket is not None:
+            self.ubucket.tokens -= n  # may go below 0 at release: the user's other sessions wait
 
     def _release(self) -> None:
         if self.closed:
@@ -256,8 +309,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         self.held = []
         server = self.server
         now = server.clock()
-        self.tokens = min(server.burst, self.tokens + (now - self.tokens_at) * server.rate) - ok
-        self.tokens_at = now
+        self._refill(now)  # the served ones took their tokens when they were held
         if ok:
             self.handle(held[:ok])
         if len(held) > ok and not self.conn.closing:
@@ -451,6 +503,9 @@ class Server:
         # hot-path copies of settings
         self.rate = float(settings.rate_per_connection)
         self.burst = float(settings.burst_per_connection)
+        self.user_rate = float(settings.rate_per_user)
+        self.user_burst = float(settings.burst_per_user)
+        self._user_buckets: dict[int, UserBucket] = {}
         self.hard_limit = settings.push_hard_limit
         secret = settings.jwt_secret or load_or_create_secret(settings.data_path)
         self.store = store or MemoryStore()
@@ -584,6 +639,21 @@ class Server:
         bucket[0] = tokens - 1.0
         return True
 
+    def user_bucket(self, user_id: int) -> UserBucket:
+        """The rate bucket of a user's online sessions, made full for the first of them."""
+        bucket = self._user_buckets.get(user_id)
+        if bucket is None:
+            bucket = self._user_buckets[user_id] = UserBucket(self.user_burst, self.clock())
+        bucket.sessions += 1
+        return bucket
+
+    def release_user_bucket(self, user_id: int) -> None:
+        """A session of the user ended. The bucket stays until the sweep finds it unused and
+        full again, so that reconnecting does not refill it."""
+        bucket = self._user_buckets.get(user_id)
+        if bucket is not None:
+            bucket.sessions -= 1
+
     def proxy_source_allowed(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
@@ -605,6 +675,11 @@ class Server:
             for ip, (tokens, at) in list(self._ip_buckets.items()):
                 if not rate or tokens + (now - at) * rate >= burst:
                     del self._ip_buckets[ip]
+        if self._user_buckets:  # forget users offline whose bucket is full again
+            urate, uburst = self.user_rate, self.user_burst
+            for uid, ub in list(self._user_buckets.items()):
+                if ub.sessions <= 0 and ub.tokens + (now - ub.at) * urate >= uburst:
+                    del self._user_buckets[uid]
         for session in list(self.connections):
             if session.closed:
                 continue

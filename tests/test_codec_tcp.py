@@ -281,7 +281,12 @@ def test_every_command_round_trips_with_every_codec(
     algo: int,
     encrypted: bool,
 ) -> None:
-    srv = make_server(compress_threshold=THRESHOLD, large_group_threshold=2, rate_per_connection=0)
+    srv = make_server(
+        compress_threshold=THRESHOLD,
+        large_group_threshold=2,
+        rate_per_connection=0,
+        rate_per_user=0,
+    )
 
     async def main() -> None:
         port = srv.port
@@ -987,7 +992,7 @@ def test_compression_on_login_is_bad_request(server: ServerThread) -> None:
 def test_no_key_nonce_pair_repeats_on_a_long_session(
     make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    srv = make_server(rate_per_connection=0, compress_threshold=THRESHOLD)
+    srv = make_server(rate_per_connection=0, rate_per_user=0, compress_threshold=THRESHOLD)
     secrets: list[bytes] = []
 
     def capture() -> bytes:

@@ -92,7 +92,7 @@ async def still_fine(*clients: Client) -> None:
 def test_defaults() -> None:
     s = Settings()
     assert s.max_devices_per_user == 10
-    assert s.max_connections > 0 and s.rate_per_connection > 0
+    assert s.max_connections > 0 and s.rate_per_connection > 0 and s.rate_per_user > 0
     assert 0 < s.push_high_water <= s.push_hard_limit
     assert s.slow_consumer_timeout == 10.0
 
@@ -208,6 +208,56 @@ def test_rate_limit_encrypted_session_keeps_counters(
         await asyncio.sleep(1.5)
         await still_fine(c)  # the counters are still in step
         await c.close()
+
+    run(main())
+
+
+async def ping_burst(c: Client, n: int) -> list[int]:
+    """Send n PINGs in one go on a logged-in client; the status of each reply, in order."""
+    loop = asyncio.get_running_loop()
+    futs = []
+    for _ in range(n):
+        seq = c.send_raw(Cmd.PING, b"")
+        fut: asyncio.Future[tuple[int, int, bytes]] = loop.create_future()
+        c._waiters[seq] = fut
+        futs.append(fut)
+    return [r[0] for r in await asyncio.wait_for(asyncio.gather(*futs), 10)]
+
+
+def test_rate_per_user_is_shared_by_its_devices(make_server: Callable[..., ServerThread]) -> None:
+    srv = make_server(
+        rate_per_connection=0, rate_per_user=4.0, burst_per_user=20, rate_limit_grace=1.0
+    )
+
+    async def main() -> None:
+        d1, d2 = str(uuid.uuid4()), str(uuid.uuid4())
+        first = await user(srv.port, "fay", d1)
+        second = await Client.connect("127.0.0.1", srv.port)
+        await second.password_login("fay", "password-fay", d2)
+        await second.login()
+        other = await user(srv.port, "gus")
+        # 2 x 30 frames of one user: over its bucket (20 + 4/s), though no connection limit
+        both = await asyncio.gather(ping_burst(first, 30), ping_burst(second, 30))
+        statuses = both[0] + both[1]
+        ok = statuses.count(Status.OK)
+        refused = statuses.count(Status.RATE_LIMITED)
+        assert ok + refused == 60
+        assert 15 <= ok <= 30, ok  # the burst plus what fits the grace period, no more
+        assert refused >= 30
+        # another user with the same limit is untouched: 20 frames fit its own bucket
+        assert await ping_burst(other, 20) == [Status.OK] * 20
+        # the drained bucket outlives a reconnect: a new connection of the user gets no fresh
+        # burst (a fresh bucket would serve 20 of these at once, plus the grace period's)
+        await first.close()
+        again = await Client.connect("127.0.0.1", srv.port)
+        await again.login(first.token, d1)
+        assert (await ping_burst(again, 25)).count(Status.OK) < 20
+        # the user is served again once the bucket refills
+        await asyncio.sleep(4.0)
+        assert await ping_burst(again, 3) == [Status.OK] * 3
+        assert await ping_burst(second, 3) == [Status.OK] * 3
+        for c in (second, other, again):
+            await c.close()
 
     run(main())
 

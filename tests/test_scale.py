@@ -79,6 +79,8 @@ class ServerProcess:
             "1024",
             "--rate-per-connection",
             "0",
+            "--rate-per-user",
+            "0",
             "--max-connections",
             "0",
             "--log-level",
