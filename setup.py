@@ -32,7 +32,7 @@ MODE_STAMP = Path(__file__).resolve().parent / "build" / "privchat-ext-mode"
 MODE_CHANGED = not MODE_STAMP.exists() or MODE_STAMP.read_text().strip() != MODE
 
 PACKAGE_DATA = {
-    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi", "_record_c.pyi"],
+    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi", "_record_c.pyi", "_aead_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 
@@ -63,14 +63,17 @@ def _extensions() -> list[Extension]:
     if DEBUG:
         macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
         directives["linetrace"] = True
+    # _aead_c links OpenSSL's libcrypto (headers: Debian's libssl-dev)
+    libraries = {"_aead_c": ["crypto"]}
     exts = [
         Extension(
             f"privchat_tcp.{name}",
             [f"ext/{name}.pyx"],
             define_macros=macros,
+            libraries=libraries.get(name, []),
             optional=BUILD_EXT != "yes",
         )
-        for name in ("_frame_c", "_pbwire_c", "_record_c")
+        for name in ("_frame_c", "_pbwire_c", "_record_c", "_aead_c")
     ]
     built = cythonize(
         exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED
@@ -98,7 +101,11 @@ class BuildExt(build_ext):
             MODE_STAMP.write_text(MODE + "\n")
             _say(f"Accelerated build ({', '.join(self._built)}; {MODE})")
         else:
-            _say("Pure build (the pure-Python frame splitter will be used)")
+            missing = sorted({e.name for e in self.extensions} - set(self._built))
+            _say(
+                f"Partial build: {', '.join(missing)} did not compile; their pure-Python twins "
+                "will be used (_aead_c needs OpenSSL's headers, Debian's libssl-dev)"
+            )
 
     def build_extension(self, ext: Extension) -> None:
         super().build_extension(ext)

@@ -264,6 +264,16 @@ def raised_fd_limit() -> Iterator[int]:
     yield resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def large_idle_sessions(want: int = 50_000) -> int:
+    """``want`` idle sessions, or as many as one process's descriptor limit allows (the server
+    holds one socket per session; where RLIMIT_NOFILE's hard limit is below ``want`` and the
+    process may not raise it, e.g. 20,000 in a container, that is the bound)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return want
+    return max(1000, min(want, hard - 1000))
+
+
 def setup_packages() -> None:
     log("apt-get update && apt-get install -y mosquitto redis-server")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -401,9 +411,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.stop(server)
         paced_rate = paced_rows["direct_paced"]
         # ---- idle sessions on a fresh server (and, encrypted, on another fresh one) -----------
-        idle_rows: list[tuple[str, list[str]]] = [("idle", [])] + (
-            [("idle_encrypted", enc)] if enc else []
-        )
+        idle_rows: list[tuple[str, list[str]]] = [("idle", ["--sessions", sessions])]
+        if enc:
+            idle_rows.append(("idle_encrypted", ["--sessions", sessions, *enc]))
+        if not args.quick:  # the issue asks for 50,000 too: as many as the fd limit allows
+            large = large_idle_sessions()
+            idle_rows.append(("idle_large", ["--sessions", str(large)]))
         for n, (row, extra) in enumerate(idle_rows, start=3):
             sport = free_port()
             server = procs.start(
@@ -414,8 +427,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tmp,
                 "idle",
                 sport,
-                "--sessions",
-                sessions,
                 "--server-pid",
                 str(server.pid),
                 *extra,
@@ -453,6 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "group100_vs_mosquitto_1to100": ratio_of("group100", dps, "mqtt_1to100"),
         "group100_vs_redis_1to100": ratio_of("group100", dps, "redis_1to100"),
         "idle_kib_per_session": g("idle", {}).get("kib_per_session"),
+        "idle_large_sessions": g("idle_large", {}).get("sessions"),
+        "idle_large_kib_per_session": g("idle_large", {}).get("kib_per_session"),
         # encrypted sessions (encrypted LOGIN + AES-256-GCM frames) / plaintext, same run
         "ping_100x32_encrypted_vs_plain": ratio_of(
             "ping_server_100x32_encrypted", fps, "ping_server_100x32"

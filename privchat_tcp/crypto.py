@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._frame_py import VERSION
+from .aead import Opener, Sealer
 from .errors import ConfigError, ErrorCode, ProtocolViolation, Status
 
 __all__ = [
@@ -212,8 +213,9 @@ class SessionCipher:
     ) -> None:
         if not (0 <= send_counter < COUNTER_LIMIT and 0 <= recv_counter < COUNTER_LIMIT):
             raise ValueError("counters are in [0, 2**32)")
-        self._encrypt = AESGCM(send_key).encrypt
-        self._decrypt = AESGCM(recv_key).decrypt
+        # one context per direction (aead.py: compiled, or cryptography's AESGCM)
+        self._encrypt = Sealer(send_key).encrypt
+        self._decrypt = Opener(recv_key).decrypt
         self._send = send_counter
         self._recv = recv_counter
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (the README's; .ci/run runs exactly this), from a clean checkout:
-# a virtualenv in .venv, the package installed editable with the compiled decoder required,
-# lint and types, then the whole suite twice: compiled decoder, then the pure-Python twin.
+# a virtualenv in .venv, the package installed editable with the compiled extensions required,
+# lint and types, then the whole suite twice: compiled extensions, then the pure-Python twins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+# the compiled AES-GCM (ext/_aead_c.pyx) builds against OpenSSL's headers (Debian: libssl-dev)
+if [ ! -f /usr/include/openssl/evp.h ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libssl-dev
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
@@ -20,7 +24,7 @@ ruff format --check privchat_tcp tests tools benchmarks
 echo "== mypy"
 mypy
 
-echo "== tests, compiled decoder"
+echo "== tests, compiled extensions"
 PRIVCHAT_REQUIRE_EXT=1 python -m pytest -q -p no:cacheprovider
-echo "== tests, pure-Python decoder"
+echo "== tests, pure-Python twins"
 PRIVCHAT_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider
