@@ -9,6 +9,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
+from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
@@ -26,6 +27,28 @@ _KEY_DIR = tempfile.TemporaryDirectory(prefix="privchat-key-")
 KEY_FILE = os.path.join(_KEY_DIR.name, "server_key.pem")
 SERVER_KEY = ServerKey.load_or_create(pathlib.Path(KEY_FILE))
 PUBLIC_PEM = SERVER_KEY.public_pem()
+
+
+REQUIRE_EXT = bool(os.environ.get("PRIVCHAT_REQUIRE_EXT"))
+
+
+def twin_params(py: ModuleType, c: ModuleType | None, name: str) -> list[Any]:
+    """pytest params for a module and its compiled twin ``privchat_tcp.<name>``: the compiled
+    one is skipped when it is not built, unless ``PRIVCHAT_REQUIRE_EXT=1`` (CI), where the test
+    gets None and ``twin`` fails it."""
+    marks: list[pytest.MarkDecorator] = []
+    if c is None and not REQUIRE_EXT:
+        marks.append(pytest.mark.skip(reason=f"privchat_tcp.{name} is not built"))
+    return [pytest.param(py, id="py"), pytest.param(c, id="c", marks=marks)]
+
+
+def twin(request: pytest.FixtureRequest, name: str) -> ModuleType:
+    """The module of a ``twin_params`` fixture."""
+    mod = request.param
+    if mod is None:
+        pytest.fail(f"PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp.{name} did not import")
+    assert isinstance(mod, ModuleType)
+    return mod
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

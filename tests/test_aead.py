@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any
 
 import pytest
+from conftest import REQUIRE_EXT, twin, twin_params
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
@@ -22,25 +22,10 @@ from hypothesis import strategies as st
 from privchat_tcp import aead
 from privchat_tcp.crypto import SessionCipher, new_secret
 
-REQUIRE_EXT = bool(os.environ.get("PRIVCHAT_REQUIRE_EXT"))
 
-
-def _impls() -> list[Any]:
-    params: list[Any] = [pytest.param(aead.impl_py, id="py")]
-    marks: list[pytest.MarkDecorator] = []
-    if aead.impl_c is None and not REQUIRE_EXT:
-        marks.append(pytest.mark.skip(reason="privchat_tcp._aead_c is not built"))
-    params.append(pytest.param(aead.impl_c, id="c", marks=marks))
-    return params
-
-
-@pytest.fixture(params=_impls())
+@pytest.fixture(params=twin_params(aead.impl_py, aead.impl_c, "_aead_c"))
 def impl(request: pytest.FixtureRequest) -> ModuleType:
-    mod = request.param
-    if mod is None:
-        pytest.fail("PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp._aead_c did not import")
-    assert isinstance(mod, ModuleType)
-    return mod
+    return twin(request, "_aead_c")
 
 
 KEY = bytes(range(32))

@@ -7,18 +7,17 @@ a missing extension fails instead.
 
 from __future__ import annotations
 
-import os
 import struct
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import REQUIRE_EXT, twin, twin_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from privchat_tcp import frame
 
-REQUIRE_EXT = bool(os.environ.get("PRIVCHAT_REQUIRE_EXT"))
 LIMIT = 1 << 20  # PROTOCOL.md 2.2: 1 MiB after login
 
 # Flow values (flags bits 1-0) and compression (bits 5-4).
@@ -26,22 +25,9 @@ REQUEST, RESPONSE, PUSH, FLOW_RESERVED = 0, 1, 2, 3
 GZIP, LZ4, COMP_RESERVED = 0x10, 0x20, 0x30
 
 
-def _impls() -> list[Any]:
-    params: list[Any] = [pytest.param(frame.impl_py, id="py")]
-    marks: list[pytest.MarkDecorator] = []
-    if frame.impl_c is None and not REQUIRE_EXT:
-        marks.append(pytest.mark.skip(reason="privchat_tcp._frame_c is not built"))
-    params.append(pytest.param(frame.impl_c, id="c", marks=marks))
-    return params
-
-
-@pytest.fixture(params=_impls())
+@pytest.fixture(params=twin_params(frame.impl_py, frame.impl_c, "_frame_c"))
 def impl(request: pytest.FixtureRequest) -> ModuleType:
-    mod = request.param
-    if mod is None:
-        pytest.fail("PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp._frame_c did not import")
-    assert isinstance(mod, ModuleType)
-    return mod
+    return twin(request, "_frame_c")
 
 
 def _both() -> list[ModuleType]:
