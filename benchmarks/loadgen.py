@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import resource
 import struct
 import sys
@@ -91,9 +92,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def local_addr(i: int, per_addr: int = 20_000) -> tuple[str, int]:
-    """Spread connections over 127.0.0.x source addresses so ephemeral ports do not run out."""
-    return (f"127.0.0.{1 + i // per_addr}", 0)
+# a /16 of loopback source addresses of this run's own: ports still in TIME_WAIT from an
+# earlier run (60 s after it closed its connections) cannot make this one's binds fail
+_ADDR_BASE = random.randrange(1, 255)
+
+
+def local_addr(i: int, per_addr: int = 10_000) -> tuple[str, int]:
+    """Spread connections over 127.B.0.x source addresses so ephemeral ports do not run out."""
+    return (f"127.{_ADDR_BASE}.0.{1 + i // per_addr}", 0)
 
 
 def percentile(sorted_vals: Sequence[float], q: float) -> float:
@@ -252,13 +258,18 @@ async def connect_many(
     n: int,
     host: str = HOST,
     concurrency: int = 200,
+    spread: bool = True,
 ) -> list[Any]:
+    """``n`` connections; with ``spread`` from this run's own loopback source addresses
+    (``local_addr``), else from the default one (redis-server's protected mode accepts only
+    127.0.0.1 and ::1 as local clients)."""
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Any:
         async with sem:
-            _, proto = await loop.create_connection(factory, host, port, local_addr=local_addr(i))
+            src = local_addr(i) if spread else None
+            _, proto = await loop.create_connection(factory, host, port, local_addr=src)
             return proto
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
@@ -1096,7 +1107,9 @@ async def scenario_pubsub(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     kind = args.scenario
     sub_cls: Any = RedisSub if kind == "redis" else MqttSub
-    subs = await connect_many(lambda: sub_cls(stats), args.port, args.members, args.host)
+    subs = await connect_many(
+        lambda: sub_cls(stats), args.port, args.members, args.host, spread=False
+    )
     await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 10)
     pub: RedisPub | MqttPub
     if kind == "redis":

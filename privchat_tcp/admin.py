@@ -160,6 +160,18 @@ def render_metrics(server: Server) -> str:
         "Store sizes, by kind.",
         [(f'{{kind="{_esc(k)}"}}', v) for k, v in sorted(store_stats.items())],
     )
+    try:
+        lag = server.store.persistence_lag()
+    except Exception:  # noqa: BLE001 - a scrape must not fail on the store
+        log.exception("store.persistence_lag() failed")
+        lag = None
+    if lag is not None:  # only a store that persists has a lag
+        metric(
+            "privchat_persistence_lag_seconds",
+            "gauge",
+            "How long the oldest commit not yet durable has waited.",
+            [("", lag)],
+        )
     name = "privchat_request_batch_seconds"
     out.append(f"# HELP {name} Time to handle the frames of one read (one read in 16).")
     out.append(f"# TYPE {name} histogram")

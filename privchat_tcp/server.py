@@ -509,6 +509,7 @@ class Server:
         self.hard_limit = settings.push_hard_limit
         secret = settings.jwt_secret or load_or_create_secret(settings.data_path)
         self.store = store or MemoryStore()
+        self._store_closed = False
         self.hub = Hub(settings, self.loop.call_soon)
         self.service = Service(settings, self.store, self.hub)
         server_key = None
@@ -763,10 +764,25 @@ class Server:
             await asyncio.sleep(grace)
         for task in list(self._tasks):
             task.cancel()
+        self._close_store()
         if self.admin is not None:
             await self.admin.stop()
         if self._server is not None:
             await self._server.wait_closed()
+
+    def _close_store(self) -> None:
+        """Flush what the store persists, then close it (once; every session has ended)."""
+        if self._store_closed:
+            return
+        self._store_closed = True
+        try:
+            self.store.flush()
+        except Exception:
+            log.exception("flushing the store failed")
+        try:
+            self.store.close()
+        except Exception:
+            log.exception("closing the store failed")
 
 
 def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:

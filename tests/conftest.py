@@ -18,6 +18,7 @@ from privchat_tcp.client import Client
 from privchat_tcp.config import load_settings
 from privchat_tcp.crypto import ServerKey
 from privchat_tcp.server import Server
+from privchat_tcp.store import Store
 
 T = TypeVar("T")
 
@@ -93,7 +94,8 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
 
 
 class ServerThread:
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, store: Store | None = None, **overrides: Any) -> None:
+        self.store = store
         self.tmp = tempfile.TemporaryDirectory(prefix="privchat-test-")
         base: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -117,7 +119,7 @@ class ServerThread:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self.server = await Server(self.settings).start()
+            self.server = await Server(self.settings, store=self.store).start()
 
         try:
             self.loop.run_until_complete(start())

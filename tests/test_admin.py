@@ -18,6 +18,8 @@ from conftest import ServerThread, run, user
 
 from privchat_tcp.client import Client
 from privchat_tcp.errors import ErrorCode, Status
+from privchat_tcp.server import Server
+from privchat_tcp.store import MemoryStore
 
 
 def free_port() -> int:
@@ -123,6 +125,59 @@ def test_drain_in_process(make_server: Callable[..., ServerThread]) -> None:
             await Client.connect("127.0.0.1", srv.port)
 
     run(main())
+
+
+class DurableStore(MemoryStore):
+    """The memory store, reporting a persistence lag and recording when the server flushes
+    and closes it: what the server owes a store that persists (the memory store itself has
+    nothing to write)."""
+
+    def __init__(self, server: list[Server]) -> None:
+        super().__init__()
+        self.server = server
+        self.calls: list[tuple[str, int]] = []
+
+    def persistence_lag(self) -> float | None:
+        return 0.25
+
+    def flush(self) -> None:
+        self.calls.append(("flush", len(self.server[0].connections)))
+
+    def close(self) -> None:
+        self.calls.append(("close", len(self.server[0].connections)))
+
+
+def test_drain_flushes_the_store_after_the_last_session(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    admin = free_port()
+    holder: list[Server] = []
+    store = DurableStore(holder)
+    srv = make_server(store=store, admin_port=admin, drain_grace=0.1, drain_window=0.3)
+    assert srv.server is not None
+    holder.append(srv.server)
+    metrics = http_get(admin, "/metrics")[1]
+    assert "privchat_persistence_lag_seconds 0.25" in metrics
+
+    async def main() -> None:
+        clients = [await user(srv.port, f"flush{i}") for i in range(3)]
+        assert srv.server is not None
+        fut = asyncio.run_coroutine_threadsafe(srv.server.drain(), srv.loop)
+        for c in clients:
+            await c.wait_closed(5)
+        await asyncio.get_running_loop().run_in_executor(None, fut.result, 10)
+
+    run(main())
+    # flushed once, then closed once, with no connection left
+    assert store.calls == [("flush", 0), ("close", 0)]
+    asyncio.run_coroutine_threadsafe(srv.server.stop(), srv.loop).result(10)  # again: no-op
+    assert store.calls == [("flush", 0), ("close", 0)]
+
+
+def test_memory_store_has_no_persistence_lag(make_server: Callable[..., ServerThread]) -> None:
+    admin = free_port()
+    make_server(admin_port=admin)
+    assert "privchat_persistence_lag_seconds" not in http_get(admin, "/metrics")[1]
 
 
 def test_sigterm_drains_subprocess() -> None:

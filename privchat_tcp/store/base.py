@@ -190,3 +190,18 @@ class Store(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Sizes for metrics."""
         return {}
+
+    # durability (PROTOCOL.md 7 and 9: flushed on shutdown; its lag is a metric)
+    def persistence_lag(self) -> float | None:
+        """Seconds the oldest commit that is not yet durable has waited (0.0 when every commit
+        is); None for a store that does not persist (the metric is then left out)."""
+        return None
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Return once every commit so far is durable. The server calls it on shutdown, after
+        the last session has ended. A store that does not persist has nothing to write."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the store holds (files, connections); called once, after ``flush``."""

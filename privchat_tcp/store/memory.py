@@ -198,6 +198,12 @@ class MemoryStore(Store):
         if pts > acks.get(channel_id, 0):
             acks[channel_id] = pts
 
+    def flush(self) -> None:
+        """Nothing to write: this store keeps everything in memory (``--memory-only``)."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def stats(self) -> dict[str, int]:
         return {
             "users": len(self._users),
