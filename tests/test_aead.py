@@ -33,7 +33,7 @@ NONCE = bytes(11) + b"\x07"
 AAD = b"\x00\x00\x00\x10\x01\x00\x00\x00\x05\x04\x04\x00"  # a 12-byte header
 
 
-@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 255, 4096, 65536 + 3])
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 255, 4096, 16384, 16385, 65536 + 3])
 def test_matches_cryptography(impl: ModuleType, size: int) -> None:
     data = os.urandom(size)
     ct = impl.Sealer(KEY).encrypt(NONCE, data, AAD)
@@ -41,6 +41,19 @@ def test_matches_cryptography(impl: ModuleType, size: int) -> None:
     assert len(ct) == size + 16
     assert impl.Opener(KEY).decrypt(NONCE, ct, AAD) == data
     assert AESGCM(KEY).decrypt(NONCE, ct, AAD) == data
+
+
+@pytest.mark.parametrize("size", [100, 20000])  # the kept context, and a large body
+def test_large_and_small_bodies_refuse_tampering(impl: ModuleType, size: int) -> None:
+    data = os.urandom(size)
+    ct = impl.Sealer(KEY).encrypt(NONCE, data, AAD)
+    for i in (0, size // 2, size + 15):
+        bad = bytearray(ct)
+        bad[i] ^= 0x40
+        with pytest.raises(InvalidTag):
+            impl.Opener(KEY).decrypt(NONCE, bytes(bad), AAD)
+    with pytest.raises(ValueError):
+        impl.Sealer(KEY).encrypt(bytes(16), data, AAD)
 
 
 def test_every_altered_byte_is_refused(impl: ModuleType) -> None:
