@@ -506,6 +506,7 @@ class Server:
         self.user_rate = float(settings.rate_per_user)
         self.user_burst = float(settings.burst_per_user)
         self._user_buckets: dict[int, UserBucket] = {}
+        self._offline_buckets: dict[int, None] = {}  # users whose last session ended
         self.hard_limit = settings.push_hard_limit
         secret = settings.jwt_secret or load_or_create_secret(settings.data_path)
         self.store = store or MemoryStore()
@@ -646,6 +647,7 @@ class Server:
         if bucket is None:
             bucket = self._user_buckets[user_id] = UserBucket(self.user_burst, self.clock())
         bucket.sessions += 1
+        self._offline_buckets.pop(user_id, None)
         return bucket
 
     def release_user_bucket(self, user_id: int) -> None:
@@ -654,6 +656,8 @@ class Server:
         bucket = self._user_buckets.get(user_id)
         if bucket is not None:
             bucket.sessions -= 1
+            if bucket.sessions <= 0:
+                self._offline_buckets[user_id] = None
 
     def proxy_source_allowed(self, ip: str) -> bool:
         try:
@@ -676,11 +680,13 @@ class Server:
             for ip, (tokens, at) in list(self._ip_buckets.items()):
                 if not rate or tokens + (now - at) * rate >= burst:
                     del self._ip_buckets[ip]
-        if self._user_buckets:  # forget users offline whose bucket is full again
+        if self._offline_buckets:  # forget users offline whose bucket is full again
             urate, uburst = self.user_rate, self.user_burst
-            for uid, ub in list(self._user_buckets.items()):
-                if ub.sessions <= 0 and ub.tokens + (now - ub.at) * urate >= uburst:
-                    del self._user_buckets[uid]
+            for uid in list(self._offline_buckets):
+                ub = self._user_buckets.get(uid)
+                if ub is None or (ub.sessions <= 0 and ub.tokens + (now - ub.at) * urate >= uburst):
+                    self._user_buckets.pop(uid, None)
+                    del self._offline_buckets[uid]
         for session in list(self.connections):
             if session.closed:
                 continue

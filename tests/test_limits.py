@@ -262,6 +262,34 @@ def test_rate_per_user_is_shared_by_its_devices(make_server: Callable[..., Serve
     run(main())
 
 
+def test_user_buckets_are_forgotten_once_offline_and_full(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    srv = make_server(rate_per_connection=0, rate_per_user=1000.0, burst_per_user=10)
+
+    def buckets() -> int:
+        return len(srv.server._user_buckets)  # type: ignore[union-attr]
+
+    async def main() -> None:
+        clients = [await user(srv.port, f"hal{i}") for i in range(3)]
+        for c in clients:
+            await c.ping()
+        assert srv.call(buckets) == 3  # one per online user
+        await clients[0].close()
+        deadline = time.monotonic() + 5
+        while srv.call(buckets) != 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert srv.call(buckets) == 2  # the offline user's, once full again (the 1 s sweep)
+        await still_fine(clients[1], clients[2])
+        for c in clients[1:]:
+            await c.close()
+        while srv.call(buckets) and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.1)
+        assert srv.call(buckets) == 0
+
+    run(main())
+
+
 def test_conn_rate_per_ip(make_server: Callable[..., ServerThread]) -> None:
     srv = make_server(conn_rate_per_ip=0.5, conn_burst_per_ip=3)
 
