@@ -57,12 +57,20 @@ if _AES_256_GCM == NULL:
     raise ImportError("OpenSSL has no AES-256-GCM")
 
 
+cdef inline bytes _bytes(object b):
+    """Any bytes-like argument as bytes (the pure twin takes them all); bytes as they are."""
+    if type(b) is bytes:
+        return <bytes>b
+    return bytes(memoryview(b))
+
+
 cdef class _Direction:
     cdef EVP_CIPHER_CTX* ctx
     cdef int enc
     cdef bytes key  # for the large bodies (LARGE)
 
-    def __cinit__(self, bytes key not None, *args):
+    def __cinit__(self, key, *args):
+        key = _bytes(key)
         if len(key) != KEY:
             raise ValueError("AES-256-GCM keys are 32 bytes")
         self.key = key
@@ -101,7 +109,8 @@ cdef class _Direction:
 cdef class Sealer(_Direction):
     """Encrypts with one key: ``encrypt(nonce, plaintext, aad)`` -> ciphertext + tag."""
 
-    def encrypt(self, bytes nonce not None, bytes data not None, bytes aad not None):
+    def encrypt(self, nonce, data, aad):
+        nonce, data, aad = _bytes(nonce), _bytes(data), _bytes(aad)
         cdef Py_ssize_t n = len(data)
         cdef int outl = 0
         cdef int finl = 0
@@ -128,7 +137,8 @@ cdef class Opener(_Direction):
     """Decrypts with one key: ``decrypt(nonce, ciphertext + tag, aad)`` -> plaintext, or raises
     ``InvalidTag``. Nothing of a plaintext whose tag fails is returned."""
 
-    def decrypt(self, bytes nonce not None, bytes data not None, bytes aad not None):
+    def decrypt(self, nonce, data, aad):
+        nonce, data, aad = _bytes(nonce), _bytes(data), _bytes(aad)
         cdef Py_ssize_t n = len(data) - TAG
         cdef int outl = 0
         cdef int finl = 0

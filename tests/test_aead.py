@@ -83,6 +83,13 @@ def test_every_altered_byte_is_refused(impl: ModuleType) -> None:
     assert opener.decrypt(NONCE, ct, AAD) == data
 
 
+def test_bytes_like_arguments(impl: ModuleType) -> None:
+    data = b"bytes-like body"
+    ct = impl.Sealer(bytearray(KEY)).encrypt(memoryview(NONCE), bytearray(data), bytearray(AAD))
+    assert ct == AESGCM(KEY).encrypt(NONCE, data, AAD)
+    assert impl.Opener(memoryview(KEY)).decrypt(bytearray(NONCE), memoryview(ct), AAD) == data
+
+
 def test_bad_arguments(impl: ModuleType) -> None:
     for key in (b"", bytes(16), bytes(31), bytes(33)):
         with pytest.raises(ValueError):
