@@ -25,14 +25,14 @@ try:
 except ImportError:  # pragma: no cover - optional module
     crypto = None  # type: ignore[assignment]
 
-IMPLS: list[Any] = [pytest.param(frame.impl_py, id="py")]
-IMPLS.append(
-    pytest.param(
-        frame.impl_c,
-        id="c",
-        marks=pytest.mark.skipif(frame.impl_c is None, reason="no C extension"),
-    )
-)
+
+def _twins(py: ModuleType, c: ModuleType | None) -> list[Any]:
+    """A module and its compiled twin as params (the compiled one skipped when not built)."""
+    skip = pytest.mark.skipif(c is None, reason="no C extension")
+    return [pytest.param(py, id="py"), pytest.param(c, id="c", marks=skip)]
+
+
+IMPLS = _twins(frame.impl_py, frame.impl_c)
 
 
 def _small_frames_buffer(impl: ModuleType, size: int = 64 * 1024) -> bytes:
@@ -213,14 +213,7 @@ def test_open_body(benchmark: Any, algo: int, encrypt: bool, size: int) -> None:
     assert out == data
 
 
-AEAD_IMPLS: list[Any] = [pytest.param(aead.impl_py, id="py")]
-AEAD_IMPLS.append(
-    pytest.param(
-        aead.impl_c,
-        id="c",
-        marks=pytest.mark.skipif(aead.impl_c is None, reason="no C extension"),
-    )
-)
+AEAD_IMPLS = _twins(aead.impl_py, aead.impl_c)
 
 
 @pytest.mark.parametrize("size", [64, 1024, 64 * 1024], ids=["64B", "1KiB", "64KiB"])
