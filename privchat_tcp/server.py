@@ -39,16 +39,41 @@ __all__ = ["Server", "serve", "run"]
 log = logging.getLogger("privchat_tcp.server")
 
 BACKLOG = 4096
+_INF = float("inf")
 
 
-class UserBucket:
-    """The frame token bucket that all online sessions of one user share."""
+class TokenBucket:
+    """A token bucket: ``tokens`` as of ``at``; the rate and size are the caller's settings.
 
-    __slots__ = ("tokens", "at", "sessions")
+    One per connection (frames), per user (frames, ``UserBucket``) and per client address (new
+    connections). ``tokens`` may go below 0: tokens reserved ahead (``ServerProtocol._limit``).
+    """
+
+    __slots__ = ("tokens", "at")
 
     def __init__(self, tokens: float, now: float) -> None:
         self.tokens = tokens
         self.at = now
+
+    def refill(self, now: float, rate: float, burst: float) -> float:
+        """Add what ``rate`` gave since the last refill, up to ``burst``; the tokens now."""
+        tokens = self.tokens + (now - self.at) * rate
+        self.at = now
+        self.tokens = tokens = tokens if tokens < burst else burst
+        return tokens
+
+    def full(self, now: float, rate: float, burst: float) -> bool:
+        """Whether it would be full by ``now`` (nothing left to remember)."""
+        return self.tokens + (now - self.at) * rate >= burst
+
+
+class UserBucket(TokenBucket):
+    """The frame token bucket that all online sessions of one user share."""
+
+    __slots__ = ("sessions",)
+
+    def __init__(self, tokens: float, now: float) -> None:
+        super().__init__(tokens, now)
         self.sessions = 0
 
 
@@ -72,8 +97,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         "transport",
         "server",
         "peer_ip",
-        "tokens",
-        "tokens_at",
+        "bucket",
         "throttled_since",
         "held",
         "held_ok",
@@ -89,8 +113,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
-        self.tokens = float(server.settings.burst_per_connection)
-        self.tokens_at = self.connected_at
+        self.bucket = TokenBucket(server.burst, self.connected_at)
         self.throttled_since = 0.0
         self.held: list[Frame] = []
         self.held_ok = 0
@@ -254,7 +277,7 @@ class ServerProtocol(Session, asyncio.Protocol):
         # the rate of the bucket that limits (the user's is shared: other sessions draw on it)
         rate = server.rate
         ub = self.ubucket
-        if ub is not None and (not rate or ub.tokens < self.tokens):
+        if ub is not None and (not rate or ub.tokens < self.bucket.tokens):
             rate = server.user_rate
         left = self._available()  # below 1; below 0 where other sessions reserved tokens
         if not self.throttled_since:
@@ -277,28 +300,22 @@ class ServerProtocol(Session, asyncio.Protocol):
     def _refill(self, now: float) -> float:
         """Refill the connection's and the user's bucket; the tokens both allow."""
         server = self.server
-        avail = float("inf")
-        if server.rate:
-            tokens = self.tokens + (now - self.tokens_at) * server.rate
-            self.tokens_at = now
-            self.tokens = avail = tokens if tokens < server.burst else server.burst
+        avail = self.bucket.refill(now, server.rate, server.burst) if server.rate else _INF
         ub = self.ubucket
         if ub is not None:
-            tokens = ub.tokens + (now - ub.at) * server.user_rate
-            ub.at = now
-            ub.tokens = tokens if tokens < server.user_burst else server.user_burst
-            if ub.tokens < avail:
-                avail = ub.tokens
+            tokens = ub.refill(now, server.user_rate, server.user_burst)
+            if tokens < avail:
+                avail = tokens
         return avail
 
     def _available(self) -> float:
-        avail = self.tokens if self.server.rate else float("inf")
+        avail = self.bucket.tokens if self.server.rate else _INF
         ub = self.ubucket
         return ub.tokens if ub is not None and ub.tokens < avail else avail
 
     def _take(self, n: int) -> None:
         if self.server.rate:
-            self.tokens -= n
+            self.bucket.tokens -= n
         if self.ubucket is not None:
             self.ubucket.tokens -= n  # may go below 0 at release: the user's other sessions wait
 
@@ -498,7 +515,7 @@ class Server:
         self.stats = ServerStats()
         self._port: int | None = None
         self.admin: AdminServer | None = None
-        self._ip_buckets: dict[str, list[float]] = {}
+        self._ip_buckets: dict[str, TokenBucket] = {}
         self._proxy_networks = settings.proxy_networks()
         # hot-path copies of settings
         self.rate = float(settings.rate_per_connection)
@@ -632,13 +649,10 @@ class Server:
         burst = float(self.settings.conn_burst_per_ip)
         bucket = self._ip_buckets.get(ip)
         if bucket is None:
-            bucket = self._ip_buckets[ip] = [burst, now]
-        tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
+            bucket = self._ip_buckets[ip] = TokenBucket(burst, now)
+        if bucket.refill(now, rate, burst) < 1.0:
             return False
-        bucket[0] = tokens - 1.0
+        bucket.tokens -= 1.0
         return True
 
     def user_bucket(self, user_id: int) -> UserBucket:
@@ -677,14 +691,14 @@ class Server:
         slow_deadline = now - s.slow_consumer_timeout
         if self._ip_buckets:  # forget addresses whose bucket is full again
             rate, burst = s.conn_rate_per_ip, s.conn_burst_per_ip
-            for ip, (tokens, at) in list(self._ip_buckets.items()):
-                if not rate or tokens + (now - at) * rate >= burst:
+            for ip, bucket in list(self._ip_buckets.items()):
+                if not rate or bucket.full(now, rate, burst):
                     del self._ip_buckets[ip]
         if self._offline_buckets:  # forget users offline whose bucket is full again
             urate, uburst = self.user_rate, self.user_burst
             for uid in list(self._offline_buckets):
                 ub = self._user_buckets.get(uid)
-                if ub is None or (ub.sessions <= 0 and ub.tokens + (now - ub.at) * urate >= uburst):
+                if ub is None or (ub.sessions <= 0 and ub.full(now, urate, uburst)):
                     self._user_buckets.pop(uid, None)
                     del self._offline_buckets[uid]
         for session in list(self.connections):

@@ -149,6 +149,18 @@ def test_max_devices_per_user(make_server: Callable[..., ServerThread]) -> None:
     run(main())
 
 
+async def ping_burst(c: Client, n: int) -> list[int]:
+    """Send n PINGs in one go on a logged-in client; the status of each reply, in order."""
+    loop = asyncio.get_running_loop()
+    futs = []
+    for _ in range(n):
+        seq = c.send_raw(Cmd.PING, b"")
+        fut: asyncio.Future[tuple[int, int, bytes]] = loop.create_future()
+        c._waiters[seq] = fut
+        futs.append(fut)
+    return [r[0] for r in await asyncio.wait_for(asyncio.gather(*futs), 10)]
+
+
 def test_rate_limit_pauses_then_refuses(make_server: Callable[..., ServerThread]) -> None:
     srv = make_server(rate_per_connection=20.0, burst_per_connection=20, rate_limit_grace=0.5)
 
@@ -195,33 +207,13 @@ def test_rate_limit_encrypted_session_keeps_counters(
         c = await Client.connect("127.0.0.1", srv.port)
         await c.register("erin", "password-erin")
         await c.login(server_key=key_pem)
-        loop = asyncio.get_running_loop()
-        futs = []
-        for _ in range(60):
-            seq = c.send_raw(Cmd.PING, b"")
-            fut: asyncio.Future[tuple[int, int, bytes]] = loop.create_future()
-            c._waiters[seq] = fut
-            futs.append(fut)
-        results = await asyncio.wait_for(asyncio.gather(*futs), 10)
-        statuses = [r[0] for r in results]
+        statuses = await ping_burst(c, 60)
         assert Status.RATE_LIMITED in statuses and Status.OK in statuses
         await asyncio.sleep(1.5)
         await still_fine(c)  # the counters are still in step
         await c.close()
 
     run(main())
-
-
-async def ping_burst(c: Client, n: int) -> list[int]:
-    """Send n PINGs in one go on a logged-in client; the status of each reply, in order."""
-    loop = asyncio.get_running_loop()
-    futs = []
-    for _ in range(n):
-        seq = c.send_raw(Cmd.PING, b"")
-        fut: asyncio.Future[tuple[int, int, bytes]] = loop.create_future()
-        c._waiters[seq] = fut
-        futs.append(fut)
-    return [r[0] for r in await asyncio.wait_for(asyncio.gather(*futs), 10)]
 
 
 def test_rate_per_user_is_shared_by_its_devices(make_server: Callable[..., ServerThread]) -> None:
