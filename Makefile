@@ -4,7 +4,7 @@ SRC := privchat_tcp tests tools benchmarks
 
 .PHONY: build debug test test-pure lint format types bench clean
 
-build:  ## compile privchat_tcp/_frame_c in place
+build:  ## compile the Cython twins (ext/*.pyx) in place
 	$(PYTHON) setup.py build_ext --inplace
 
 debug:  ## in-place build with Cython annotation (ext/*.html) and line tracing

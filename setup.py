@@ -31,8 +31,18 @@ MODE = "debug" if DEBUG else "release"
 MODE_STAMP = Path(__file__).resolve().parent / "build" / "privchat-ext-mode"
 MODE_CHANGED = not MODE_STAMP.exists() or MODE_STAMP.read_text().strip() != MODE
 
+# compiled twin -> the package it lives in (its pure twin sits beside it)
+EXT_PACKAGES = {
+    "_frame_c": "privchat_tcp.wire",
+    "_pbwire_c": "privchat_tcp.wire",
+    "_aead_c": "privchat_tcp.wire",
+    "_record_c": "privchat_tcp.service",
+}
+
 PACKAGE_DATA = {
-    "privchat_tcp": ["py.typed", "_frame_c.pyi", "_pbwire_c.pyi", "_record_c.pyi", "_aead_c.pyi"],
+    "privchat_tcp": ["py.typed"],
+    "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi"],
+    "privchat_tcp.service": ["_record_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 
@@ -67,13 +77,13 @@ def _extensions() -> list[Extension]:
     libraries = {"_aead_c": ["crypto"]}
     exts = [
         Extension(
-            f"privchat_tcp.{name}",
+            f"{EXT_PACKAGES[name]}.{name}",
             [f"ext/{name}.pyx"],
             define_macros=macros,
             libraries=libraries.get(name, []),
             optional=BUILD_EXT != "yes",
         )
-        for name in ("_frame_c", "_pbwire_c", "_record_c", "_aead_c")
+        for name in EXT_PACKAGES
     ]
     built = cythonize(
         exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED

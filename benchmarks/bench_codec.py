@@ -29,9 +29,10 @@ from collections.abc import Callable
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from privchat_tcp import crypto, frame
-from privchat_tcp.crypto import ServerKey, SessionCipher, new_secret, open_login, seal_login
-from privchat_tcp.protocol import FLOW_REQUEST, Cmd, Connection
+from privchat_tcp.wire import crypto, frame
+from privchat_tcp.wire.commands import FLOW_REQUEST, Cmd
+from privchat_tcp.wire.connection import Connection
+from privchat_tcp.wire.crypto import ServerKey, SessionCipher, new_secret, open_login, seal_login
 
 SIZES = (64, 1024, 64 * 1024)
 COMPRESSIONS = ((0, "none"), (1, "gzip"), (2, "lz4"))

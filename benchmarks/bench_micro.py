@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from benchmarks.dispatch import Bench
-from privchat_tcp import aead, frame, pbwire
 from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.wire import aead, frame, pbwire
 
 try:
-    from privchat_tcp import compression
+    from privchat_tcp.wire import compression
 except ImportError:  # pragma: no cover - optional module
     compression = None  # type: ignore[assignment]
 try:
-    from privchat_tcp import crypto
+    from privchat_tcp.wire import crypto
 except ImportError:  # pragma: no cover - optional module
     crypto = None  # type: ignore[assignment]
 

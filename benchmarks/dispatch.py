@@ -1,7 +1,8 @@
 """In-process command dispatch: the server's per-frame Python path without sockets or a loop.
 
-Two logged-in sessions of two users share a direct channel, over the real ``Service``, ``Hub``
-and ``MemoryStore``; ``Bench.ms(n)`` hands the sender's session a read of ``n`` MS frames and
+Two logged-in sessions of two users share a direct channel, over the real services, hub and
+``MemoryStore`` (``privchat_tcp.harness``, composed as the server is); ``Bench.ms(n)`` hands
+the sender's session a read of ``n`` MS frames and
 flushes the hub as the event loop would at the end of the turn, so one call is what the server
 does for one read (minus the syscalls). Used by ``bench_micro.py`` and, for a quick figure::
 
@@ -11,63 +12,24 @@ does for one read (minus the syscalls). Used by ``bench_micro.py`` and, for a qu
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
-from privchat_tcp.config import Settings
-from privchat_tcp.frame import encode_header
-from privchat_tcp.hub import Hub
+from privchat_tcp.harness import Harness
 from privchat_tcp.proto import privchat_pb2 as pb
-from privchat_tcp.protocol import Cmd
-from privchat_tcp.service import Service, now_ms
-from privchat_tcp.session import Context, Session
-from privchat_tcp.store.memory import MemoryStore
+from privchat_tcp.wire.commands import Cmd
 
 Frame = tuple[int, int, int, int, bytes]
 
 
-class _Session(Session):
-    __slots__ = ("written",)
-
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx, time.monotonic())
-        self.written = 0
-
-    def _write(self, data: bytes) -> None:
-        self.written += len(data)
-
-    def _close(self) -> None:
-        self.closed = True
-
-
 class Bench:
     def __init__(self) -> None:
-        settings = Settings()
-        store = MemoryStore()
-        self._scheduled: list[Callable[[], None]] = []
-        self.hub = Hub(settings, self._scheduled.append)
-        self.service = Service(settings, store, self.hub)
-
-        def no_spawn(coro: object) -> None:
-            raise AssertionError("no asynchronous work on this path")
-
-        ctx = Context(settings, self.service, self.hub, None, None, None, no_spawn, no_spawn)  # type: ignore[arg-type]
-        now = now_ms()
-        users = [store.create_user(f"u{i}", "", f"u{i}", None, None, now) for i in range(2)]
-        self.channel, _ = store.get_or_create_direct(users[0].user_id, users[1].user_id, now)
-        self.sender, self.receiver = (self._login(ctx, u.user_id) for u in users)
+        self.harness = h = Harness()
+        users = [h.user(f"u{i}") for i in range(2)]
+        self.channel, _ = h.core.services.channels.direct(users[0].user_id, users[1].user_id)
+        self.sender, self.receiver = (h.login(u, decode=False) for u in users)
+        self.receiver.written = 0
         self.seq = 0
         self.local = 0
-
-    @staticmethod
-    def _login(ctx: Context, user_id: int) -> _Session:
-        s = _Session(ctx)
-        s.user_id = user_id
-        s.device_id = str(uuid.uuid4())
-        s.ready = True
-        s.conn.max_body = ctx.settings.max_body
-        ctx.hub.register(s)
-        return s
 
     def ms_frames(self, n: int) -> list[Frame]:
         out = []
@@ -86,12 +48,8 @@ class Bench:
 
     def run(self, frames: list[Frame]) -> None:
         """What the server does with one read: dispatch, reply, flush the pushes."""
-        sender = self.sender
-        sender.handle(frames)
-        sender.conn.data_to_send()
-        scheduled = self._scheduled
-        while scheduled:
-            scheduled.pop()()
+        self.sender.feed(frames)
+        self.harness.turn()
 
     def ping_frames(self, n: int) -> list[Frame]:
         return [(i + 1, Cmd.PING, 0, 0, b"") for i in range(n)]
@@ -113,7 +71,6 @@ def main() -> None:
         ping = _per_frame_us(bench, bench.ping_frames, per_read)
         print(f"{per_read} per read: MS {ms:.2f} us/frame, PING {ping:.2f} us/frame")
     assert bench.receiver.written > 0
-    _ = encode_header
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privchat_tcp.client import Client
-from privchat_tcp.crypto import CryptoError, SessionCipher, new_secret, seal_login
-from privchat_tcp.frame import encode_header, split_frames
 from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.wire.crypto import CryptoError, SessionCipher, new_secret, seal_login
+from privchat_tcp.wire.frame import encode_header, split_frames
 
 PING, MS, MP, MN, MPS, MPB, RPC, ACK, LOGIN = 3, 4, 5, 6, 8, 9, 12, 13, 1
 ENC_SESSION = 0x04  # flags: encryption = 1, an AES-256-GCM session frame (PROTOCOL.md 5.3)

@@ -104,7 +104,7 @@ def snapshot(no_snapshot: bool, tmp: Path) -> Path:
             [
                 sys.executable,
                 "-c",
-                "import privchat_tcp.server, privchat_tcp.cli, benchmarks.loadgen",
+                "import privchat_tcp.app, privchat_tcp.cli, benchmarks.loadgen",
             ],
             cwd=src,
             env=env_for(src),

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """AES-256-GCM for one direction of a session, on one OpenSSL cipher context (PROTOCOL.md 5.3).
 
-The compiled twin of ``privchat_tcp/_aead_py.py``. ``cryptography``'s ``AESGCM`` keeps two
+The compiled twin of ``privchat_tcp/wire/_aead_py.py``. ``cryptography``'s ``AESGCM`` keeps two
 initialised contexts per key (one to encrypt, one to decrypt: about 2.4 KiB) and copies one into a
 fresh context on every call; a session uses each key in one direction only, so here a ``Sealer``
 (encrypt) or an ``Opener`` (decrypt) holds the single context it needs, keyed once, and each frame

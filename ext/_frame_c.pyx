@@ -1,5 +1,5 @@
 # cython: language_level=3, embedsignature=True, autotestdict=False
-"""Compiled frame splitter: the Cython twin of ``privchat_tcp/_frame_py.py``.
+"""Compiled frame splitter: the Cython twin of ``privchat_tcp/wire/_frame_py.py``.
 
 Same names, same results, same exceptions as the pure-Python reference, which is the spec; tests
 compare the two on arbitrary input (tests/test_frame.py). The gain is in ``split_frames``: one C loop

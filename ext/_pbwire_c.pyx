@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twin of privchat_tcp/_pbwire_py.py: the same functions, the same bytes.
+"""Compiled twin of privchat_tcp/wire/_pbwire_py.py: the same functions, the same bytes.
 
 Varints are written into a stack buffer instead of being built byte by byte in Python; for an
 MS reply and its push this is most of the encoding cost (see benchmarks/README.md)."""

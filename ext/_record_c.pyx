@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twin of privchat_tcp/_record_py.py: the same classes, outside the cyclic GC.
+"""Compiled twin of privchat_tcp/service/_record_py.py: the same classes, outside the cyclic GC.
 
 ``cython.no_gc``: instances are never tracked by the garbage collector. That is safe because
 their fields hold only ints, bools, str and bytes, which cannot form a reference cycle; it
@@ -29,7 +29,6 @@ cdef class Record:
     cdef public bytes content
     cdef public bint e2e
     cdef public long long kind
-    cdef public bytes push
     cdef public bint revoked
     cdef public long long revoked_by
     cdef public long long revoked_at
@@ -39,7 +38,7 @@ cdef class Record:
                  long long channel_type, long long sender_id, str sender_device,
                  unsigned long long local_message_id, long long message_type,
                  long long timestamp, bytes payload, bytes content, bint e2e, long long kind,
-                 bytes push=b"", bint revoked=False, long long revoked_by=0,
+                 bint revoked=False, long long revoked_by=0,
                  long long revoked_at=0, long long target_message_id=0):
         self.pts = pts
         self.message_id = message_id
@@ -54,7 +53,6 @@ cdef class Record:
         self.content = content
         self.e2e = e2e
         self.kind = kind
-        self.push = push
         self.revoked = revoked
         self.revoked_by = revoked_by
         self.revoked_at = revoked_at
@@ -63,7 +61,7 @@ cdef class Record:
     cdef tuple _fields(self):
         return (self.pts, self.message_id, self.channel_id, self.channel_type, self.sender_id,
                 self.sender_device, self.local_message_id, self.message_type, self.timestamp,
-                self.payload, self.content, self.e2e, self.kind, self.push, self.revoked,
+                self.payload, self.content, self.e2e, self.kind, self.revoked,
                 self.revoked_by, self.revoked_at, self.target_message_id)
 
     def __eq__(self, other):
@@ -80,7 +78,7 @@ cdef class Record:
             f"sender_id={self.sender_id!r}, sender_device={self.sender_device!r}, "
             f"local_message_id={self.local_message_id!r}, message_type={self.message_type!r}, "
             f"timestamp={self.timestamp!r}, payload={self.payload!r}, content={self.content!r}, "
-            f"e2e={bool(self.e2e)!r}, kind={self.kind!r}, push={self.push!r}, "
+            f"e2e={bool(self.e2e)!r}, kind={self.kind!r}, "
             f"revoked={bool(self.revoked)!r}, revoked_by={self.revoked_by!r}, "
             f"revoked_at={self.revoked_at!r}, target_message_id={self.target_message_id!r})"
         )

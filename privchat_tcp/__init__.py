@@ -1,6 +1,7 @@
 """privchat-tcp: an instant-messaging server for the PrivChat model over a binary TCP protocol."""
 
 from ._version import __version__
+from .app import Server, serve
 from .client import Client, Push
 from .config import Settings, load_settings
 from .errors import (
@@ -12,9 +13,9 @@ from .errors import (
     ServiceError,
     Status,
 )
-from .frame import IMPL, decode_header, encode_header, split_frames
-from .protocol import Cmd, Connection
-from .server import Server, serve
+from .wire.commands import Cmd
+from .wire.connection import Connection, Side
+from .wire.frame import IMPL, decode_header, encode_header, split_frames
 
 __all__ = [
     "__version__",
@@ -35,6 +36,7 @@ __all__ = [
     "split_frames",
     "Cmd",
     "Connection",
+    "Side",
     "Server",
     "serve",
 ]

@@ -59,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        from .server import run
+        from .app import run
 
         run(settings)
         return 0
     if args.command == "keygen":
-        from .crypto import ServerKey
+        from .wire.crypto import ServerKey
 
         path = pathlib.Path(args.path)
         if path.exists():
@@ -97,7 +97,7 @@ HELP = """commands:
 
 async def chat(host: str, port: int) -> None:
     from .client import Client
-    from .protocol import Cmd
+    from .wire.commands import Cmd
 
     client = await Client.connect(host, port)
     loop = asyncio.get_running_loop()

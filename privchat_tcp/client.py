@@ -22,12 +22,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import frame as _frame
-from .compression import compress, decompress
-from .crypto import CryptoError, SessionCipher, new_secret, seal_login
-from .errors import InvalidState, ServiceError
+from .errors import InvalidState, ProtocolViolation, ServiceError
 from .proto import privchat_pb2 as pb
-from .protocol import Cmd
+from .wire.commands import ENC_E2E, ENC_MASK, ENC_RSA, FLOW_MASK, FLOW_RESPONSE, Cmd
+from .wire.connection import CLIENT_MAX_BODY, Connection, Side
+from .wire.crypto import SessionCipher, new_secret, seal_login
 
 __all__ = ["Client", "Push"]
 
@@ -50,9 +49,11 @@ class Push:
 
 
 class _Protocol(asyncio.Protocol):
+    """The adapter: the transport and the client side of the sans-IO connection."""
+
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.buf = bytearray()
+        self.conn = Connection(CLIENT_MAX_BODY, Side.CLIENT)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -60,16 +61,18 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        frames, consumed, violation, _, _ = _frame.split_frames(self.buf, 64 << 20, False)
-        del self.buf[:consumed]
-        for seq, command, flags, status, body in frames:
+        conn = self.conn
+        for seq, command, flags, status, body in conn.receive_data(data):
             if self.transport is not None and self.transport.is_closing():
                 break  # the client dropped the connection (a frame that did not open)
             self.client._on_frame(seq, command, flags, status, body)
-        if violation:
-            assert self.transport is not None
+        if conn.closing and self.transport is not None:  # the server broke the framing
             self.transport.close()
+
+    def write_out(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -84,7 +87,6 @@ class Client:
         self.track = track
         self.auto_ack = auto_ack
         self._proto: _Protocol | None = None
-        self._seq = 0
         self._waiters: dict[int, asyncio.Future[tuple[int, int, bytes]]] = {}
         self._queue: collections.deque[Push] = collections.deque()
         self._queue_event = asyncio.Event()
@@ -101,13 +103,11 @@ class Client:
         self.auth: pb.AuthorizationResponse | None = None
         self.closed_by_server: Push | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.cipher: SessionCipher | None = None
-        self._sealed = False  # an encrypted LOGIN succeeded: every frame must be encrypted
         # compress every request body with this (1 gzip, 2 lz4); LOGIN never is
         self.compression = 0
         self.server_key: bytes | None = None
 
-    # ---- connection ------------------------------------------------------------------
+    # ---- connection ----------------------------------------------------------------------------
     @classmethod
     async def connect(cls, host: str = "127.0.0.1", port: int = 9001, **kw: Any) -> Client:
         client = cls(host, port, **kw)
@@ -118,8 +118,11 @@ class Client:
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
         self._proto = proto
-        self._seq = 0
-        self._sealed = False
+
+    @property
+    def cipher(self) -> SessionCipher | None:
+        """The session's AES-GCM state once an encrypted LOGIN was sent (None: plaintext)."""
+        return self._proto.conn.cipher if self._proto is not None else None
 
     @property
     def connected(self) -> bool:
@@ -144,27 +147,34 @@ class Client:
         self._waiters.clear()
         self._queue_event.set()
 
-    # ---- frames ----------------------------------------------------------------------------
+    # ---- frames --------------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        """Take the next request seq (for a frame built by hand)."""
+        if self._proto is None:
+            raise InvalidState("not connected")
+        return self._proto.conn.next_request_seq()
+
+    def pack(self, command: int, body: bytes, flags: int = 0, seq: int | None = None) -> bytes:
+        """The bytes ``send_raw`` would write (same seq, compression and sealing), unsent."""
+        if self._proto is None:
+            raise InvalidState("not connected")
+        conn = self._proto.conn
+        conn.set_compression(self.compression)
+        conn.send_request(command, body, flags, seq)
+        return conn.data_to_send()
+
     def send_raw(
         self, command: int, body: bytes, flags: int = 0, seq: int | None = None, status: int = 0
     ) -> int:
+        """Send one frame as given (compressed and sealed as the session requires)."""
         if not self.connected:
             raise InvalidState("not connected")
-        if seq is None:
-            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        assert self._proto is not None and self._proto.transport is not None
-        if self.compression and not flags & 0x30 and command != Cmd.LOGIN:
-            body = compress(self.compression, body)
-            flags |= self.compression << 4
-        if self.cipher is not None:
-            if not flags & 0x0C:
-                flags |= 0x04
-            header, body = self.cipher.seal(seq, command, flags, status, body)
-            self._proto.transport.write(header + body)
-        else:
-            self._proto.transport.write(
-                _frame.encode_header(len(body), seq, command, flags, status) + body
-            )
+        proto = self._proto
+        assert proto is not None
+        conn = proto.conn
+        conn.set_compression(self.compression)
+        seq = conn.send_request(command, body, flags, seq, status)
+        proto.write_out()
         return seq
 
     async def request(
@@ -187,24 +197,22 @@ class Client:
         return reply_type.FromString(body) if reply_type is not None else None
 
     def _on_frame(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
-        if self.cipher is not None and flags & 0x0C:
-            try:
-                body = self.cipher.open(seq, command, flags, status, body)
-            except CryptoError:
-                self._drop()
-                return
-        elif self._sealed and not flags & 0x0C:
-            self._drop()  # PROTOCOL.md 5.3: after an encrypted LOGIN every frame is encrypted
+        assert self._proto is not None
+        try:
+            body = self._proto.conn.open_incoming(seq, command, flags, status, body)
+        except (ProtocolViolation, ServiceError):
+            self._drop()  # a frame that does not open: the connection can't be trusted
             return
-        if flags & 0x30:
-            body = decompress((flags >> 4) & 0x03, body, 64 << 20)
-        flow = flags & 0x03
-        if flow == 1:
+        self._dispatch(seq, command, flags, status, body)
+
+    def _dispatch(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
+        """Handle one frame from the server, its body already opened."""
+        if flags & FLOW_MASK == FLOW_RESPONSE:
             fut = self._waiters.get(seq)
             if fut is not None and not fut.done():
                 fut.set_result((status, flags, body))
             return
-        e2e = flags & 0x0C == 0x0C
+        e2e = flags & ENC_MASK == ENC_E2E
         if command == Cmd.MPS:
             self._deliver([pb.PushMessageRequest.FromString(body)], e2e)
         elif command == Cmd.MPB:
@@ -293,7 +301,7 @@ class Client:
             self._pulling.discard(channel_id)
             self._repull.discard(channel_id)
 
-    # ---- pushes -----------------------------------------------------------------------------
+    # ---- pushes --------------------------------------------------------------------------------
     async def next_push(self, timeout: float | None = None) -> Push:
         while not self._queue:
             if not self.connected:
@@ -319,7 +327,7 @@ class Client:
         self._queue.clear()
         return out
 
-    # ---- sessions --------------------------------------------------------------------------
+    # ---- sessions ------------------------------------------------------------------------------
     async def rpc(self, route: str, body: dict[str, Any] | None = None) -> Any:
         req = pb.RpcRequest(route=route, body=json.dumps(body or {}).encode())
         resp = await self.call(Cmd.RPC, req, pb.RpcResponse)
@@ -379,22 +387,24 @@ class Client:
         else:
             # encryption 2: RSA-OAEP key transport; every later frame is sealed (section 5)
             secret = new_secret()
-            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-            header, sealed = seal_login(server_key, secret, seq, Cmd.LOGIN, 0x08, 0, body)
+            assert self._proto is not None
+            conn = self._proto.conn
+            seq = conn.next_request_seq()
+            header, sealed = seal_login(server_key, secret, seq, Cmd.LOGIN, ENC_RSA, 0, body)
             fut: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
             self._waiters[seq] = fut
-            self.cipher = SessionCipher.client_side(secret)
-            assert self._proto is not None and self._proto.transport is not None
-            self._proto.transport.write(header + sealed)
+            conn.set_cipher(SessionCipher.client_side(secret))
+            conn.queue_frame(header + sealed)
+            self._proto.write_out()
             try:
                 status, _, data = await asyncio.wait_for(fut, 30)
             except BaseException:
-                self.cipher = None
+                conn.set_cipher(None)
                 raise
             finally:
                 self._waiters.pop(seq, None)
             if status:  # refused: the server holds no keys for this connection
-                self.cipher = None
+                conn.set_cipher(None)
         if status:
             err = pb.Error.FromString(data)
             raise ServiceError(err.code, err.message, status)
@@ -402,7 +412,9 @@ class Client:
         self.user_id = resp.user_id
         self.auth = resp
         self.server_key = server_key
-        self._sealed = server_key is not None
+        assert self._proto is not None
+        conn = self._proto.conn
+        conn.client_logged_in(conn.cipher if server_key is not None else None)
         return resp
 
     async def ready(self) -> None:
@@ -421,12 +433,11 @@ class Client:
         """Dial again, LOGIN with the saved token, READY: the server pushes what was missed."""
         await self.close()
         await self._dial()
-        self.cipher = None
         resp = await self.login(server_key=self.server_key)
         await self.ready()
         return resp
 
-    # ---- messages -------------------------------------------------------------------------------
+    # ---- messages ------------------------------------------------------------------------------
     async def send(
         self,
         channel_id: int = 0,
@@ -456,7 +467,7 @@ class Client:
             req.conversation.type = pb.Conversation.GROUP
             req.conversation.target_id = to_group
         resp: pb.SendMessageResponse = await self.call(
-            Cmd.MS, req, pb.SendMessageResponse, 0x0C if e2e else 0
+            Cmd.MS, req, pb.SendMessageResponse, ENC_E2E if e2e else 0
         )
         if self.track and resp.message_seq == self.last_pts.get(resp.channel_id, 0) + 1:
             self.last_pts[resp.channel_id] = resp.message_seq

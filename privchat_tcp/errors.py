@@ -4,7 +4,8 @@
 
     PrivchatError(Exception)
     ├── ServiceError                 a request failed with a PrivChat ErrorCode; connection stays up
-    │   (status class derived from the code, PROTOCOL.md section 4)
+    │   │ (status class derived from the code, PROTOCOL.md section 4)
+    │   └── the named errors below   the code on the class (ChannelNotFound, NotGroupMember ...)
     ├── ProtocolViolation            the peer broke the wire contract; status + whether to close
     ├── InvalidState(RuntimeError)   local misuse, e.g. sending on a closed client
     └── ConfigError(ValueError)      a bad setting
@@ -24,6 +25,17 @@ __all__ = [
     "ProtocolViolation",
     "InvalidState",
     "ConfigError",
+    "InvalidParams",
+    "UserNotFound",
+    "ChannelNotFound",
+    "GroupNotFound",
+    "NotGroupMember",
+    "NotChannelMember",
+    "ChannelTypeMismatch",
+    "MessageNotFound",
+    "AuthRequired",
+    "InvalidToken",
+    "TokenRevoked",
     "status_for_code",
     "STATUS_NAMES",
 ]
@@ -205,3 +217,68 @@ class InvalidState(PrivchatError, RuntimeError):
 
 class ConfigError(PrivchatError, ValueError):
     """A setting has a bad value."""
+
+
+class _Named(ServiceError):
+    """A ServiceError whose code (and so status) belongs to the class, as asyncpg's sqlstate."""
+
+    CODE: int = ErrorCode.SYSTEM_ERROR
+    DEFAULT: str = "error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(self.CODE, self.DEFAULT if message is None else message)
+
+
+class InvalidParams(_Named):
+    CODE = ErrorCode.INVALID_PARAMS
+    DEFAULT = "invalid parameters"
+
+
+class UserNotFound(_Named):
+    CODE = ErrorCode.USER_NOT_FOUND
+    DEFAULT = "user not found"
+
+
+class ChannelNotFound(_Named):
+    CODE = ErrorCode.CHANNEL_NOT_FOUND
+    DEFAULT = "channel not found"
+
+
+class GroupNotFound(_Named):
+    CODE = ErrorCode.GROUP_NOT_FOUND
+    DEFAULT = "group not found"
+
+
+class NotGroupMember(_Named):
+    CODE = ErrorCode.NOT_GROUP_MEMBER
+    DEFAULT = "not a member of this group"
+
+
+class NotChannelMember(_Named):
+    CODE = ErrorCode.PERMISSION_DENIED
+    DEFAULT = "not a member of this channel"
+
+
+class ChannelTypeMismatch(_Named):
+    CODE = ErrorCode.INVALID_PARAMS
+    DEFAULT = "channel_type does not match the channel"
+
+
+class MessageNotFound(_Named):
+    CODE = ErrorCode.MESSAGE_NOT_FOUND
+    DEFAULT = "message not found"
+
+
+class AuthRequired(_Named):
+    CODE = ErrorCode.AUTH_REQUIRED
+    DEFAULT = "login required"
+
+
+class InvalidToken(_Named):
+    CODE = ErrorCode.INVALID_TOKEN
+    DEFAULT = "invalid token"
+
+
+class TokenRevoked(_Named):
+    CODE = ErrorCode.TOKEN_REVOKED
+    DEFAULT = "token revoked"

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from privchat_tcp.app import Server
 from privchat_tcp.client import Client
 from privchat_tcp.config import load_settings
-from privchat_tcp.crypto import ServerKey
-from privchat_tcp.server import Server
-from privchat_tcp.store import Store
+from privchat_tcp.service.ports import Store
+from privchat_tcp.wire.crypto import ServerKey
 
 T = TypeVar("T")
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import pytest
 from conftest import ServerThread, run, user
 
+from privchat_tcp.app import Server
 from privchat_tcp.client import Client
 from privchat_tcp.errors import ErrorCode, Status
-from privchat_tcp.server import Server
 from privchat_tcp.store import MemoryStore
 
 

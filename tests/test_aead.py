@@ -1,4 +1,4 @@
-"""Session AES-256-GCM (``privchat_tcp.aead``): the compiled ``_aead_c`` and its pure twin.
+"""Session AES-256-GCM (``privchat_tcp.wire.aead``): the compiled ``_aead_c`` and its pure twin.
 
 Both are checked against ``cryptography``'s ``AESGCM`` and against each other: the same
 ciphertext and tag, every altered byte refused, objects reused over many frames as a session
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privchat_tcp import aead
-from privchat_tcp.crypto import SessionCipher, new_secret
+from privchat_tcp.wire import aead
+from privchat_tcp.wire.crypto import SessionCipher, new_secret
 
 
 @pytest.fixture(params=twin_params(aead.impl_py, aead.impl_c, "_aead_c"))
@@ -144,5 +144,5 @@ def test_session_cipher_uses_the_chosen_one() -> None:
 
 @pytest.mark.skipif(not REQUIRE_EXT, reason="PRIVCHAT_REQUIRE_EXT is not set")
 def test_compiled_extension_required() -> None:
-    assert aead.impl_c is not None, "privchat_tcp._aead_c did not import"
+    assert aead.impl_c is not None, "privchat_tcp.wire._aead_c did not import"
     assert aead.IMPL == "c"

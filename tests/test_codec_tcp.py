@@ -33,9 +33,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from privchat_tcp import client as client_module
 from privchat_tcp.client import Client
-from privchat_tcp.compression import compress, decompress
-from privchat_tcp.crypto import (
-    CryptoError,
+from privchat_tcp.errors import ErrorCode, ProtocolViolation, ServiceError, Status
+from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.wire.commands import Cmd
+from privchat_tcp.wire.compression import compress, decompress
+from privchat_tcp.wire.crypto import (
     ServerKey,
     SessionCipher,
     derive_keys,
@@ -43,10 +45,7 @@ from privchat_tcp.crypto import (
     open_login,
     seal_login,
 )
-from privchat_tcp.errors import ErrorCode, ServiceError, Status
-from privchat_tcp.frame import encode_header, split_frames
-from privchat_tcp.proto import privchat_pb2 as pb
-from privchat_tcp.protocol import Cmd
+from privchat_tcp.wire.frame import encode_header, split_frames
 
 HOST = "127.0.0.1"
 LIMIT = 1 << 20  # max_body after login (PROTOCOL.md 2.2)
@@ -87,23 +86,15 @@ class Recorder(Client):
         self.login_index = 0  # frames from here on belong to the logged-in session
 
     def _on_frame(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
-        plain = body
-        if self.cipher is not None and flags & 0x0C:
-            try:
-                plain = self.cipher.open(seq, command, flags, status, body)
-            except CryptoError:
-                self.frames.append(Rec(seq, command, flags, status, len(body), None))
-                assert self._proto is not None and self._proto.transport is not None
-                self._proto.transport.close()
-                return
-        opened = decompress(comp_of(flags), plain, 64 << 20) if flags & 0x30 else plain
-        self.frames.append(Rec(seq, command, flags, status, len(body), opened))
-        # let Client handle it, already decrypted (it only decrypts when it has a cipher)
-        cipher, self.cipher = self.cipher, None
+        assert self._proto is not None
         try:
-            super()._on_frame(seq, command, flags, status, plain)
-        finally:
-            self.cipher = cipher
+            opened = self._proto.conn.open_incoming(seq, command, flags, status, body)
+        except (ProtocolViolation, ServiceError):
+            self.frames.append(Rec(seq, command, flags, status, len(body), None))
+            self._drop()
+            return
+        self.frames.append(Rec(seq, command, flags, status, len(body), opened))
+        self._dispatch(seq, command, flags, status, opened)
 
     async def login(self, *args: Any, **kw: Any) -> pb.AuthorizationResponse:
         self.login_index = len(self.frames)
@@ -168,16 +159,8 @@ def pack(
 ) -> tuple[int, bytes]:
     """The bytes ``Client.send_raw`` would write (same seq, compression and sealing)."""
     if seq is None:
-        client._seq = seq = (client._seq + 1) & 0xFFFFFFFF
-    if client.compression and not flags & 0x30 and command != Cmd.LOGIN:
-        body = compress(client.compression, body)
-        flags |= client.compression << 4
-    if client.cipher is not None:
-        if not flags & 0x0C:
-            flags |= 0x04
-        header, sealed = client.cipher.seal(seq, command, flags, 0, body)
-        return seq, header + sealed
-    return seq, encode_header(len(body), seq, command, flags, 0) + body
+        seq = client.next_seq()
+    return seq, client.pack(command, body, flags, seq)
 
 
 def write(client: Client, data: bytes) -> None:
@@ -215,24 +198,25 @@ def ms_body(channel_id: int, payload: bytes, local_id: int = 0) -> bytes:
 @pytest.fixture
 def wire_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, int, int, int]]]:
     """Every frame the server dispatches, as (session, seq, command, flags), in order."""
-    from privchat_tcp.server import ServerProtocol
+    from privchat_tcp.session.session import Session
 
     seen: list[tuple[Any, int, int, int]] = []
-    original = ServerProtocol.handle
+    original = Session.handle
 
     def handle(self: Any, frames: list[tuple[int, int, int, int, bytes]]) -> None:
         for seq, command, flags, _status, _body in frames:
             seen.append((self, seq, command, flags))
         original(self, frames)
 
-    monkeypatch.setattr(ServerProtocol, "handle", handle)
+    monkeypatch.setattr(Session, "handle", handle)
     yield seen
 
 
 def server_session(srv: ServerThread, user_id: int, device_id: str) -> Any:
     def find() -> Any:
         assert srv.server is not None
-        for s in srv.server.connections:
+        for c in srv.server.connections:
+            s = c.session
             if s.user_id == user_id and s.device_id == device_id and not s.closed:
                 return s
         raise LookupError(user_id)
@@ -624,15 +608,15 @@ def test_body_tampering_replay_reorder_drop_truncation_plaintext(server: ServerT
             return make
 
         async def plaintext(c: Recorder) -> tuple[int, int]:
-            c._seq += 1
-            write(c, encode_header(len(PING_BODY), c._seq, Cmd.PING, 0, 0) + PING_BODY)
-            return c._seq, Cmd.PING
+            seq = c.next_seq()
+            write(c, encode_header(len(PING_BODY), seq, Cmd.PING, 0, 0) + PING_BODY)
+            return seq, Cmd.PING
 
         async def plaintext_compressed(c: Recorder) -> tuple[int, int]:
-            c._seq += 1
+            seq = c.next_seq()
             body = compress(2, BIG)
-            write(c, encode_header(len(body), c._seq, Cmd.RPC, 0x20, 0) + body)
-            return c._seq, Cmd.RPC
+            write(c, encode_header(len(body), seq, Cmd.RPC, 0x20, 0) + body)
+            return seq, Cmd.RPC
 
         await case("ciphertext bit", flip_ciphertext)
         await case("tag bit", flip_tag)
@@ -969,11 +953,11 @@ def test_compression_on_login_is_bad_request(server: ServerThread) -> None:
             assert status == Status.BAD_REQUEST and flags == 0x01
             assert error_of(body).code == ErrorCode.INVALID_PACKET
             # encrypted (encryption 2) with a compression bit: refused before the RSA step
-            c._seq += 1
+            seq = c.next_seq()
             header, sealed = seal_login(
-                PUBLIC_PEM, new_secret(), c._seq, Cmd.LOGIN, 0x08 | algo << 4, 0, login
+                PUBLIC_PEM, new_secret(), seq, Cmd.LOGIN, 0x08 | algo << 4, 0, login
             )
-            fut = waiter(c, c._seq)
+            fut = waiter(c, seq)
             write(c, header + sealed)
             status, flags, body = await asyncio.wait_for(fut, 5)
             assert status == Status.BAD_REQUEST and flags == 0x01

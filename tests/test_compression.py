@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privchat_tcp import compression
-from privchat_tcp.compression import GZIP, LZ4, NONE, compress, decompress, pick
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
+from privchat_tcp.wire import compression
+from privchat_tcp.wire.compression import GZIP, LZ4, NONE, compress, decompress, pick
 
 MiB = 1 << 20
 ALGOS = [pytest.param(GZIP, id="gzip"), pytest.param(LZ4, id="lz4")]

@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privchat_tcp import crypto
-from privchat_tcp._frame_py import decode_header, encode_header
-from privchat_tcp.crypto import (
+from privchat_tcp.errors import ErrorCode, ProtocolViolation, Status
+from privchat_tcp.wire import crypto
+from privchat_tcp.wire._frame_py import decode_header, encode_header
+from privchat_tcp.wire.crypto import (
     CryptoError,
     ServerKey,
     SessionCipher,
@@ -28,7 +29,6 @@ from privchat_tcp.crypto import (
     open_login,
     seal_login,
 )
-from privchat_tcp.errors import ErrorCode, ProtocolViolation, Status
 
 LOGIN, MS, MPS = 1, 4, 8
 REQ_ENC1 = 0x04  # flow 0, encryption 1

@@ -1,6 +1,7 @@
 """The frame splitter and header codec, run against both implementations.
 
-``impl`` is ``privchat_tcp._frame_py`` (the spec) or the compiled ``privchat_tcp._frame_c``. The
+``impl`` is ``privchat_tcp.wire._frame_py`` (the spec) or the compiled
+``privchat_tcp.wire._frame_c``. The
 compiled run is skipped when the extension is absent, unless ``PRIVCHAT_REQUIRE_EXT=1`` (CI), where
 a missing extension fails instead.
 """
@@ -16,7 +17,7 @@ from conftest import REQUIRE_EXT, twin, twin_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from privchat_tcp import frame
+from privchat_tcp.wire import frame
 
 LIMIT = 1 << 20  # PROTOCOL.md 2.2: 1 MiB after login
 
@@ -34,8 +35,8 @@ def _both() -> list[ModuleType]:
     """Both implementations, for tests that compare them directly (hypothesis)."""
     if frame.impl_c is None:
         if REQUIRE_EXT:
-            pytest.fail("PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp._frame_c did not import")
-        pytest.skip("privchat_tcp._frame_c is not built")
+            pytest.fail("PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp.wire._frame_c did not import")
+        pytest.skip("privchat_tcp.wire._frame_c is not built")
     return [frame.impl_py, frame.impl_c]
 
 
@@ -386,5 +387,5 @@ def test_selected_implementation_is_consistent() -> None:
 
 @pytest.mark.skipif(not REQUIRE_EXT, reason="PRIVCHAT_REQUIRE_EXT is not set")
 def test_compiled_extension_required() -> None:
-    assert frame.impl_c is not None, "privchat_tcp._frame_c did not import"
+    assert frame.impl_c is not None, "privchat_tcp.wire._frame_c did not import"
     assert frame.IMPL == "c"

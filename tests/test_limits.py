@@ -15,7 +15,7 @@ from privchat_tcp.client import Client
 from privchat_tcp.config import Settings
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
 from privchat_tcp.proto import privchat_pb2 as pb
-from privchat_tcp.protocol import Cmd
+from privchat_tcp.wire.commands import Cmd
 
 HEADER = struct.Struct("!IBIBBB")
 Frame = tuple[int, int, int, int, bytes]  # seq, command, flags, status, body
@@ -201,7 +201,7 @@ def test_rate_limit_encrypted_session_keeps_counters(
     make_server: Callable[..., ServerThread],
 ) -> None:
     srv = make_server(rate_per_connection=20.0, burst_per_connection=20, rate_limit_grace=0.2)
-    key_pem = srv.call(lambda: srv.server.ctx.server_key.public_pem())  # type: ignore[union-attr]
+    key_pem = srv.call(lambda: srv.server.server_key.public_pem())  # type: ignore[union-attr]
 
     async def main() -> None:
         c = await Client.connect("127.0.0.1", srv.port)
@@ -260,7 +260,7 @@ def test_user_buckets_are_forgotten_once_offline_and_full(
     srv = make_server(rate_per_connection=0, rate_per_user=1000.0, burst_per_user=10)
 
     def buckets() -> int:
-        return len(srv.server._user_buckets)  # type: ignore[union-attr]
+        return srv.server.limits.user_bucket_count()  # type: ignore[union-attr]
 
     async def main() -> None:
         clients = [await user(srv.port, f"hal{i}") for i in range(3)]
@@ -461,7 +461,7 @@ def test_slow_consumer_encrypted_session(make_server: Callable[..., ServerThread
         rate_per_connection=100000.0,
         burst_per_connection=100000,
     )
-    key_pem = srv.call(lambda: srv.server.ctx.server_key.public_pem())  # type: ignore[union-attr]
+    key_pem = srv.call(lambda: srv.server.server_key.public_pem())  # type: ignore[union-attr]
 
     async def main() -> None:
         slow = await Client.connect("127.0.0.1", srv.port, track=False)

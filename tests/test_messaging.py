@@ -9,7 +9,7 @@ from conftest import ServerThread, device, run, user
 
 from privchat_tcp.client import Client, Push
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
-from privchat_tcp.protocol import Cmd
+from privchat_tcp.wire.commands import Cmd
 
 
 async def collect(client: Client, until: dict[int, int], timeout: float = 20.0) -> list[Push]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privchat_tcp import pbwire
 from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.wire import pbwire
 
 IMPLS = [pytest.param(pbwire.impl_py, id="py")]
 if pbwire.impl_c is not None:

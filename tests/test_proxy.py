@@ -16,8 +16,8 @@ from conftest import ServerThread, run
 from test_limits import Raw, frame, logout_reason
 
 from privchat_tcp.errors import ErrorCode, Status
-from privchat_tcp.protocol import Cmd
-from privchat_tcp.proxy import V1_MAX, ProxyError, ProxyParser, encode_v1, encode_v2
+from privchat_tcp.wire.commands import Cmd
+from privchat_tcp.wire.proxy import V1_MAX, ProxyError, ProxyParser, encode_v1, encode_v2
 
 PING = frame(7, Cmd.PING)
 

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 import pytest
 from conftest import KEY_FILE, run
 
-from privchat_tcp.auth import TokenIssuer
 from privchat_tcp.client import Client
 from privchat_tcp.errors import Status
-from privchat_tcp.frame import encode_header, split_frames
 from privchat_tcp.proto import privchat_pb2 as pb
-from privchat_tcp.protocol import Cmd
+from privchat_tcp.service.auth import TokenIssuer
+from privchat_tcp.wire.commands import Cmd
+from privchat_tcp.wire.frame import encode_header, split_frames
 
 HOST = "127.0.0.1"
 SECRET = "scale-secret-" + "s" * 32
@@ -560,18 +560,16 @@ def test_reconnect_storm(spawn: type[ServerProcess]) -> None:
                 asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True), 60
             )
             elapsed = time.monotonic() - t0
-            ok = [
-                s
-                for s in sessions
-                if s.logged_in.done() and s.logged_in.result() == 0 and s.login_at - t0 <= 10.0
-            ]
+            # counted, not timed (speed is benchmarks/'s business): every login is served
+            ok = [s for s in sessions if s.logged_in.done() and s.logged_in.result() == 0]
             last = max((s.login_at for s in ok), default=t0) - t0
             print(
-                f"\n[storm] {len(ok)}/{n} logged in within 10 s ({elapsed:.2f}s for all, "
+                f"\n[storm] {len(ok)}/{n} logged in ({elapsed:.2f}s for all, "
                 f"last success at {last:.2f}s, {len(ok) / max(last, 1e-9):.0f} logins/s); "
                 f"{len(failures)} connect failures"
             )
-            assert len(ok) >= n * 0.99, (len(ok), failures[:5])
+            assert not failures, failures[:5]
+            assert len(ok) == n, len(ok)
         finally:
             close_all(sessions)
             await asyncio.sleep(0.2)

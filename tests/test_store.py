@@ -6,18 +6,17 @@ from __future__ import annotations
 import gc
 import os
 from collections import Counter
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from privchat_tcp import _record_py
-from privchat_tcp.config import Settings
-from privchat_tcp.hub import Hub
-from privchat_tcp.service import Service, Snowflake
-from privchat_tcp.store import base
-from privchat_tcp.store.base import DedupEntry
+from privchat_tcp.harness import Harness
+from privchat_tcp.service import _record_py
+from privchat_tcp.service import model as base
+from privchat_tcp.service.ids import Snowflake
+from privchat_tcp.service.model import DedupEntry
+from privchat_tcp.session.delivery import push_body
 from privchat_tcp.store.memory import MemoryStore
 from privchat_tcp.store.sharded import SHARDS, ShardedMap
 
@@ -78,7 +77,7 @@ def test_dedup_sweep_drops_expired_keys_one_shard_per_call() -> None:
 
 REQUIRE_EXT = bool(os.environ.get("PRIVCHAT_REQUIRE_EXT"))
 try:
-    from privchat_tcp import _record_c
+    from privchat_tcp.service import _record_c
 except ImportError:
     _record_c = None  # type: ignore[assignment]
 RECORD_IMPLS = [
@@ -87,7 +86,8 @@ RECORD_IMPLS = [
         _record_c,
         id="c",
         marks=pytest.mark.skipif(
-            _record_c is None and not REQUIRE_EXT, reason="privchat_tcp._record_c is not built"
+            _record_c is None and not REQUIRE_EXT,
+            reason="_record_c is not built",
         ),
     ),
 ]
@@ -110,15 +110,16 @@ FIELDS: dict[str, Any] = dict(
 
 @pytest.mark.parametrize("impl", RECORD_IMPLS)
 def test_record_twins_behave_alike(impl: ModuleType) -> None:
-    assert impl is not None, "PRIVCHAT_REQUIRE_EXT=1 but privchat_tcp._record_c did not import"
+    assert impl is not None, "PRIVCHAT_REQUIRE_EXT=1 but _record_c did not import"
     r = impl.Record(**FIELDS)
     py = _record_py.Record(**FIELDS)
-    for name in (*FIELDS, "push", "revoked", "revoked_by", "revoked_at", "target_message_id"):
+    for name in (*FIELDS, "revoked", "revoked_by", "revoked_at", "target_message_id"):
         assert getattr(r, name) == getattr(py, name), name
     assert repr(r) == repr(py)
     assert r == impl.Record(*FIELDS.values()) and r != impl.Record(**{**FIELDS, "pts": 4})
-    r.pts, r.push, r.revoked, r.revoked_by = 9, b"tomb", True, 7
-    assert (r.pts, r.push, r.revoked, r.revoked_by) == (9, b"tomb", True, 7)
+    r.pts, r.revoked, r.revoked_by = 9, True, 7
+    assert (r.pts, r.revoked, r.revoked_by) == (9, True, 7)
+    assert not hasattr(r, "push")  # a record is a value: its push bytes are not kept on it
     with pytest.raises(TypeError):
         hash(r)
     d = impl.DedupEntry(1, 2, 3, 4)
@@ -138,19 +139,18 @@ def test_committed_messages_leave_nothing_for_the_gc_to_walk() -> None:
     """Each message the store keeps must add no object the cyclic GC tracks (compiled)."""
     if base.Record is _record_py.Record:
         pytest.skip("the pure-Python records are ordinary GC objects")
-    settings = Settings()
-    store = MemoryStore()
-    scheduled: list[Callable[[], None]] = []
-    service = Service(settings, store, Hub(settings, scheduled.append))
-    a, b = (store.create_user(f"u{i}", "", f"u{i}", None, None, 0) for i in range(2))
-    channel, _ = store.get_or_create_direct(a.user_id, b.user_id, 0)
+    h = Harness()
+    store = h.store
+    service = h.core.services.messages
+    a, b = (h.user(f"u{i}") for i in range(2))
+    channel, _ = h.core.services.channels.direct(a.user_id, b.user_id)
 
     def send(local_id: int) -> None:
         service.send(a.user_id, "dev", channel, local_id, 0, b"hi", b"", False, None)
 
     send(1)  # first-use allocations
     first = store.read_log(channel.channel_id, 0, 1)[0]
-    assert first.push == service._push_bytes(first)  # send builds the same push inline
+    assert push_body(first)  # built from the record when delivered, not stored on it
     gc.collect()
     before = len(gc.get_objects())
     for i in range(5000):

@@ -8,9 +8,9 @@ import json
 from conftest import ServerThread, run, user
 
 from privchat_tcp.errors import ErrorCode, Status
-from privchat_tcp.frame import IMPL, encode_header, split_frames
 from privchat_tcp.proto import privchat_pb2 as pb
-from privchat_tcp.protocol import Cmd
+from privchat_tcp.wire.commands import Cmd
+from privchat_tcp.wire.frame import IMPL, encode_header, split_frames
 
 HOST = "127.0.0.1"
 
@@ -253,11 +253,15 @@ def test_plaintext_frame_after_encrypted_login_is_crypto_and_closes(server: Serv
         alice = await user(server.port, "alice", encrypted=True)
         bob = await user(server.port, "bob", encrypted=True)
         assert await alice.ping()
-        cipher, alice.cipher = alice.cipher, None
-        status, _, body = await alice.request(Cmd.PING, b"")
+        assert alice.cipher is not None and alice._proto is not None
+        seq = alice.next_seq()  # a plaintext PING, written past the client's sealing
+        fut: asyncio.Future[tuple[int, int, bytes]] = asyncio.get_running_loop().create_future()
+        alice._waiters[seq] = fut
+        assert alice._proto.transport is not None
+        alice._proto.transport.write(encode_header(0, seq, Cmd.PING, 0, 0))
+        status, _, body = await asyncio.wait_for(fut, 5)
         assert status == Status.CRYPTO
         await alice.wait_closed()
-        assert cipher is not None
         assert await bob.ping()  # other sessions are untouched
         await bob.close()
 

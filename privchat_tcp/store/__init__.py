@@ -1,6 +1,8 @@
-"""Stores: the interface and its implementations."""
+"""Store implementations, one module (later one package) each, behind ``service.ports``.
 
-from .base import Store
+Only the composition root (``app.py``) picks one.
+"""
+
 from .memory import MemoryStore
 
-__all__ = ["Store", "MemoryStore"]
+__all__ = ["MemoryStore"]

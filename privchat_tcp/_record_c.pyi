@@ -1,6 +1,0 @@
-"""Type stub for the compiled ``privchat_tcp._record_c`` (ext/_record_c.pyx); mirrors _record_py."""
-
-from ._record_py import DedupEntry as DedupEntry
-from ._record_py import Record as Record
-
-__all__ = ["Record", "DedupEntry"]

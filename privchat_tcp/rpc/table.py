@@ -1,0 +1,141 @@
+"""Route tables as values (aiohttp's RouteTableDef), and what a route is called with.
+
+A route is a function ``(ctx: RpcContext, body: dict) -> JSON value``, or a coroutine function
+for routes that do blocking work (password hashing) through ``ctx.run_blocking``. It raises
+``ServiceError`` to fail; the session turns that into the status class and ``Error`` body of
+PROTOCOL.md section 4. Each ``routes/<prefix>.py`` declares its own ``RouteTable``; the
+composition root merges them (``RouteTable.merge``): nothing is registered by importing.
+
+The RPC layer never sees bytes, a socket or a session object: the caller is the ``Caller``
+protocol (ids, and the one thing a route may ask of its session, ``session_ready``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..service import Services
+
+__all__ = ["Route", "RouteTable", "RpcContext", "Caller", "ServerInfo", "Handler"]
+
+Handler = Callable[["RpcContext", dict[str, Any]], Any]
+
+
+class Caller(Protocol):
+    """The session a request came from, as the routes may see it."""
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str:
+        """A value unique across processes: the origin of the events this request causes."""
+
+    @property
+    def token_jti(self) -> str: ...
+
+    def session_ready(self) -> None:
+        """Mark the session READY (``sync/session_ready``): it starts receiving pushes."""
+
+
+class ServerInfo(Protocol):
+    """What ``system/*`` routes report about the server."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def encryption(self) -> bool: ...
+
+
+class RpcContext:
+    """One session's view of the server for its routes: services, settings, and the caller."""
+
+    __slots__ = ("services", "settings", "server", "run_blocking", "caller")
+
+    def __init__(
+        self,
+        services: Services,
+        settings: Settings,
+        server: ServerInfo,
+        run_blocking: Callable[..., Awaitable[Any]],
+        caller: Caller,
+    ) -> None:
+        self.services = services
+        self.settings = settings
+        self.server = server
+        self.run_blocking = run_blocking
+        self.caller = caller
+
+    @property
+    def user_id(self) -> int:
+        return self.caller.user_id
+
+    @property
+    def device_id(self) -> str:
+        return self.caller.device_id
+
+    @property
+    def origin(self) -> str:
+        return self.caller.session_id
+
+
+class Route:
+    __slots__ = ("name", "handler", "anonymous", "is_async")
+
+    def __init__(self, name: str, handler: Handler, anonymous: bool) -> None:
+        self.name = name
+        self.handler = handler
+        self.anonymous = anonymous
+        self.is_async = inspect.iscoroutinefunction(handler)
+
+
+class RouteTable:
+    """Routes by name. ``@routes.route("a/b")`` declares one; ``merge`` joins tables."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+
+    def route(self, name: str, anonymous: bool = False) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(Route(name, handler, anonymous))
+            return handler
+
+        return register
+
+    def add(self, route: Route) -> None:
+        if route.name in self._routes:
+            raise ValueError(f"route {route.name} declared twice")
+        self._routes[route.name] = route
+
+    @classmethod
+    def merge(cls, *tables: RouteTable) -> RouteTable:
+        out = cls()
+        for table in tables:
+            for route in table:
+                out.add(route)
+        return out
+
+    def get(self, name: str) -> Route | None:
+        return self._routes.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._routes
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self._routes.values())
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def names(self) -> list[str]:
+        return sorted(self._routes)

@@ -1,0 +1,158 @@
+"""JSON shapes of the model (PrivChat reference section 7): the one place a record, a user or a
+group becomes JSON."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from typing import Any
+
+from ..proto import privchat_pb2 as pb
+from ..service import Services
+from ..service.model import KIND_REVOKE, ROLE_NAMES, Channel, Record
+
+__all__ = [
+    "CONTENT_TYPES",
+    "CONTENT_TYPE_IDS",
+    "iso",
+    "public_user",
+    "commit_json",
+    "envelope",
+    "group_info",
+    "group_members",
+]
+
+# ContentMessageType, PrivChat 0.1.1 numbering (reference section 10.1)
+CONTENT_TYPES = [
+    "text",
+    "image",
+    "file",
+    "voice",
+    "video",
+    "system",
+    "audio",
+    "location",
+    "contact_card",
+    "sticker",
+    "forward",
+]
+CONTENT_TYPE_IDS = {name: i for i, name in enumerate(CONTENT_TYPES)}
+
+
+def iso(ms: int) -> str:
+    """RFC 3339 text of a unix-ms time."""
+    return (
+        datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat().replace("+00:00", "Z")
+    )
+
+
+def public_user(services: Services, user_id: int) -> dict[str, Any]:
+    user = services.accounts.get(user_id)
+    if user is None:
+        return {
+            "user_id": user_id,
+            "username": f"user_{user_id}",
+            "nickname": None,
+            "avatar_url": None,
+        }
+    return {
+        "user_id": user.user_id,
+        "username": user.username,
+        "nickname": user.nickname,
+        "avatar_url": user.avatar_url,
+    }
+
+
+def commit_json(services: Services, record: Record) -> dict[str, Any]:
+    """A record as PrivChat's ServerCommit."""
+    content: Any
+    if record.kind == KIND_REVOKE:
+        content = json.loads(record.payload)
+        content["event"] = "message.revoke"
+        message_type = "system"
+    else:
+        message_type = (
+            CONTENT_TYPES[record.message_type]
+            if record.message_type < len(CONTENT_TYPES)
+            else "text"
+        )
+        content = envelope(record)
+    return {
+        "pts": record.pts,
+        "server_msg_id": record.message_id,
+        "local_message_id": record.local_message_id or None,
+        "channel_id": record.channel_id,
+        "channel_type": record.channel_type,
+        "message_type": message_type,
+        "content": content,
+        "server_timestamp": record.timestamp,
+        "sender_id": record.sender_id,
+        "sender_info": public_user(services, record.sender_id),
+    }
+
+
+def envelope(record: Record) -> dict[str, Any]:
+    """The message as PrivChat's payload envelope (never parsed when end-to-end)."""
+    if record.revoked:
+        return {"content": "", "revoked": True}
+    if record.e2e:
+        return {
+            "e2e": True,
+            "data": base64.b64encode(record.payload or record.content).decode(),
+        }
+    if record.payload:
+        try:
+            value = json.loads(record.payload)
+        except (ValueError, UnicodeDecodeError):
+            value = None
+        if isinstance(value, dict):
+            return value
+        return {"content": record.payload.decode("utf-8", "replace")}
+    content = pb.MessageContent.FromString(record.content)
+    env: dict[str, Any] = {"content": content.searchable_content}
+    if content.metadata:
+        try:
+            env["metadata"] = json.loads(content.metadata)
+        except ValueError:
+            pass
+    if content.reply_to_message_id:
+        env["reply_to_message_id"] = str(content.reply_to_message_id)
+    if content.mentioned_targets:
+        env["mentioned_user_ids"] = list(content.mentioned_targets)
+    return env
+
+
+def group_info(services: Services, group: Channel) -> dict[str, Any]:
+    return {
+        "group_id": group.channel_id,
+        "name": group.name,
+        "description": group.description,
+        "avatar_url": group.avatar_url,
+        "owner_id": group.owner_id,
+        "created_at": iso(group.created_at),
+        "updated_at": iso(group.updated_at),
+        "member_count": len(group.members),
+        "message_count": services.channels.current_pts(group.channel_id),
+        "is_archived": False,
+        "tags": None,
+        "custom_fields": None,
+    }
+
+
+def group_members(services: Services, group: Channel) -> dict[str, Any]:
+    members = []
+    for m in group.members.values():
+        user = services.accounts.get(m.user_id)
+        item: dict[str, Any] = {
+            "user_id": m.user_id,
+            "username": user.username if user else f"user_{m.user_id}",
+            "nickname": user.nickname if user else "",
+            "role": ROLE_NAMES[m.role],
+            "joined_at": iso(m.joined_at),
+            "is_muted": services.channels.is_muted(group, m.user_id),
+        }
+        if user and user.avatar_url:
+            item["avatar_url"] = user.avatar_url
+        members.append(item)
+    return {"members": members, "total": len(members)}

@@ -1,0 +1,8 @@
+"""Type stub for the compiled ``privchat_tcp.service._record_c`` (ext/_record_c.pyx).
+
+It mirrors _record_py."""
+
+from ._record_py import DedupEntry as DedupEntry
+from ._record_py import Record as Record
+
+__all__ = ["Record", "DedupEntry"]

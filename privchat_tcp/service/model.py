@@ -1,0 +1,86 @@
+"""The data model the services and every store share: plain values, no I/O.
+
+``Record`` (one committed event of a channel's log) and ``DedupEntry`` have a compiled twin
+(``ext/_record_c.pyx``) picked by ``_ext``; a record is never changed by the service after it
+is committed (the store's ``mark_revoked`` is the one change the log allows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from .._ext import twins
+
+if TYPE_CHECKING:
+    from ._record_py import DedupEntry, Record
+else:  # the compiled twin keeps the store's millions of records out of the cyclic GC
+    _records = twins("privchat_tcp.service", "record")
+    Record = _records.impl.Record
+    DedupEntry = _records.impl.DedupEntry
+
+__all__ = [
+    "User",
+    "Channel",
+    "Member",
+    "Record",
+    "DedupEntry",
+    "KIND_MESSAGE",
+    "KIND_REVOKE",
+    "SYSTEM_MESSAGE",
+    "DIRECT",
+    "GROUP",
+    "ROLE_OWNER",
+    "ROLE_ADMIN",
+    "ROLE_MEMBER",
+    "ROLE_NAMES",
+]
+
+KIND_MESSAGE = 0  # Record.kind
+KIND_REVOKE = 1
+SYSTEM_MESSAGE = 5  # message_type of a revoke event
+
+DIRECT = 1  # wire channel_type
+GROUP = 2
+
+ROLE_OWNER = 0  # PrivChat 0.1 numbering
+ROLE_ADMIN = 1
+ROLE_MEMBER = 2
+ROLE_NAMES = {ROLE_OWNER: "Owner", ROLE_ADMIN: "Admin", ROLE_MEMBER: "Member"}
+
+
+@dataclasses.dataclass(slots=True)
+class User:
+    user_id: int
+    username: str
+    password_hash: str
+    nickname: str
+    phone: str | None = None
+    email: str | None = None
+    avatar_url: str | None = None
+    user_type: int = 0
+    created_at: int = 0  # unix ms
+
+
+@dataclasses.dataclass(slots=True)
+class Member:
+    user_id: int
+    role: int
+    joined_at: int  # unix ms
+    mute_until: int = 0  # unix ms; -1 = permanent
+
+
+@dataclasses.dataclass(slots=True)
+class Channel:
+    channel_id: int
+    channel_type: int
+    created_at: int
+    members: dict[int, Member]
+    # groups only
+    name: str = ""
+    description: str | None = None
+    avatar_url: str | None = None
+    owner_id: int = 0
+    updated_at: int = 0
+    all_muted: bool = False
+    max_members: int = 500

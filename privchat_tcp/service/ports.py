@@ -1,0 +1,245 @@
+"""What the services need from a store, one interface per concern, and from the session layer.
+
+Every store implementation (``store/memory.py`` today; SQLite and a shared store next) inherits
+the interfaces below and passes the one contract suite, ``tests/store_contract.py``. The
+services know a store only through these; only the composition root (``app.py``) picks one.
+
+The I/O decision (``docs/architecture.md``): the methods are synchronous and answer from a
+working set the store keeps in memory, so that the hot path (MS, fan-out, MP of recent history)
+never awaits. A store that persists applies a write to its working set at once and makes it
+durable off the event loop, in batches; ``Durability.barrier``/``when_durable`` let the caller
+hold an acknowledgement until the write under it is durable. Reads that can miss the working
+set (old history) have a ``load_*`` coroutine twin that a store answers off the loop.
+
+General rules of every contract:
+
+- Ids are positive integers the store allocates; it never reuses one, and an id stays unique
+  for the life of the store (across restarts when it persists), so a token or a cursor that
+  names an id cannot later name something else. ``epoch`` names the store: it changes only
+  when a new, empty store is created.
+- Values returned are the store's current view; the caller must not change them (the service
+  goes through a store method for every change).
+- ``now_ms`` arguments are unix milliseconds, passed in: no store reads the clock.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from typing import Protocol
+
+from .model import Channel, DedupEntry, Member, Record, User
+
+__all__ = [
+    "AccountStore",
+    "TokenStore",
+    "ChannelStore",
+    "MessageLog",
+    "DedupStore",
+    "CursorStore",
+    "Durability",
+    "Store",
+    "Delivery",
+]
+
+
+class AccountStore(abc.ABC):
+    """Users, and the logins (username, email) that find them."""
+
+    @abc.abstractmethod
+    def create_user(
+        self,
+        username: str,
+        password_hash: str,
+        nickname: str,
+        phone: str | None,
+        email: str | None,
+        now_ms: int,
+    ) -> User:
+        """Create a user with a new id (ids increase). ``username`` and ``email`` become logins
+        (lowered); the caller checked they are free. Atomic: the user and its logins appear
+        together."""
+
+    @abc.abstractmethod
+    def get_user(self, user_id: int) -> User | None:
+        """The user, or None if there is none with that id."""
+
+    @abc.abstractmethod
+    def find_user(self, login: str) -> User | None:
+        """By username or email, case-insensitive (``login`` already trimmed and lowered)."""
+
+
+class TokenStore(abc.ABC):
+    """Revoked token ids (JWT ``jti``)."""
+
+    @abc.abstractmethod
+    def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Remember ``jti`` as revoked until ``expires_at`` (unix seconds; after that the token
+        is refused as expired anyway, so the store may forget it). Idempotent."""
+
+    @abc.abstractmethod
+    def is_token_revoked(self, jti: str) -> bool:
+        """True once ``revoke_token(jti)`` was called (and until its expiry at least)."""
+
+
+class ChannelStore(abc.ABC):
+    """Channels (direct and group), their members and roles, and each user's channel list."""
+
+    @abc.abstractmethod
+    def get_channel(self, channel_id: int) -> Channel | None:
+        """The channel with its members, or None."""
+
+    @abc.abstractmethod
+    def get_or_create_direct(self, user_a: int, user_b: int, now_ms: int) -> tuple[Channel, bool]:
+        """The one direct channel of the pair (either order), created (True) if there was none.
+        Both users are members; atomic: two calls never create two channels for a pair."""
+
+    @abc.abstractmethod
+    def create_group(
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        member_ids: Iterable[int],
+        now_ms: int,
+        max_members: int,
+    ) -> Channel:
+        """A new group: ``owner_id`` as owner, each of ``member_ids`` (the owner left out, each
+        once) as member, all joined at ``now_ms``; its log starts empty (pts 0). Atomic."""
+
+    @abc.abstractmethod
+    def add_member(self, channel_id: int, user_id: int, role: int, now_ms: int) -> Member:
+        """Add ``user_id`` (not yet a member) with ``role``; the channel appears in the user's
+        ``user_channels``."""
+
+    @abc.abstractmethod
+    def remove_member(self, channel_id: int, user_id: int) -> None:
+        """Remove ``user_id`` from the channel and the channel from the user's list; a no-op
+        for a non-member."""
+
+    @abc.abstractmethod
+    def user_channels(self, user_id: int) -> list[int]:
+        """Ids of the channels ``user_id`` is a member of, in the order they were joined."""
+
+
+class MessageLog(abc.ABC):
+    """Each channel's log of committed events, numbered by pts."""
+
+    @abc.abstractmethod
+    def commit(self, record: Record) -> Record:
+        """Append ``record`` to its channel's log and return the stored record, whose ``pts`` is
+        the channel's previous pts + 1 (the ``pts`` passed in is ignored): no gap, no reuse.
+        Atomic per channel; the record is visible to ``read_log`` when ``commit`` returns and
+        is never changed afterwards, except by ``mark_revoked``."""
+
+    @abc.abstractmethod
+    def current_pts(self, channel_id: int) -> int:
+        """The pts of the channel's last record; 0 for an empty log or an unknown channel."""
+
+    @abc.abstractmethod
+    def read_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records with pts > ``after_pts`` (exclusive), in pts order, with no
+        gap; [] past the end, for ``after_pts`` < 0 or an unknown channel."""
+
+    @abc.abstractmethod
+    def find_message(self, channel_id: int, message_id: int) -> Record | None:
+        """The message (kind 0) with ``message_id`` in that channel; None if it is not there (a
+        revoke event is not found by its own id)."""
+
+    @abc.abstractmethod
+    def mark_revoked(self, channel_id: int, message_id: int, by: int, now_ms: int) -> Record:
+        """Mark a message revoked (by user ``by`` at ``now_ms``) and return it: the one change
+        the log allows to a committed record. Its pts and place stay; later reads see
+        ``revoked``. The caller checked it exists and is not revoked."""
+
+    async def load_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        """``read_log`` for history that may be outside the working set, answered off the
+        event loop by a store that keeps only recent records in memory. Same contract."""
+        return self.read_log(channel_id, after_pts, limit)
+
+
+class DedupStore(abc.ABC):
+    """Idempotency keys of MS / ``sync/submit``: (sender, device, local_message_id)."""
+
+    @abc.abstractmethod
+    def dedup_get(self, sender: int, device: str, local_id: int) -> DedupEntry | None:
+        """The entry stored for the key, or None (never stored, or swept)."""
+
+    @abc.abstractmethod
+    def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
+        """Store the entry for the key (the first commit of that key). Entries are put in
+        ``timestamp`` order."""
+
+    @abc.abstractmethod
+    def dedup_sweep(self, older_than: int) -> int:
+        """Drop entries whose timestamp (unix ms) is before ``older_than``. A store may do it
+        in steps, a part of its keys per call (the service calls it about once a second), so
+        that no single call holds the event loop for long. Returns how many were dropped."""
+
+
+class CursorStore(abc.ABC):
+    """Delivery cursors: the pts each device has acknowledged, per channel."""
+
+    @abc.abstractmethod
+    def get_ack(self, user_id: int, device_id: str, channel_id: int) -> int:
+        """The device's cursor in the channel; 0 when it never acknowledged."""
+
+    @abc.abstractmethod
+    def set_ack(self, user_id: int, device_id: str, channel_id: int, pts: int) -> None:
+        """Move the cursor forward to ``pts``; a lower value leaves it where it is."""
+
+
+class Durability(abc.ABC):
+    """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric)."""
+
+    epoch: str
+
+    def barrier(self) -> int | None:
+        """A ticket for every write so far, to pass to ``when_durable``; None when all of them
+        are durable already (a store that does not persist: always None)."""
+        return None
+
+    def when_durable(self, ticket: int, callback: object) -> None:
+        """Call ``callback()`` on the event loop once the writes under ``ticket`` are durable
+        (or with an error, never silently: a store that cannot persist says so)."""
+        raise NotImplementedError("this store has no pending writes")
+
+    def persistence_lag(self) -> float | None:
+        """Seconds the oldest commit that is not yet durable has waited (0.0 when every commit
+        is); None for a store that does not persist (the metric is then left out)."""
+        return None
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Return once every commit so far is durable. The server calls it on shutdown, after
+        the last session has ended. A store that does not persist has nothing to write."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the store holds (files, connections); called once, after ``flush``."""
+
+    def stats(self) -> dict[str, int]:
+        """Sizes for metrics."""
+        return {}
+
+
+class Store(
+    AccountStore, TokenStore, ChannelStore, MessageLog, DedupStore, CursorStore, Durability
+):
+    """Every concern at once: what the composition root hands to the services."""
+
+
+class Delivery(Protocol):
+    """What the services need from the session layer (one process today, a bus later).
+
+    ``origin`` is the id of the session that caused the event (a value that can cross
+    processes): it does not get its own event back."""
+
+    def deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
+        """Push a committed record to every online, READY device of the channel's members."""
+
+    def publish_typing(self, channel: Channel, note: dict[str, object], origin: str | None) -> None:
+        """Send a typing notification to the channel's subscribers."""
+
+    def online_devices(self, user_id: int) -> int:
+        """How many sessions the user has."""

@@ -1,0 +1,237 @@
+"""The command handlers: one function per client command, ``(session, seq, flags, body)``.
+
+Each decodes its body, calls the services, and queues the reply on the session. ``COMMANDS`` is
+the table the composition root hands to every session (``SessionDeps.commands``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .._version import __version__
+from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
+from ..proto import privchat_pb2 as pb
+from ..rpc.params import parse_body
+from ..wire import compression as _compression
+from ..wire import pbwire
+from ..wire.commands import COMP_MASK, ENC_E2E, ENC_MASK, Cmd
+from ..wire.crypto import SessionCipher, open_login
+from .delivery import check_subscribe
+from .session import CommandTable, Session, pong, rpc_ok
+
+__all__ = ["COMMANDS", "CLIENT_COMMANDS"]
+
+_COMPRESSION_NAMES = {0: "", 1: "gzip", 2: "lz4"}
+
+CLIENT_COMMANDS = frozenset(
+    (Cmd.LOGIN, Cmd.LOGOUT, Cmd.PING, Cmd.MS, Cmd.MP, Cmd.MR, Cmd.SUB, Cmd.RPC, Cmd.ACK)
+)
+
+
+# ---- LOGIN / LOGOUT / PING --------------------------------------------------------------------
+def ping(session: Session, seq: int, flags: int, body: bytes) -> None:
+    if body:
+        pb.PingRequest.FromString(body)  # the body must decode (it carries nothing we use)
+    session.reply(seq, Cmd.PING, pong())
+
+
+def login_encrypted(session: Session, seq: int, flags: int, status: int, body: bytes) -> None:
+    key = session.deps.server_key
+    if key is None:
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_PROTOCOL, "encryption is not enabled", Status.UNSUPPORTED
+        )
+    if flags & COMP_MASK:
+        raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
+    secret, plaintext = open_login(key, seq, Cmd.LOGIN, flags, status, body)
+    _login(session, seq, plaintext, SessionCipher.server_side(secret))
+
+
+def login_plain(session: Session, seq: int, flags: int, body: bytes) -> None:
+    if session.deps.settings.require_encryption:
+        raise ProtocolViolation(
+            Status.CRYPTO, ErrorCode.PROTOCOL_ERROR, "encryption required", True
+        )
+    _login(session, seq, body, None)
+
+
+def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None) -> None:
+    deps = session.deps
+    settings = deps.settings
+    if session.user_id:
+        raise ServiceError(ErrorCode.INVALID_PACKET, "already logged in")
+    req = pb.AuthorizationRequest.FromString(body)
+    device_id = req.device_info.device_id if req.HasField("device_info") else ""
+    user, claims = deps.services.accounts.check_token(req.auth_token, device_id)
+    hub = deps.hub
+    existing = hub.user_sessions(user.user_id)
+    limit = settings.max_devices_per_user
+    if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
+        raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY)
+    session.logged_in(user.user_id, device_id, claims["jti"])
+    compression = _compression.pick(req.accept_compression)
+    reply = pb.AuthorizationResponse(
+        success=True,
+        session_id=session.session_id,
+        user_id=user.user_id,
+        connection_id=f"conn_{session.session_id}",
+        server_info=pb.ServerInfo(
+            version=__version__,
+            name="privchat-tcp",
+            features=["chat", "sync"],
+            max_message_size=settings.max_body,
+            connection_timeout=settings.heartbeat_interval * 2,
+        ),
+        heartbeat_interval=settings.heartbeat_interval,
+        store_epoch=deps.services.epoch,
+        server_time=time.time_ns() // 1_000_000,
+        compression=_COMPRESSION_NAMES[compression],
+    ).SerializeToString()
+    if session.pending:
+        session.materialize()
+    session.conn.accept_login(
+        seq, reply, settings.max_body, compression, settings.compress_threshold, cipher
+    )
+    old = hub.register(session)
+    if old is not None and old is not session:
+        old.end(
+            Status.REPLACED,
+            ErrorCode.SESSION_EXPIRED,
+            "this device logged in on another connection",
+        )
+
+
+def logout(session: Session, seq: int, flags: int, body: bytes) -> None:
+    pb.DisconnectRequest.FromString(body)
+    session.reply(seq, Cmd.LOGOUT, pb.DisconnectResponse(acknowledged=True).SerializeToString())
+    session.close()
+
+
+# ---- messages ---------------------------------------------------------------------------------
+def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.SendMessageRequest.FromString(body)
+    services = session.deps.services
+    channel_id = req.channel_id
+    if channel_id:  # the usual addressing; a Conversation is only read without it
+        channel = services.channels.resolve_target(
+            session.user_id, channel_id, req.channel_type, 0, 0
+        )
+    else:
+        conv = req.conversation
+        channel = services.channels.resolve_target(
+            session.user_id, 0, req.channel_type, conv.type, conv.target_id
+        )
+    content = req.content.SerializeToString() if req.HasField("content") else b""
+    result = services.messages.send(
+        session.user_id,
+        session.device_id,
+        channel,
+        req.local_message_id,
+        req.message_type,
+        req.payload,
+        content,
+        flags & ENC_MASK == ENC_E2E,
+        session.session_id,
+    )
+    session.reply(
+        seq,
+        Cmd.MS,
+        pbwire.send_response(
+            req.client_seq,
+            result.message_id,
+            result.pts,
+            result.channel_id,
+            channel.channel_type,
+            result.timestamp,
+        ),
+    )
+
+
+def mp(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.GetDifferenceRequest.FromString(body)
+    channel, records, current, has_more = session.deps.services.messages.pull(
+        session.user_id, req.channel_id, req.last_pts, req.limit, req.channel_type
+    )
+    data, e2e = session.deps.deliverer.difference(channel, records, current, has_more)
+    session.reply(seq, Cmd.MP, data, e2e and session.conn.cipher is not None)
+
+
+def mr(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.MessageRevokeRequest.FromString(body)
+    event = session.deps.services.messages.revoke(
+        session.user_id,
+        session.device_id,
+        req.channel_id,
+        req.server_message_id,
+        session.session_id,
+    )
+    session.reply(
+        seq, Cmd.MR, pb.MessageRevokeResponse(success=True, pts=event.pts).SerializeToString()
+    )
+
+
+def ack(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.AckRequest.FromString(body)
+    messages = session.deps.services.messages
+    for item in req.acks:
+        messages.ack(session.user_id, session.device_id, item.channel_id, item.pts)
+
+
+def sub(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.SubscribeRequest.FromString(body)
+    deps = session.deps
+    reason = 0
+    if req.action not in (1, 2):
+        reason = 3
+    elif req.channel_type not in (0, 1, 2):
+        reason = 2
+    elif req.action == 2:
+        deps.hub.unsubscribe(session, req.channel_id)
+    else:
+        reason = check_subscribe(deps.services, session.user_id, req.channel_id, req.channel_type)
+        if reason == 0 and not deps.hub.subscribe(session, req.channel_id):
+            reason = 8
+    session.reply(
+        seq,
+        Cmd.SUB,
+        pb.SubscribeResponse(
+            local_message_id=req.local_message_id,
+            channel_id=req.channel_id,
+            channel_type=req.channel_type,
+            action=req.action,
+            reason_code=reason,
+        ).SerializeToString(),
+    )
+
+
+# ---- RPC --------------------------------------------------------------------------------------
+def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
+    req = pb.RpcRequest.FromString(body)
+    deps = session.deps
+    route = deps.routes.get(req.route)
+    if route is None:
+        raise ServiceError(ErrorCode.RESOURCE_NOT_FOUND, "route not found", Status.UNSUPPORTED)
+    if not route.anonymous and not session.user_id:
+        raise ServiceError(ErrorCode.AUTH_REQUIRED, "login required")
+    args = parse_body(req.body)
+    ctx = session.rpc_context()
+    if route.is_async:
+        session.spawn_rpc(seq, route.handler(ctx, args))
+        return
+    session.reply(seq, Cmd.RPC, rpc_ok(route.handler(ctx, args)))
+
+
+HANDLERS = {
+    Cmd.LOGIN: login_plain,
+    Cmd.LOGOUT: logout,
+    Cmd.PING: ping,
+    Cmd.MS: ms,
+    Cmd.MP: mp,
+    Cmd.MR: mr,
+    Cmd.SUB: sub,
+    Cmd.RPC: rpc,
+    Cmd.ACK: ack,
+}
+assert set(HANDLERS) == CLIENT_COMMANDS
+
+COMMANDS = CommandTable(HANDLERS, login_encrypted)

@@ -1,0 +1,172 @@
+"""The one delivery policy: how a committed record reaches a device, live and at READY.
+
+``Deliverer`` implements the services' ``Delivery`` port. A record's push body is built once
+per delivery (``push_body``) and shared by every recipient; ``mode`` decides, for live pushes
+and catch-up alike, whether a device gets the message (batched into MPS/MPB), the message as
+its own end-to-end frame, or an MN notify to pull (a group too large to fan out bodies to).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from ..config import Settings
+from ..proto import privchat_pb2 as pb
+from ..service.model import GROUP, KIND_REVOKE, SYSTEM_MESSAGE, Channel, Record
+from ..wire import pbwire
+from ..wire.commands import Cmd
+
+if TYPE_CHECKING:
+    from ..service import Services
+    from .session import Session
+
+__all__ = ["Deliverer", "push_body", "check_subscribe", "BATCH", "E2E", "NOTIFY"]
+
+BATCH = 0  # queued on the session, sent as MPS or in an MPB with the others of the turn
+E2E = 1  # its own MPS frame, sealed as end-to-end (encryption 3)
+NOTIFY = 2  # an MN: the device pulls
+
+
+def push_body(record: Record) -> bytes:
+    """The record's PushMessageRequest: a message, its tombstone once revoked, or a revoke
+    event (whose ids are the revoked message's: ``msg_id`` ``revoke_<id>``, ``server_message_id``
+    the revoked message, ``message_seq`` the event's own pts)."""
+    if record.kind == KIND_REVOKE:
+        target = record.target_message_id
+        return pbwire.push(
+            f"revoke_{target}",
+            target,
+            record.pts,
+            0,
+            record.timestamp // 1000,
+            record.channel_id,
+            record.channel_type,
+            SYSTEM_MESSAGE,
+            "message.revoke",
+            record.sender_id,
+            record.payload,
+            True,
+            b"",
+            False,
+            "",
+        )
+    tombstone = record.revoked
+    return pbwire.push(
+        f"msg_{record.message_id}",
+        record.message_id,
+        record.pts,
+        record.local_message_id,
+        record.timestamp // 1000,
+        record.channel_id,
+        record.channel_type,
+        record.message_type,
+        "",
+        record.sender_id,
+        b"" if tombstone else record.payload,
+        tombstone,
+        b"" if tombstone else record.content,
+        record.e2e,
+        record.sender_device,
+    )
+
+
+def check_subscribe(services: Services, user_id: int, channel_id: int, channel_type: int) -> int:
+    """SUB's reason code for subscribing ``user_id`` (0: allowed, 4: not allowed).
+
+    ``channel_type`` is SubscribeRequest's numbering: 0 private (a direct channel), 1 group,
+    2 room. Every kind needs membership of the channel; this server has no public rooms, so a
+    room subscription names a channel the user is a member of (of any kind)."""
+    channel = services.channels.find_channel(channel_id)
+    if channel is None or user_id not in channel.members:
+        return 4
+    if channel_type in (0, 1) and (channel_type == 1) != (channel.channel_type == GROUP):
+        return 4
+    return 0
+
+
+class FanOut(Protocol):
+    """What the policy needs of the hub (``hub.py``)."""
+
+    def fan_out(self, members: Iterable[int], body: bytes, mode: int, origin: str | None) -> None:
+        """Queue ``body`` on the READY sessions of ``members`` but the origin, by ``mode``."""
+
+    def publish(self, channel: Channel, body: bytes, origin: str | None) -> None:
+        """A PUB to the channel's subscribers."""
+
+    def device_count(self, user_id: int) -> int: ...
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, hub: FanOut) -> None:
+        self.settings = settings
+        self.hub = hub
+
+    def large(self, channel: Channel) -> bool:
+        return len(channel.members) > self.settings.large_group_threshold
+
+    def mode(self, channel: Channel, record: Record) -> int:
+        if self.large(channel):
+            return NOTIFY
+        return E2E if record.e2e else BATCH
+
+    # ---- the Delivery port ---------------------------------------------------------------------
+    def deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
+        mode = self.mode(channel, record)
+        if mode == NOTIFY:
+            body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
+        else:
+            body = push_body(record)
+        self.hub.fan_out(channel.members, body, mode, origin)
+
+    def publish_typing(self, channel: Channel, note: dict[str, object], origin: str | None) -> None:
+        ts = note["timestamp"]
+        body = pb.PublishRequest(
+            channel_id=channel.channel_id,
+            topic="typing",
+            timestamp=ts if isinstance(ts, int) else 0,
+            payload=json.dumps(note, separators=(",", ":")).encode(),
+            publisher=str(note["user_id"]),
+        ).SerializeToString()
+        self.hub.publish(channel, body, origin)
+
+    def online_devices(self, user_id: int) -> int:
+        return self.hub.device_count(user_id)
+
+    # ---- catch-up and pulls -------------------------------------------------------------
+    def catch_up(self, session: Session) -> None:
+        """At READY: what the device missed since its cursor, under the same policy as live
+        pushes (too much, or a large group: an MN to pull instead)."""
+        services = session.deps.services
+        limit = self.settings.catchup_push_limit
+        for channel, acked, current in services.messages.pending(
+            session.user_id, session.device_id
+        ):
+            missing = current - acked
+            if self.large(channel) or missing > limit:
+                session.push_now(
+                    Cmd.MN, pbwire.notify(channel.channel_id, channel.channel_type, current)
+                )
+                continue
+            for record in services.messages.read_log(channel.channel_id, acked, missing):
+                queue(session, self.mode(channel, record), push_body(record))
+
+    def difference(
+        self, channel: Channel, records: list[Record], current: int, has_more: bool
+    ) -> tuple[bytes, bool]:
+        """An MP reply's GetDifferenceResponse bytes, and whether any record is end-to-end."""
+        data = pbwire.difference(
+            [push_body(r) for r in records], current, has_more, channel.channel_id
+        )
+        return data, any(r.e2e for r in records)
+
+
+def queue(session: Session, mode: int, body: bytes) -> None:
+    """Queue one push on a session by its mode (the hub's fan-out inlines the same)."""
+    if mode == BATCH:
+        session.enqueue(body)
+    elif mode == E2E:
+        session.push_now(Cmd.MPS, body, e2e=True)
+    else:
+        session.push_now(Cmd.MN, body)

@@ -1,0 +1,240 @@
+"""The store contract suite: every store implementation runs all of it.
+
+Each test checks one sentence of a docstring in ``privchat_tcp/service/ports.py``. A store joins
+by subclassing ``StoreContract`` with a ``store`` fixture (``test_store_contract.py``); a store
+that persists also provides ``reopen`` (the same data, a new process's view of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from privchat_tcp.service.model import (
+    DIRECT,
+    GROUP,
+    KIND_MESSAGE,
+    KIND_REVOKE,
+    ROLE_ADMIN,
+    ROLE_MEMBER,
+    ROLE_OWNER,
+    DedupEntry,
+    Record,
+)
+from privchat_tcp.service.ports import Store
+
+NOW = 1_700_000_000_000
+
+
+def record(channel_id: int, message_id: int, kind: int = KIND_MESSAGE, pts: int = 0) -> Record:
+    return Record(
+        pts,
+        message_id,
+        channel_id,
+        DIRECT,
+        100_000_001,
+        "dev",
+        message_id,
+        0,
+        NOW + message_id,
+        b"payload-%d" % message_id,
+        b"",
+        False,
+        kind,
+    )
+
+
+class StoreContract:
+    """Subclasses provide the ``store`` fixture."""
+
+    # ---- accounts ---------------------------------------------------------------------------
+    def test_users_get_new_increasing_ids(self, store: Store) -> None:
+        a = store.create_user("alice", "h1", "Alice", None, "a@example.com", NOW)
+        b = store.create_user("bob", "h2", "Bob", "+1", None, NOW)
+        assert b.user_id > a.user_id > 0
+        got = store.get_user(a.user_id)
+        assert got is not None
+        assert (got.username, got.password_hash, got.nickname, got.email, got.created_at) == (
+            "alice",
+            "h1",
+            "Alice",
+            "a@example.com",
+            NOW,
+        )
+        assert store.get_user(b.user_id + 1000) is None
+
+    def test_logins_are_case_insensitive_by_username_and_email(self, store: Store) -> None:
+        a = store.create_user("Alice", "h", "Alice", None, "Alice@Example.com", NOW)
+        for login in ("alice", "alice@example.com"):
+            found = store.find_user(login)
+            assert found is not None and found.user_id == a.user_id
+        assert store.find_user("nobody") is None
+
+    # ---- tokens -------------------------------------------------------------------------------
+    def test_revoked_tokens_stay_revoked_and_revoking_is_idempotent(self, store: Store) -> None:
+        assert not store.is_token_revoked("jti-1")
+        store.revoke_token("jti-1", NOW // 1000 + 60)
+        store.revoke_token("jti-1", NOW // 1000 + 60)
+        assert store.is_token_revoked("jti-1")
+        assert not store.is_token_revoked("jti-2")
+
+    # ---- channels -----------------------------------------------------------------------------
+    def test_one_direct_channel_per_pair_in_either_order(self, store: Store) -> None:
+        a = store.create_user("a1", "", "a", None, None, NOW).user_id
+        b = store.create_user("b1", "", "b", None, None, NOW).user_id
+        ch, created = store.get_or_create_direct(a, b, NOW)
+        again, created2 = store.get_or_create_direct(b, a, NOW + 1)
+        assert created and not created2
+        assert again.channel_id == ch.channel_id and ch.channel_type == DIRECT
+        assert set(ch.members) == {a, b}
+        assert store.user_channels(a) == [ch.channel_id] == store.user_channels(b)
+        got = store.get_channel(ch.channel_id)
+        assert got is not None and set(got.members) == {a, b}
+        assert store.get_channel(ch.channel_id + 10_000) is None
+
+    def test_groups_have_one_owner_and_each_member_once(self, store: Store) -> None:
+        g = store.create_group(1, "team", "desc", [2, 3, 3, 1], NOW, 50)
+        assert g.channel_type == GROUP and g.name == "team" and g.description == "desc"
+        assert g.owner_id == 1 and g.max_members == 50
+        assert {u: m.role for u, m in g.members.items()} == {
+            1: ROLE_OWNER,
+            2: ROLE_MEMBER,
+            3: ROLE_MEMBER,
+        }
+        assert all(m.joined_at == NOW for m in g.members.values())
+        assert store.current_pts(g.channel_id) == 0
+        other = store.create_group(1, "other", None, [], NOW, 50)
+        assert other.channel_id != g.channel_id
+
+    def test_members_join_and_leave(self, store: Store) -> None:
+        g = store.create_group(1, "team", None, [2], NOW, 50)
+        m = store.add_member(g.channel_id, 4, ROLE_ADMIN, NOW + 5)
+        assert (m.user_id, m.role, m.joined_at) == (4, ROLE_ADMIN, NOW + 5)
+        got = store.get_channel(g.channel_id)
+        assert got is not None and got.members[4].role == ROLE_ADMIN
+        assert g.channel_id in store.user_channels(4)
+        store.remove_member(g.channel_id, 2)
+        store.remove_member(g.channel_id, 99)  # a non-member: a no-op
+        got = store.get_channel(g.channel_id)
+        assert got is not None and set(got.members) == {1, 4}
+        assert g.channel_id not in store.user_channels(2)
+
+    def test_user_channels_in_the_order_joined(self, store: Store) -> None:
+        ids = [store.create_group(7, f"g{i}", None, [], NOW, 50).channel_id for i in range(5)]
+        assert store.user_channels(7) == ids
+        assert store.user_channels(12345) == []
+
+    # ---- the message log ----------------------------------------------------------------------
+    def _channel(self, store: Store) -> int:
+        return store.create_group(1, "log", None, [2], NOW, 50).channel_id
+
+    def test_commit_numbers_pts_without_gap_and_ignores_the_pts_passed(self, store: Store) -> None:
+        cid = self._channel(store)
+        pts = [store.commit(record(cid, 1000 + i, pts=77)).pts for i in range(10)]
+        assert pts == list(range(1, 11))
+        assert store.current_pts(cid) == 10
+        other = self._channel(store)
+        assert store.commit(record(other, 5000)).pts == 1  # per channel
+        assert store.current_pts(cid + other + 1000) == 0
+
+    def test_read_log_is_exclusive_ordered_and_bounded(self, store: Store) -> None:
+        cid = self._channel(store)
+        for i in range(10):
+            store.commit(record(cid, 1000 + i))
+        assert [r.pts for r in store.read_log(cid, 0, 3)] == [1, 2, 3]
+        assert [r.pts for r in store.read_log(cid, 3, 100)] == list(range(4, 11))
+        assert store.read_log(cid, 10, 5) == []
+        assert store.read_log(cid, -1, 5) == []
+        assert store.read_log(cid + 999, 0, 5) == []
+        r = store.read_log(cid, 4, 1)[0]
+        assert (r.message_id, r.payload) == (1004, b"payload-1004")
+
+    def test_a_committed_record_is_visible_at_once(self, store: Store) -> None:
+        cid = self._channel(store)
+        out = store.commit(record(cid, 42))
+        assert store.read_log(cid, 0, 1)[0].message_id == 42 == out.message_id
+
+    def test_find_message_by_channel_and_id_not_revoke_events(self, store: Store) -> None:
+        cid = self._channel(store)
+        store.commit(record(cid, 42))
+        store.commit(record(cid, 43, kind=KIND_REVOKE))
+        found = store.find_message(cid, 42)
+        assert found is not None and found.pts == 1
+        assert store.find_message(cid, 43) is None
+        assert store.find_message(cid + 1, 42) is None
+
+    def test_mark_revoked_keeps_the_place_and_later_reads_see_it(self, store: Store) -> None:
+        cid = self._channel(store)
+        store.commit(record(cid, 42))
+        store.commit(record(cid, 43))
+        out = store.mark_revoked(cid, 42, 2, NOW + 9)
+        assert (out.revoked, out.revoked_by, out.revoked_at, out.pts) == (True, 2, NOW + 9, 1)
+        first = store.read_log(cid, 0, 2)[0]
+        assert first.revoked and first.pts == 1
+        assert store.current_pts(cid) == 2
+
+    def test_load_log_answers_as_read_log(self, store: Store) -> None:
+        cid = self._channel(store)
+        for i in range(5):
+            store.commit(record(cid, 1000 + i))
+        loaded = asyncio.run(store.load_log(cid, 1, 3))
+        assert [r.pts for r in loaded] == [r.pts for r in store.read_log(cid, 1, 3)] == [2, 3, 4]
+
+    # ---- dedup --------------------------------------------------------------------------------
+    def test_dedup_keys_are_per_sender_device_and_local_id(self, store: Store) -> None:
+        e = DedupEntry(42, 1, 1001, NOW)
+        store.dedup_put(1, "d", 7, e)
+        got = store.dedup_get(1, "d", 7)
+        assert got is not None and (got.message_id, got.pts, got.channel_id) == (42, 1, 1001)
+        assert store.dedup_get(1, "other", 7) is None
+        assert store.dedup_get(2, "d", 7) is None
+        assert store.dedup_get(1, "d", 8) is None
+
+    def test_dedup_sweep_drops_only_older_entries_eventually(self, store: Store) -> None:
+        for i in range(200):
+            store.dedup_put(1, "d", i, DedupEntry(i, i + 1, 1, NOW + i))
+        dropped = 0
+        for _ in range(5000):  # a store may sweep in steps
+            dropped += store.dedup_sweep(NOW + 100)
+            if dropped >= 100:
+                break
+        assert dropped == 100
+        assert store.dedup_get(1, "d", 99) is None
+        assert store.dedup_get(1, "d", 100) is not None
+
+    # ---- delivery cursors ---------------------------------------------------------------------
+    def test_cursors_only_move_forward(self, store: Store) -> None:
+        assert store.get_ack(1, "d", 1001) == 0
+        store.set_ack(1, "d", 1001, 5)
+        store.set_ack(1, "d", 1001, 3)
+        assert store.get_ack(1, "d", 1001) == 5
+        assert store.get_ack(1, "other", 1001) == 0
+        assert store.get_ack(1, "d", 1002) == 0
+
+    # ---- durability ---------------------------------------------------------------------------
+    def test_epoch_names_the_store(self, store: Store) -> None:
+        assert isinstance(store.epoch, str) and store.epoch
+
+    def test_flush_then_close(self, store: Store) -> None:
+        cid = self._channel(store)
+        store.commit(record(cid, 1))
+        ticket = store.barrier()
+        if ticket is None:  # nothing pending: every write is durable already
+            assert store.persistence_lag() in (None, 0.0)
+        store.flush()
+        lag = store.persistence_lag()
+        assert lag is None or lag == 0.0
+        assert isinstance(store.stats(), dict)
+        store.close()
+
+    def test_every_abstract_method_is_implemented(self, store: Store) -> None:
+        assert not getattr(type(store), "__abstractmethods__", None)
+
+    @pytest.mark.parametrize("n", [1000])
+    def test_many_commits_stay_contiguous(self, store: Store, n: int) -> None:
+        cid = self._channel(store)
+        for i in range(n):
+            store.commit(record(cid, 10_000 + i))
+        got = [r.pts for r in store.read_log(cid, 0, n)]
+        assert got == list(range(1, n + 1))
