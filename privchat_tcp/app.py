@@ -33,9 +33,18 @@ from .session.delivery import Deliverer
 from .session.hub import Hub
 from .session.session import SessionDeps
 from .store.memory import MemoryStore
+from .store.sqlite import SQLiteStore
 from .wire.crypto import ServerKey
 
-__all__ = ["Server", "Core", "compose", "serve", "run", "load_or_create_secret"]
+__all__ = [
+    "Server",
+    "Core",
+    "compose",
+    "open_store",
+    "serve",
+    "run",
+    "load_or_create_secret",
+]
 
 log = logging.getLogger("privchat_tcp.server")
 
@@ -95,7 +104,7 @@ def compose(
     """Wire the layers together over ``store``; ``schedule`` runs a callback at the end of
     the event loop's turn (the hub flushes sessions then)."""
     hub = Hub(settings, schedule)
-    deliverer = Deliverer(settings, hub)
+    deliverer = Deliverer(settings, hub, store)
     services = Services(
         settings,
         store,
@@ -118,6 +127,30 @@ def compose(
         run_blocking,
     )
     return Core(store, services, hub, deliverer, routes, deps)
+
+
+def open_store(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> Store:
+    """The store the settings name: in memory (``memory_only``) or SQLite in the data
+    directory. Raises ``StoreOpenError`` for a store that cannot be used."""
+    if settings.memory_only:
+        return MemoryStore()
+    store = SQLiteStore(
+        settings.data_path,
+        settings.sqlite_synchronous,
+        settings.memory_window,
+        settings.dedup_retention,
+    )
+    if loop is not None:
+        call = loop.call_soon_threadsafe
+
+        def notify(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+            try:
+                call(fn, *args)
+            except RuntimeError:  # the loop is closed: the store is being closed too
+                pass
+
+        store.attach(notify)
+    return store
 
 
 class Server:
@@ -148,7 +181,7 @@ class Server:
             self.server_key = ServerKey.load_or_create(path)
         self.core = core = compose(
             settings,
-            store or MemoryStore(),
+            store or open_store(settings, self.loop),
             secret,
             self.loop.call_soon,
             self,

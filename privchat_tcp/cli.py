@@ -1,4 +1,4 @@
-"""``privchat-tcp``: serve, chat (an interactive terminal client), keygen."""
+"""``privchat-tcp``: serve, chat (an interactive terminal client), backup, keygen."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="interactive terminal client")
     chat.add_argument("--host", default="127.0.0.1")
     chat.add_argument("--port", type=int, default=9001)
+    backup = sub.add_parser(
+        "backup",
+        help="copy the store online and consistently (while a server may run)",
+        description="Write a consistent copy of DATA_DIR/privchat.db to DEST with SQLite's "
+        "backup API; a running server keeps serving. Restore: stop the server, replace "
+        "DATA_DIR/privchat.db with the copy (delete privchat.db-wal and -shm), start it.",
+    )
+    backup.add_argument("dest", help="the file to write (must not exist)")
+    backup.add_argument("--data-dir", default="./privchat-data", help="the server's data dir")
     keygen = sub.add_parser("keygen", help="write a new RSA server key (PEM)")
     keygen.add_argument("path", help="where to write the private key")
     keygen.add_argument("--bits", type=int, default=2048)
@@ -60,8 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from .app import run
+        from .store.sqlite import StoreOpenError
 
-        run(settings)
+        try:
+            run(settings)
+        except StoreOpenError as exc:
+            print(f"privchat-tcp: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "backup":
+        from .store.sqlite import StoreOpenError, backup
+
+        try:
+            size = backup(pathlib.Path(args.data_dir), pathlib.Path(args.dest))
+        except (StoreOpenError, OSError) as exc:
+            print(f"privchat-tcp: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.dest} ({size} bytes, integrity ok)")
         return 0
     if args.command == "keygen":
         from .wire.crypto import ServerKey

@@ -33,8 +33,17 @@ class Settings:
     port: int = _f(9001, "TCP port to listen on (0 = any free port)")
     data_dir: str = _f("./privchat-data", "directory for the server key, the JWT secret and data")
     memory_only: bool = _f(
-        True,
-        "keep everything in memory (the only store today; persistence comes with its own issue)",
+        False,
+        "keep everything in memory and forget it on exit (tests, benchmarks); the default "
+        "persists into DATA_DIR/privchat.db (SQLite, WAL)",
+    )
+    sqlite_synchronous: str = _f(
+        "FULL",
+        "FULL: an acknowledged change survives a power loss; NORMAL: it survives a crash of the "
+        "server but the last commits may be lost on power loss (faster)",
+    )
+    memory_window: int = _f(
+        1000, "recent messages per channel kept in memory; older ones are read from disk"
     )
     log_level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR")
     use_uvloop: bool = _f(True, "run on uvloop when it is installed")
@@ -154,10 +163,10 @@ class Settings:
         for name in ("snowflake_datacenter_id", "snowflake_machine_id"):
             if not 0 <= getattr(self, name) <= 31:
                 raise ConfigError(f"{name} must be 0-31")
-        if not self.memory_only:
-            raise ConfigError(
-                "persistence is not built yet: only the in-memory store exists (--memory-only)"
-            )
+        if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ConfigError("sqlite_synchronous must be FULL or NORMAL")
+        if self.memory_window < 1:
+            raise ConfigError("memory_window must be at least 1")
         if self.require_encryption and not self.encryption:
             raise ConfigError("require_encryption needs encryption")
         if self.push_hard_limit < self.push_high_water or self.push_high_water < 1024:

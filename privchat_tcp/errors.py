@@ -36,6 +36,7 @@ __all__ = [
     "AuthRequired",
     "InvalidToken",
     "TokenRevoked",
+    "StorageUnavailable",
     "status_for_code",
     "STATUS_NAMES",
 ]
@@ -282,3 +283,10 @@ class InvalidToken(_Named):
 class TokenRevoked(_Named):
     CODE = ErrorCode.TOKEN_REVOKED
     DEFAULT = "token revoked"
+
+
+class StorageUnavailable(_Named):
+    """The store cannot make writes durable right now (disk full, I/O error): retry later."""
+
+    CODE = ErrorCode.SYSTEM_BUSY
+    DEFAULT = "storage unavailable; retry later"

@@ -74,6 +74,11 @@ class Device:
     # ---- the session's Link -------------------------------------------------------------------
     def transmit(self) -> None:
         session = self.session
+        durability = self.harness.core.services.durability
+        if session.hold > durability.durable_seq:
+            durability.when_durable(session.hold, self.transmit)
+            return
+        session.hold = 0
         conn = session.conn
         if conn.pending_violation is not None:
             conn.finish_violation()

@@ -176,8 +176,23 @@ def test_drain_flushes_the_store_after_the_last_session(
 
 def test_memory_store_has_no_persistence_lag(make_server: Callable[..., ServerThread]) -> None:
     admin = free_port()
-    make_server(admin_port=admin)
+    make_server(admin_port=admin, memory_only=True)
     assert "privchat_persistence_lag_seconds" not in http_get(admin, "/metrics")[1]
+
+
+def test_the_embedded_store_reports_its_commits(make_server: Callable[..., ServerThread]) -> None:
+    admin = free_port()
+    srv = make_server(admin_port=admin)
+
+    async def main() -> None:
+        alice = await user(srv.port, "alice")  # a registration: a committed write
+        await alice.close()
+
+    run(main())
+    text = http_get(admin, "/metrics")[1]
+    assert "privchat_persistence_lag_seconds 0.0" in text
+    commits = [ln for ln in text.splitlines() if ln.startswith("privchat_store_commits_total ")]
+    assert commits and float(commits[0].split()[1]) >= 1, commits
 
 
 def test_sigterm_drains_subprocess() -> None:

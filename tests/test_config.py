@@ -33,8 +33,10 @@ def test_booleans_and_errors(tmp_path: pathlib.Path) -> None:
         load_settings(parse(), {"PRIVCHAT_PORT": "ninety"})
     with pytest.raises(ConfigError):
         load_settings(parse(), {"PRIVCHAT_PORT": "70000"})
+    assert load_settings(parse(), {}).memory_only is False  # persistence is the default
+    assert load_settings(parse("--memory-only"), {}).memory_only is True
     with pytest.raises(ConfigError):
-        load_settings(parse("--no-memory-only"), {})  # persistence is not built yet
+        load_settings(parse(), {"PRIVCHAT_SQLITE_SYNCHRONOUS": "OFF"})
     bad = tmp_path / "bad.toml"
     bad.write_text("no_such_setting = 1\n")
     with pytest.raises(ConfigError):

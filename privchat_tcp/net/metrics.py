@@ -226,6 +226,16 @@ def render_metrics(server: MetricsSource) -> str:
             "How long the oldest commit not yet durable has waited.",
             [("", lag)],
         )
+    try:
+        durability = server.store.durability_stats()
+    except Exception:  # noqa: BLE001 - a scrape must not fail on the store
+        log.exception("store.durability_stats() failed")
+        durability = {}
+    for key, value in sorted(durability.items()):
+        kind = "counter" if key.endswith("_total") else "gauge"
+        metric(
+            f"privchat_store_{key}", kind, f"The store's {key.replace('_', ' ')}.", [("", value)]
+        )
     name = "privchat_request_batch_seconds"
     out.append(f"# HELP {name} Time to handle the frames of one read (one read in 16).")
     out.append(f"# TYPE {name} histogram")

@@ -86,6 +86,7 @@ class TcpConnection(asyncio.Protocol):
         "proxy",
         "ubucket",
         "bucket_user",
+        "waiting_durable",
     )
 
     def __init__(self, ctx: TcpContext) -> None:
@@ -104,6 +105,7 @@ class TcpConnection(asyncio.Protocol):
         self.proxy: ProxyParser | None = None
         self.ubucket: UserBucket | None = None
         self.bucket_user = 0
+        self.waiting_durable = False
 
     @property
     def peer(self) -> str:
@@ -172,16 +174,18 @@ class TcpConnection(asyncio.Protocol):
             self._unregister()
             transport.close()
             if transport.get_write_buffer_size():
-                # a peer that does not read would keep the socket forever
-                self.ctx.loop.call_later(5.0, self.abort)
+                # a peer that does not read would keep the socket forever: reset it
+                self.ctx.loop.call_later(5.0, self.abort, True)
 
-    def abort(self) -> None:
-        """Drop the connection now, queued bytes and all (a reset, not a FIN behind them)."""
+    def abort(self, reset: bool = False) -> None:
+        """Drop the connection now, queued bytes and all. ``reset``: with SO_LINGER 0, so the
+        kernel sends a RST and frees the socket at once instead of keeping an orphan with the
+        unread bytes queued (a slow consumer's end)."""
         transport = self.transport
         if not self.lost and transport is not None:
             self.session.mark_closed()
             self._unregister()
-            sock = transport.get_extra_info("socket")
+            sock = transport.get_extra_info("socket") if reset else None
             if sock is not None:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
@@ -356,6 +360,15 @@ class TcpConnection(asyncio.Protocol):
         session = self.session
         if session.closed:
             return
+        hold = session.hold
+        if hold:  # acknowledged means durable: nothing goes out before the write it shows
+            durability = self.ctx.deps.services.durability
+            if hold > durability.durable_seq:
+                if not self.waiting_durable:
+                    self.waiting_durable = True
+                    durability.when_durable(hold, self._durable)
+                return
+            session.hold = 0
         conn = session.conn
         if conn.pending_violation is not None and not self.held:
             conn.finish_violation()
@@ -390,6 +403,10 @@ class TcpConnection(asyncio.Protocol):
             transport.write(data)
         if conn.closing:
             self.close()
+
+    def _durable(self) -> None:
+        self.waiting_durable = False
+        self.transmit()
 
     def _check_held(self) -> None:
         transport = self.transport

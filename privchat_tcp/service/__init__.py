@@ -15,7 +15,7 @@ from .accounts import AccountService
 from .auth import PasswordHasher, TokenIssuer
 from .channels import ChannelService
 from .messages import MessageService, SendResult
-from .ports import Delivery, Store
+from .ports import Delivery, Durability, Store
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -41,6 +41,8 @@ class Services:
         self.settings = settings
         self.clock = clock
         self.epoch = store.epoch
+        #: the store's write numbering: the session layer holds acknowledgements on it
+        self.durability: Durability = store
         self.accounts = AccountService(store, store, tokens, passwords, clock)
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(

@@ -193,13 +193,25 @@ class MessageService:
     ) -> tuple[Channel, list[Record], int, bool]:
         """(channel, records after ``last_pts``, current pts, has_more) for a member."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
-        if limit <= 0:
-            limit = 100
-        limit = min(limit, self.settings.max_pull_limit)
         current = self._log.current_pts(channel_id)
-        records = self._log.read_log(channel_id, last_pts, limit)
-        has_more = bool(records) and records[-1].pts < current
-        return channel, records, current, has_more
+        records = self._log.read_log(channel_id, last_pts, self._page_limit(limit))
+        return channel, records, current, bool(records) and records[-1].pts < current
+
+    def _page_limit(self, limit: int) -> int:
+        return min(100 if limit <= 0 else limit, self.settings.max_pull_limit)
+
+    def in_memory(self, channel_id: int, last_pts: int) -> bool:
+        """Whether a pull from ``last_pts`` is answered from memory (else ``pull_async``)."""
+        return self._log.in_window(channel_id, last_pts)
+
+    async def pull_async(
+        self, user_id: int, channel_id: int, last_pts: int, limit: int, channel_type: int = 0
+    ) -> tuple[Channel, list[Record], int, bool]:
+        """``pull`` for history that may be outside the store's working set (off the loop)."""
+        channel = self.channels.member_channel(user_id, channel_id, channel_type)
+        records = await self._log.load_log(channel_id, last_pts, self._page_limit(limit))
+        current = self._log.current_pts(channel_id)
+        return channel, records, current, bool(records) and records[-1].pts < current
 
     def read_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
         return self._log.read_log(channel_id, after_pts, limit)

@@ -7,8 +7,8 @@ services know a store only through these; only the composition root (``app.py``)
 The I/O decision (``docs/architecture.md``): the methods are synchronous and answer from a
 working set the store keeps in memory, so that the hot path (MS, fan-out, MP of recent history)
 never awaits. A store that persists applies a write to its working set at once and makes it
-durable off the event loop, in batches; ``Durability.barrier``/``when_durable`` let the caller
-hold an acknowledgement until the write under it is durable. Reads that can miss the working
+durable off the event loop, in batches; ``Durability.write_seq``/``when_durable`` let the
+caller hold an acknowledgement until the write under it is durable. Reads that can miss the working
 set (old history) have a ``load_*`` coroutine twin that a store answers off the loop.
 
 General rules of every contract:
@@ -25,7 +25,7 @@ General rules of every contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from .model import Channel, DedupEntry, Member, Record, User
@@ -152,6 +152,11 @@ class MessageLog(abc.ABC):
         the log allows to a committed record. Its pts and place stay; later reads see
         ``revoked``. The caller checked it exists and is not revoked."""
 
+    def in_window(self, channel_id: int, after_pts: int) -> bool:
+        """Whether ``read_log(channel_id, after_pts, ...)`` answers from memory; when it does
+        not, callers on the event loop use ``load_log`` instead."""
+        return True
+
     async def load_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
         """``read_log`` for history that may be outside the working set, answered off the
         event loop by a store that keeps only recent records in memory. Same contract."""
@@ -190,19 +195,23 @@ class CursorStore(abc.ABC):
 
 
 class Durability(abc.ABC):
-    """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric)."""
+    """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
+
+    Writes are numbered as they are applied: ``write_seq`` is the number of the last write,
+    ``durable_seq`` of the last one known durable, both read on the event loop's thread. A
+    store that does not persist keeps both at 0. The session layer holds what a write
+    acknowledges (or reveals, a push) until ``durable_seq`` reaches it (``when_durable``)."""
 
     epoch: str
+    write_seq: int = 0
+    durable_seq: int = 0
 
-    def barrier(self) -> int | None:
-        """A ticket for every write so far, to pass to ``when_durable``; None when all of them
-        are durable already (a store that does not persist: always None)."""
-        return None
-
-    def when_durable(self, ticket: int, callback: object) -> None:
-        """Call ``callback()`` on the event loop once the writes under ``ticket`` are durable
-        (or with an error, never silently: a store that cannot persist says so)."""
-        raise NotImplementedError("this store has no pending writes")
+    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the event loop once ``durable_seq >= ticket`` (at once, in
+        this call, if it is already). A write that fails is retried, not dropped: the callback
+        waits for it (the store reports the failure in its metrics and log, and refuses new
+        writes meanwhile with ``StorageUnavailable``)."""
+        callback()
 
     def persistence_lag(self) -> float | None:
         """Seconds the oldest commit that is not yet durable has waited (0.0 when every commit
@@ -220,6 +229,11 @@ class Durability(abc.ABC):
 
     def stats(self) -> dict[str, int]:
         """Sizes for metrics."""
+        return {}
+
+    def durability_stats(self) -> dict[str, float]:
+        """Commit counters for metrics (a store that persists): commits, writes committed,
+        seconds spent committing, the last and largest batch, writes pending, failing."""
         return {}
 
 

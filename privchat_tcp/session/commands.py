@@ -6,18 +6,20 @@ the table the composition root hands to every session (``SessionDeps.commands``)
 
 from __future__ import annotations
 
+import inspect
 import time
 
 from .._version import __version__
 from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.params import parse_body
+from ..service.model import Channel, Record
 from ..wire import compression as _compression
 from ..wire import pbwire
 from ..wire.commands import COMP_MASK, ENC_E2E, ENC_MASK, Cmd
 from ..wire.crypto import SessionCipher, open_login
 from .delivery import check_subscribe
-from .session import CommandTable, Session, pong, rpc_ok
+from .session import CommandTable, DeliveryPolicy, Session, pong, rpc_ok
 
 __all__ = ["COMMANDS", "CLIENT_COMMANDS"]
 
@@ -149,11 +151,27 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
 
 def mp(session: Session, seq: int, flags: int, body: bytes) -> None:
     req = pb.GetDifferenceRequest.FromString(body)
-    channel, records, current, has_more = session.deps.services.messages.pull(
-        session.user_id, req.channel_id, req.last_pts, req.limit, req.channel_type
-    )
-    data, e2e = session.deps.deliverer.difference(channel, records, current, has_more)
-    session.reply(seq, Cmd.MP, data, e2e and session.conn.cipher is not None)
+    messages = session.deps.services.messages
+    deliverer = session.deps.deliverer
+    sealed = session.conn.cipher is not None
+    args = (session.user_id, req.channel_id, req.last_pts, req.limit, req.channel_type)
+    if not messages.in_memory(req.channel_id, req.last_pts):  # old history: off the loop
+        session.spawn_reply(
+            seq,
+            Cmd.MP,
+            messages.pull_async(*args),
+            lambda page: _difference(deliverer, page, sealed),
+        )
+        return
+    data, e2e = _difference(deliverer, messages.pull(*args), sealed)
+    session.reply(seq, Cmd.MP, data, e2e)
+
+
+def _difference(
+    deliverer: DeliveryPolicy, page: tuple[Channel, list[Record], int, bool], sealed: bool
+) -> tuple[bytes, bool]:
+    data, e2e = deliverer.difference(*page)
+    return data, e2e and sealed
 
 
 def mr(session: Session, seq: int, flags: int, body: bytes) -> None:
@@ -214,11 +232,11 @@ def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
     if not route.anonymous and not session.user_id:
         raise ServiceError(ErrorCode.AUTH_REQUIRED, "login required")
     args = parse_body(req.body)
-    ctx = session.rpc_context()
-    if route.is_async:
-        session.spawn_rpc(seq, route.handler(ctx, args))
+    result = route.handler(session.rpc_context(), args)
+    if inspect.iscoroutine(result):  # an async route, or one that must read off the loop
+        session.spawn_rpc(seq, result)
         return
-    session.reply(seq, Cmd.RPC, rpc_ok(route.handler(ctx, args)))
+    session.reply(seq, Cmd.RPC, rpc_ok(result))
 
 
 HANDLERS = {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import Settings
 from ..proto import privchat_pb2 as pb
 from ..service.model import GROUP, KIND_REVOKE, SYSTEM_MESSAGE, Channel, Record
+from ..service.ports import Durability
 from ..wire import pbwire
 from ..wire.commands import Cmd
 
@@ -89,8 +90,11 @@ def check_subscribe(services: Services, user_id: int, channel_id: int, channel_t
 class FanOut(Protocol):
     """What the policy needs of the hub (``hub.py``)."""
 
-    def fan_out(self, members: Iterable[int], body: bytes, mode: int, origin: str | None) -> None:
-        """Queue ``body`` on the READY sessions of ``members`` but the origin, by ``mode``."""
+    def fan_out(
+        self, members: Iterable[int], body: bytes, mode: int, origin: str | None, hold: int
+    ) -> None:
+        """Queue ``body`` on the READY sessions of ``members`` but the origin, by ``mode``;
+        ``hold``: the store write the recipients must not see before it is durable (0: none)."""
 
     def publish(self, channel: Channel, body: bytes, origin: str | None) -> None:
         """A PUB to the channel's subscribers."""
@@ -99,9 +103,10 @@ class FanOut(Protocol):
 
 
 class Deliverer:
-    def __init__(self, settings: Settings, hub: FanOut) -> None:
+    def __init__(self, settings: Settings, hub: FanOut, durability: Durability) -> None:
         self.settings = settings
         self.hub = hub
+        self.durability = durability
 
     def large(self, channel: Channel) -> bool:
         return len(channel.members) > self.settings.large_group_threshold
@@ -118,7 +123,9 @@ class Deliverer:
             body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
         else:
             body = push_body(record)
-        self.hub.fan_out(channel.members, body, mode, origin)
+        d = self.durability
+        hold = d.write_seq if d.write_seq > d.durable_seq else 0
+        self.hub.fan_out(channel.members, body, mode, origin, hold)
 
     def publish_typing(self, channel: Channel, note: dict[str, object], origin: str | None) -> None:
         ts = note["timestamp"]

@@ -168,6 +168,7 @@ class Session:
         "peer",
         "token_jti",
         "async_rpcs",
+        "hold",
         "_rpc",
         "__weakref__",
     )
@@ -191,6 +192,9 @@ class Session:
         self.peer: str = ""
         self.token_jti = ""
         self.async_rpcs = 0
+        #: the store write (``Durability.write_seq``) that the queued output acknowledges or
+        #: reveals: the adapter writes nothing before it is durable (0: nothing to wait for)
+        self.hold = 0
         self._rpc: RpcContext | None = None  # made at the first RPC
 
     # ---- state changes -------------------------------------------------------------------------
@@ -208,6 +212,7 @@ class Session:
         self.ready = True
         self.state = SessionState.READY
         self.deps.deliverer.catch_up(self)
+        self.hold_for_pending_writes()
         self.deps.hub.touch(self)
 
     def lost(self) -> None:
@@ -292,6 +297,21 @@ class Session:
 
     # ---- dispatch ------------------------------------------------------------------------------
     def handle(self, frames: list[Frame]) -> None:
+        """Handle the frames of one read; what they wrote to the store holds the output."""
+        durability = self.deps.services.durability
+        before = durability.write_seq
+        self._handle(frames)
+        if durability.write_seq != before:
+            self.hold = durability.write_seq
+
+    def hold_for_pending_writes(self) -> None:
+        """Hold the queued output until every write so far is durable (what it shows may
+        depend on them: a catch-up, an asynchronous RPC's reply)."""
+        durability = self.deps.services.durability
+        if durability.write_seq > durability.durable_seq:
+            self.hold = durability.write_seq
+
+    def _handle(self, frames: list[Frame]) -> None:
         conn = self.conn
         commands = self.deps.commands
         handlers = commands.handlers
@@ -384,27 +404,47 @@ class Session:
 
     # ---- async RPC -----------------------------------------------------------------------------
     def spawn_rpc(self, seq: int, coro: Coroutine[Any, Any, Any]) -> None:
+        """Answer an RPC when ``coro`` (the route's work off the loop) returns its JSON."""
+        self.spawn_reply(seq, Cmd.RPC, coro, lambda result: (rpc_ok(result), False))
+
+    def spawn_reply(
+        self,
+        seq: int,
+        command: int,
+        coro: Coroutine[Any, Any, Any],
+        encode: Callable[[Any], tuple[bytes, bool]],
+    ) -> None:
+        """Answer ``command`` when ``coro`` returns: ``encode(result)`` gives the reply body and
+        whether it is end-to-end. At most ``MAX_ASYNC_RPC`` per session are in flight."""
         if self.async_rpcs >= MAX_ASYNC_RPC:
             coro.close()
             raise ServiceError(ErrorCode.CONCURRENT_LIMIT_EXCEEDED, "too many requests in flight")
         self.async_rpcs += 1
-        self.deps.spawn(self._run_async(seq, coro))
+        self.deps.spawn(self._run_async(seq, command, coro, encode))
 
-    async def _run_async(self, seq: int, coro: Coroutine[Any, Any, Any]) -> None:
+    async def _run_async(
+        self,
+        seq: int,
+        command: int,
+        coro: Coroutine[Any, Any, Any],
+        encode: Callable[[Any], tuple[bytes, bool]],
+    ) -> None:
         try:
             result = await coro
+            body, e2e = encode(result)
         except ServiceError as exc:
             if not self.closed:
-                self.error(seq, Cmd.RPC, exc.status, exc.code, exc.message)
+                self.error(seq, command, exc.status, exc.code, exc.message)
         except Exception:
-            log.exception("RPC failed")
+            log.exception("command %d failed", command)
             if not self.closed:
                 self.error(
-                    seq, Cmd.RPC, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
+                    seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
                 )
         else:
             if not self.closed:
-                self.reply(seq, Cmd.RPC, rpc_ok(result))
+                self.reply(seq, command, body, e2e)
+                self.hold_for_pending_writes()
         finally:
             self.async_rpcs -= 1
         if not self.closed:

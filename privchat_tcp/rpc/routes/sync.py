@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from ...errors import ErrorCode, InvalidParams, ServiceError
+from ...service import Services
+from ...service.model import Channel, Record
 from ..params import channel_type, opt_text, opt_u64, u64
 from ..table import RouteTable, RpcContext
 from ..views import CONTENT_TYPE_IDS, commit_json
@@ -63,13 +65,24 @@ def sync_submit(ctx: RpcContext, body: dict[str, Any]) -> Any:
 def sync_get_difference(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctype = channel_type(body)
     services = ctx.services
-    _, records, current, has_more = services.messages.pull(
+    args = (
         ctx.user_id,
         u64(body, "channel_id"),
         opt_u64(body, "last_pts"),
         opt_u64(body, "limit", 100),
         ctype,
     )
+    if not services.messages.in_memory(args[1], args[2]):  # old history: read off the loop
+        return _difference_later(services, args)
+    return _difference_json(services, services.messages.pull(*args))
+
+
+async def _difference_later(services: Services, args: tuple[int, int, int, int, int]) -> Any:
+    return _difference_json(services, await services.messages.pull_async(*args))
+
+
+def _difference_json(services: Services, page: tuple[Channel, list[Record], int, bool]) -> Any:
+    _, records, current, has_more = page
     return {
         "commits": [commit_json(services, r) for r in records],
         "current_pts": current,

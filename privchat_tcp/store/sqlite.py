@@ -1,0 +1,823 @@
+"""The embedded store: SQLite in WAL mode under a working set in memory (the default).
+
+Everything the in-memory store keeps is applied to the same in-memory structures at once (the
+event loop never waits on SQLite) and queued as a statement for the writer thread, which
+commits everything queued so far in one transaction (group commit: one fsync per batch, however
+many writes the loop's turns queued meanwhile). Writes are numbered (``write_seq``); the writer
+reports ``durable_seq`` back to the loop, which then releases the output held on it
+(``Durability.when_durable``): acknowledged means durable.
+
+Memory stays bounded as history grows: each channel keeps its last ``window`` records in
+memory; ``read_log`` of older history reads the database (``load_log`` does it off the loop, on
+a reader thread with its own connection). Start-up loads accounts, channels, members, cursors,
+unexpired revocations and dedup keys, and each channel's window.
+
+Faults: a failing commit (disk full, I/O error) is rolled back and retried with backoff, never
+dropped; while it fails, new writes are refused with ``StorageUnavailable`` (BUSY) and nothing
+held on the failed writes is released, so nothing is acknowledged that is not durable; reads and
+PING keep working. The data directory is locked (one server per directory); a database of a
+newer schema, or one that is corrupt or unreadable, is refused with ``StoreOpenError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import heapq
+import logging
+import os
+import pathlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import PrivchatError, StorageUnavailable
+from ..service.model import (
+    KIND_MESSAGE,
+    Channel,
+    DedupEntry,
+    Member,
+    Record,
+    User,
+)
+from .memory import MemoryStore
+
+__all__ = ["SQLiteStore", "StoreOpenError", "SCHEMA_VERSION", "DB_NAME", "backup"]
+
+log = logging.getLogger("privchat_tcp.store")
+
+DB_NAME = "privchat.db"
+LOCK_NAME = "privchat.lock"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    user_id INTEGER PRIMARY KEY, username TEXT NOT NULL, password_hash TEXT NOT NULL,
+    nickname TEXT NOT NULL, phone TEXT, email TEXT, avatar_url TEXT,
+    user_type INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS logins (login TEXT PRIMARY KEY, user_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    channel_id INTEGER PRIMARY KEY, channel_type INTEGER NOT NULL, created_at INTEGER NOT NULL,
+    name TEXT NOT NULL, description TEXT, avatar_url TEXT, owner_id INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, all_muted INTEGER NOT NULL, max_members INTEGER NOT NULL,
+    pts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS directs (
+    a INTEGER NOT NULL, b INTEGER NOT NULL, channel_id INTEGER NOT NULL, PRIMARY KEY (a, b));
+CREATE TABLE IF NOT EXISTS members (
+    channel_id INTEGER NOT NULL, user_id INTEGER NOT NULL, role INTEGER NOT NULL,
+    joined_at INTEGER NOT NULL, mute_until INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id));
+CREATE TABLE IF NOT EXISTS messages (
+    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
+    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
+    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, pts)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_id ON messages (message_id);
+CREATE TABLE IF NOT EXISTS dedup (
+    sender INTEGER NOT NULL, device TEXT NOT NULL, local_id TEXT NOT NULL,
+    message_id INTEGER NOT NULL, pts INTEGER NOT NULL, channel_id INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL, PRIMARY KEY (sender, device, local_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_by_time ON dedup (timestamp);
+CREATE TABLE IF NOT EXISTS acks (
+    user_id INTEGER NOT NULL, device_id TEXT NOT NULL, channel_id INTEGER NOT NULL,
+    pts INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, channel_id)) WITHOUT ROWID;
+"""
+
+# older schema version -> the statements that bring it to the next one
+_MIGRATIONS: dict[int, str] = {}
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (channel_id, pts, message_id, channel_type, sender_id, sender_device,"
+    " local_message_id, message_type, timestamp, payload, content, e2e, kind, revoked,"
+    " revoked_by, revoked_at, target_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SET_PTS = "UPDATE channels SET pts = ? WHERE channel_id = ?"
+_INSERT_DEDUP = (
+    "INSERT OR REPLACE INTO dedup (sender, device, local_id, message_id, pts, channel_id,"
+    " timestamp) VALUES (?,?,?,?,?,?,?)"
+)
+_MESSAGE_COLUMNS = (
+    "pts, message_id, channel_id, channel_type, sender_id, sender_device, local_message_id,"
+    " message_type, timestamp, payload, content, e2e, kind, revoked, revoked_by, revoked_at,"
+    " target_message_id"
+)
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+class StoreOpenError(PrivchatError):
+    """The data directory's store cannot be used (newer schema, corrupt, locked by another
+    server): the server refuses to start instead of replacing it."""
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    return Record(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        int(row[6]),
+        row[7],
+        row[8],
+        bytes(row[9]),
+        bytes(row[10]),
+        bool(row[11]),
+        row[12],
+        bool(row[13]),
+        row[14],
+        row[15],
+        row[16],
+    )
+
+
+def _connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    return db
+
+
+class _Writer(threading.Thread):
+    """Commits queued statements in batches; reports each batch to the loop."""
+
+    def __init__(self, store: SQLiteStore, db: sqlite3.Connection) -> None:
+        super().__init__(name="privchat-sqlite-writer", daemon=True)
+        self.store = store
+        self.db = db
+        self.cond = threading.Condition()
+        self.ops: list[Op] = []
+        self.queued = 0  # ops ever queued (== the store's write_seq, counted on this side)
+        self.committed = 0  # ops committed
+        self.stopping = False
+        self.failing = False
+
+    def put(self, op: Op) -> None:
+        with self.cond:
+            self.ops.append(op)
+            self.queued += 1
+            self.cond.notify()
+
+    def run(self) -> None:
+        backoff = 0.05
+        while True:
+            with self.cond:
+                while not self.ops and not self.stopping:
+                    self.cond.wait()
+                if not self.ops:
+                    return
+                ops = self.ops
+                self.ops = []
+                upto = self.committed + len(ops)
+            t0 = time.perf_counter()
+            try:
+                self._commit(ops)
+            except sqlite3.Error as exc:
+                with self.cond:  # keep them, in order, in front of what came meanwhile
+                    self.ops = ops + self.ops
+                if not self.failing:
+                    self.failing = True
+                    self.store._report(self.store._on_failure, str(exc))
+                if self.stopping and backoff > 1.0:
+                    log.error("giving up on %d writes at shutdown: %s", len(ops), exc)
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            self.failing = False
+            with self.cond:
+                self.committed = upto
+                self.cond.notify_all()
+            self.store._report(self.store._on_commit, upto, len(ops), time.perf_counter() - t0)
+
+    def _commit(self, ops: list[Op]) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            i = 0
+            n = len(ops)
+            while i < n:  # runs of the same statement go through executemany
+                sql = ops[i][0]
+                j = i + 1
+                while j < n and ops[j][0] == sql:
+                    j += 1
+                if j - i == 1:
+                    db.execute(sql, ops[i][1])
+                else:
+                    db.executemany(sql, [op[1] for op in ops[i:j]])
+                i = j
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def wait_committed(self, upto: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while self.committed < upto:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+
+class SQLiteStore(MemoryStore):
+    """The in-memory working set, made durable in ``data_dir/privchat.db``."""
+
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        synchronous: str = "FULL",
+        window: int = 1000,
+        dedup_retention: int = 86400,
+        notify: Callable[[Callable[..., None], tuple[Any, ...]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.window = max(1, window)
+        self.data_dir = data_dir
+        self.path = data_dir / DB_NAME
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock(data_dir / LOCK_NAME)
+        self._notify = notify
+        self.write_seq = 0
+        self.durable_seq = 0
+        self._waiters: list[tuple[int, int, Callable[[], None]]] = []
+        self._waiter_n = 0
+        self._failing = False
+        self._oldest_pending: collections.deque[tuple[int, float]] = collections.deque()
+        self.commits = 0
+        self.committed_ops = 0
+        self.commit_seconds = 0.0
+        self.last_batch = 0
+        self.largest_batch = 0
+        self._base: dict[int, int] = {}  # channel -> pts of the record before its window
+        self._member_seq = 0
+        try:
+            self._db = _connect(self.path, synchronous.upper())
+            self._open(dedup_retention)
+            self._reader = _connect(self.path, synchronous.upper())
+        except sqlite3.DatabaseError as exc:
+            self._unlock()
+            raise StoreOpenError(
+                f"{self.path}: the database is unreadable or corrupt ({exc}); "
+                "not starting (restore a backup, see docs/operations.md)"
+            ) from None
+        except BaseException:
+            self._unlock()
+            raise
+        self._read_lock = threading.Lock()
+        self._writer = _Writer(self, self._db)
+        self._writer.start()
+
+    # ---- opening -------------------------------------------------------------------------------
+    def _lock(self, path: pathlib.Path) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreOpenError(
+                f"{path.parent} is in use by another running server (it holds {path.name})"
+            ) from None
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _open(self, dedup_retention: int) -> None:
+        db = self._db
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            if tables:
+                raise sqlite3.DatabaseError("not a privchat-tcp database")
+            db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            self.epoch = secrets.token_hex(8)
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("epoch", self.epoch)],
+            )
+            db.execute("COMMIT")
+            log.info("created a new store in %s (epoch %s)", self.path, self.epoch)
+            return
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StoreOpenError(
+                f"{self.path} has schema version {version}, newer than this server's "
+                f"{SCHEMA_VERSION}; not starting (upgrade privchat-tcp)"
+            )
+        while version < SCHEMA_VERSION:
+            script = _MIGRATIONS.get(version)
+            if script is None:
+                raise StoreOpenError(f"{self.path}: no migration from schema version {version}")
+            db.executescript("BEGIN;" + script + "COMMIT;")
+            version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+            log.info("migrated %s to schema version %d", self.path, version)
+        self.epoch = meta["epoch"]
+        self._load(dedup_retention)
+
+    def _load(self, dedup_retention: int) -> None:
+        db = self._db
+        t0 = time.monotonic()
+        for row in db.execute(
+            "SELECT user_id, username, password_hash, nickname, phone, email, avatar_url,"
+            " user_type, created_at FROM users"
+        ):
+            self._users[row[0]] = User(*row)
+        self._next_user = max(self._users, default=self._next_user - 1) + 1
+        self._logins = dict(db.execute("SELECT login, user_id FROM logins").fetchall())
+        now_s = int(time.time())
+        self._revoked = dict(
+            db.execute("SELECT jti, expires_at FROM revoked WHERE expires_at >= ?", (now_s,))
+        )
+        pts: dict[int, int] = {}
+        for row in db.execute(
+            "SELECT channel_id, channel_type, created_at, name, description, avatar_url,"
+            " owner_id, updated_at, all_muted, max_members, pts FROM channels"
+        ):
+            self._channels[row[0]] = Channel(
+                row[0],
+                row[1],
+                row[2],
+                {},
+                name=row[3],
+                description=row[4],
+                avatar_url=row[5],
+                owner_id=row[6],
+                updated_at=row[7],
+                all_muted=bool(row[8]),
+                max_members=row[9],
+            )
+            pts[row[0]] = row[10]
+        self._next_channel = max(self._channels, default=self._next_channel - 1) + 1
+        for a, b, cid in db.execute("SELECT a, b, channel_id FROM directs"):
+            self._directs[(a, b)] = cid
+        for cid, uid, role, joined, mute, seq in db.execute(
+            "SELECT channel_id, user_id, role, joined_at, mute_until, seq FROM members ORDER BY seq"
+        ):
+            channel = self._channels.get(cid)
+            if channel is not None:
+                channel.members[uid] = Member(uid, role, joined, mute)
+                self._user_channels.setdefault(uid, {})[cid] = None
+            self._member_seq = max(self._member_seq, seq)
+        for uid, dev, cid, ack in db.execute(
+            "SELECT user_id, device_id, channel_id, pts FROM acks"
+        ):
+            self._acks.setdefault((uid, dev), {})[cid] = ack
+        since = int(time.time() * 1000) - dedup_retention * 1000
+        for sender, dev, local, mid, p, cid, ts in db.execute(
+            "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
+            " WHERE timestamp >= ? ORDER BY timestamp",
+            (since,),
+        ):
+            MemoryStore.dedup_put(self, sender, dev, int(local), DedupEntry(mid, p, cid, ts))
+        n = 0
+        for cid in self._channels:
+            current = pts.get(cid, 0)
+            base = max(0, current - self.window)
+            rows = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND pts > ?"
+                " ORDER BY pts",
+                (cid, base),
+            ).fetchall()
+            records = [_record(r) for r in rows]
+            if len(records) != current - base or (records and records[-1].pts != current):
+                raise sqlite3.DatabaseError(f"channel {cid}: its log does not end at pts {current}")
+            self._logs[cid] = records
+            self._base[cid] = base
+            for r in records:
+                if r.kind == KIND_MESSAGE:
+                    self._by_message[r.message_id] = r
+            n += len(records)
+        log.info(
+            "loaded %d users, %d channels, %d recent messages from %s in %.2fs",
+            len(self._users),
+            len(self._channels),
+            n,
+            self.path,
+            time.monotonic() - t0,
+        )
+
+    # ---- writes --------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self._failing:
+            raise StorageUnavailable()
+
+    def _put(self, sql: str, params: tuple[Any, ...]) -> None:
+        self.write_seq += 1
+        if not self._oldest_pending:
+            self._oldest_pending.append((self.write_seq, time.monotonic()))
+        self._writer.put((sql, params))
+
+    def create_user(
+        self,
+        username: str,
+        password_hash: str,
+        nickname: str,
+        phone: str | None,
+        email: str | None,
+        now_ms: int,
+    ) -> User:
+        self._check()
+        user = super().create_user(username, password_hash, nickname, phone, email, now_ms)
+        self._put(
+            "INSERT INTO users (user_id, username, password_hash, nickname, phone, email,"
+            " avatar_url, user_type, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                user.user_id,
+                user.username,
+                user.password_hash,
+                user.nickname,
+                user.phone,
+                user.email,
+                user.avatar_url,
+                user.user_type,
+                user.created_at,
+            ),
+        )
+        logins = [username.lower()]
+        if email and self._logins.get(email.lower()) == user.user_id:
+            logins.append(email.lower())
+        for login in logins:
+            self._put(
+                "INSERT OR REPLACE INTO logins (login, user_id) VALUES (?, ?)",
+                (login, user.user_id),
+            )
+        return user
+
+    def revoke_token(self, jti: str, expires_at: int) -> None:
+        self._check()
+        super().revoke_token(jti, expires_at)
+        self._put(
+            "INSERT OR REPLACE INTO revoked (jti, expires_at) VALUES (?, ?)", (jti, expires_at)
+        )
+
+    def _index(self, channel: Channel) -> None:
+        super()._index(channel)
+        self._base[channel.channel_id] = 0
+        self._put(
+            "INSERT INTO channels (channel_id, channel_type, created_at, name, description,"
+            " avatar_url, owner_id, updated_at, all_muted, max_members, pts)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,0)",
+            (
+                channel.channel_id,
+                channel.channel_type,
+                channel.created_at,
+                channel.name,
+                channel.description,
+                channel.avatar_url,
+                channel.owner_id,
+                channel.updated_at,
+                int(channel.all_muted),
+                channel.max_members,
+            ),
+        )
+        for member in channel.members.values():
+            self._put_member(channel.channel_id, member)
+
+    def _put_member(self, channel_id: int, member: Member) -> None:
+        self._member_seq += 1
+        self._put(
+            "INSERT OR REPLACE INTO members (channel_id, user_id, role, joined_at, mute_until,"
+            " seq) VALUES (?,?,?,?,?,?)",
+            (
+                channel_id,
+                member.user_id,
+                member.role,
+                member.joined_at,
+                member.mute_until,
+                self._member_seq,
+            ),
+        )
+
+    def get_or_create_direct(self, user_a: int, user_b: int, now_ms: int) -> tuple[Channel, bool]:
+        key = (user_a, user_b) if user_a <= user_b else (user_b, user_a)
+        if key not in self._directs:
+            self._check()
+        channel, created = super().get_or_create_direct(user_a, user_b, now_ms)
+        if created:
+            self._put(
+                "INSERT INTO directs (a, b, channel_id) VALUES (?, ?, ?)",
+                (*key, channel.channel_id),
+            )
+        return channel, created
+
+    def create_group(
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        member_ids: Iterable[int],
+        now_ms: int,
+        max_members: int,
+    ) -> Channel:
+        self._check()
+        return super().create_group(owner_id, name, description, member_ids, now_ms, max_members)
+
+    def add_member(self, channel_id: int, user_id: int, role: int, now_ms: int) -> Member:
+        self._check()
+        member = super().add_member(channel_id, user_id, role, now_ms)
+        self._put_member(channel_id, member)
+        self._put("UPDATE channels SET updated_at = ? WHERE channel_id = ?", (now_ms, channel_id))
+        return member
+
+    def remove_member(self, channel_id: int, user_id: int) -> None:
+        self._check()
+        super().remove_member(channel_id, user_id)
+        self._put("DELETE FROM members WHERE channel_id = ? AND user_id = ?", (channel_id, user_id))
+
+    # ---- the log -------------------------------------------------------------------------------
+    def commit(self, record: Record) -> Record:
+        self._check()
+        cid = record.channel_id
+        log_ = self._logs[cid]
+        base = self._base.get(cid, 0)
+        record.pts = pts = base + len(log_) + 1
+        log_.append(record)
+        if record.kind == KIND_MESSAGE:
+            self._by_message[record.message_id] = record
+        self._put(
+            _INSERT_MESSAGE,
+            (
+                cid,
+                pts,
+                record.message_id,
+                record.channel_type,
+                record.sender_id,
+                record.sender_device,
+                str(record.local_message_id),
+                record.message_type,
+                record.timestamp,
+                record.payload,
+                record.content,
+                int(record.e2e),
+                record.kind,
+                int(record.revoked),
+                record.revoked_by,
+                record.revoked_at,
+                record.target_message_id,
+            ),
+        )
+        self._put(_SET_PTS, (pts, cid))
+        if len(log_) > self.window + self.window // 4:  # trim in steps, not per commit
+            drop = len(log_) - self.window
+            for old in log_[:drop]:
+                if old.kind == KIND_MESSAGE:
+                    self._by_message.pop(old.message_id)
+            del log_[:drop]
+            self._base[cid] = base + drop
+        return record
+
+    def current_pts(self, channel_id: int) -> int:
+        log_ = self._logs.get(channel_id)
+        return 0 if log_ is None else self._base.get(channel_id, 0) + len(log_)
+
+    def in_window(self, channel_id: int, after_pts: int) -> bool:
+        return after_pts >= self._base.get(channel_id, 0)
+
+    def read_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        log_ = self._logs.get(channel_id)
+        if not log_ and not self._base.get(channel_id) or after_pts < 0 or limit <= 0:
+            return []
+        base = self._base.get(channel_id, 0)
+        if after_pts >= base:
+            i = after_pts - base
+            return log_[i : i + limit] if log_ else []
+        # older than the window: the database (what is in memory is durable or queued; the
+        # window's records are the in-memory ones, so join the two parts)
+        older = self._read_disk(channel_id, after_pts, min(limit, base - after_pts))
+        if len(older) < limit and log_:
+            older.extend(log_[: limit - len(older)])
+        return older
+
+    def _read_disk(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        # the rows below the window were committed before they left it (trimming happens
+        # window // 4 commits later): wait for them if the writer is behind
+        self._writer.wait_committed(self.write_seq, timeout=5.0)
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND pts > ?"
+                " ORDER BY pts LIMIT ?",
+                (channel_id, after_pts, limit),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    async def load_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
+        if self.in_window(channel_id, after_pts):
+            return self.read_log(channel_id, after_pts, limit)
+        base = self._base.get(channel_id, 0)
+        window = list(self._logs.get(channel_id, ()))
+        n = min(limit, base - after_pts)
+        older = await asyncio.get_running_loop().run_in_executor(
+            None, self._read_disk, channel_id, after_pts, n
+        )
+        if len(older) < limit:
+            older.extend(window[: limit - len(older)])
+        return older
+
+    def find_message(self, channel_id: int, message_id: int) -> Record | None:
+        record = self._by_message.get(message_id)
+        if record is not None:
+            return record if record.channel_id == channel_id else None
+        # not in the window: one indexed lookup
+        self._writer.wait_committed(self.write_seq, timeout=5.0)
+        with self._read_lock:
+            row = self._reader.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ? AND kind = ?",
+                (message_id, KIND_MESSAGE),
+            ).fetchone()
+        if row is None:
+            return None
+        found = _record(row)
+        return found if found.channel_id == channel_id else None
+
+    def mark_revoked(self, channel_id: int, message_id: int, by: int, now_ms: int) -> Record:
+        self._check()
+        record = self._by_message.get(message_id)
+        if record is None:
+            found = self.find_message(channel_id, message_id)
+            if found is None:
+                raise KeyError(message_id)
+            record = found
+        record.revoked = True
+        record.revoked_by = by
+        record.revoked_at = now_ms
+        self._put(
+            "UPDATE messages SET revoked = 1, revoked_by = ?, revoked_at = ?"
+            " WHERE channel_id = ? AND pts = ?",
+            (by, now_ms, channel_id, record.pts),
+        )
+        return record
+
+    # ---- dedup and cursors ---------------------------------------------------------------------
+    def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
+        super().dedup_put(sender, device, local_id, entry)
+        self._put(
+            _INSERT_DEDUP,
+            (
+                sender,
+                device,
+                str(local_id),
+                entry.message_id,
+                entry.pts,
+                entry.channel_id,
+                entry.timestamp,
+            ),
+        )
+
+    def dedup_sweep(self, older_than: int) -> int:
+        dropped = super().dedup_sweep(older_than)
+        if dropped and not self._failing:
+            self._put("DELETE FROM dedup WHERE timestamp < ?", (older_than,))
+        return dropped
+
+    def set_ack(self, user_id: int, device_id: str, channel_id: int, pts: int) -> None:
+        if pts <= self.get_ack(user_id, device_id, channel_id) or self._failing:
+            return  # nothing to move (a cursor is an optimisation: skipped while failing)
+        super().set_ack(user_id, device_id, channel_id, pts)
+        self._put(
+            "INSERT OR REPLACE INTO acks (user_id, device_id, channel_id, pts) VALUES (?,?,?,?)",
+            (user_id, device_id, channel_id, pts),
+        )
+
+    # ---- durability ----------------------------------------------------------------------------
+    def attach(self, notify: Callable[[Callable[..., None], tuple[Any, ...]], None]) -> None:
+        """How the writer reaches the event loop (``loop.call_soon_threadsafe``-like)."""
+        self._notify = notify
+
+    def _report(self, fn: Callable[..., None], *args: Any) -> None:
+        notify = self._notify
+        if notify is not None:
+            notify(fn, args)
+        elif fn == self._on_failure:  # no loop (a script, the contract suite): flush() waits
+            self._failing = True
+
+    def _on_commit(self, upto: int, batch: int, seconds: float) -> None:
+        if self._failing:
+            log.warning("the store is writable again")
+        self._failing = False
+        self.commits += 1
+        self.committed_ops += batch
+        self.commit_seconds += seconds
+        self.last_batch = batch
+        self.largest_batch = max(self.largest_batch, batch)
+        if upto > self.durable_seq:
+            self.durable_seq = upto
+        pending = self._oldest_pending
+        while pending and pending[0][0] <= upto:
+            pending.popleft()
+        if not pending and self.write_seq > upto:
+            pending.append((upto + 1, time.monotonic()))
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= upto:
+            _, _, callback = heapq.heappop(waiters)
+            try:
+                callback()
+            except Exception:
+                log.exception("a durability callback failed")
+
+    def _on_failure(self, message: str) -> None:
+        self._failing = True
+        log.error("the store cannot commit (%s); refusing writes until it can", message)
+
+    def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
+        if ticket <= self.durable_seq:
+            callback()
+            return
+        self._waiter_n += 1
+        heapq.heappush(self._waiters, (ticket, self._waiter_n, callback))
+
+    def persistence_lag(self) -> float:
+        pending = self._oldest_pending
+        if not pending or self.write_seq <= self.durable_seq:
+            return 0.0
+        return time.monotonic() - pending[0][1]
+
+    def flush(self) -> None:
+        if not self._writer.wait_committed(self.write_seq, timeout=30.0):
+            log.error("flush: %d writes are not durable", self.write_seq - self._writer.committed)
+            return
+        self._on_commit(self._writer.committed, 0, 0.0)
+
+    def close(self) -> None:
+        self._writer.stop()
+        self._writer.join(30)
+        for db in (self._reader, self._db):
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+        self._unlock()
+
+    @property
+    def failing(self) -> bool:
+        return self._failing
+
+    def stats(self) -> dict[str, int]:
+        out = super().stats()
+        out["messages_in_memory"] = sum(len(v) for v in self._logs.values())
+        out["messages"] = sum(self.current_pts(c) for c in self._channels)
+        return out
+
+    def durability_stats(self) -> dict[str, float]:
+        return {
+            "commits_total": self.commits,
+            "committed_writes_total": self.committed_ops,
+            "commit_seconds_total": self.commit_seconds,
+            "last_batch_writes": self.last_batch,
+            "largest_batch_writes": self.largest_batch,
+            "pending_writes": self.write_seq - self.durable_seq,
+            "failing": int(self._failing),
+        }
+
+
+def backup(data_dir: pathlib.Path, dest: pathlib.Path) -> int:
+    """An online, consistent copy of the store (SQLite's backup API) while a server may run;
+    returns the bytes written."""
+    src_path = data_dir / DB_NAME
+    if not src_path.exists():
+        raise StoreOpenError(f"{src_path} does not exist")
+    if dest.exists():
+        raise StoreOpenError(f"{dest} exists; not overwriting")
+    src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True, timeout=30)
+    try:
+        out = sqlite3.connect(dest)
+        try:
+            src.backup(out)
+            row = out.execute("PRAGMA integrity_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise StoreOpenError(f"the copy failed its integrity check: {row}")
+        finally:
+            out.close()
+    finally:
+        src.close()
+    return dest.stat().st_size

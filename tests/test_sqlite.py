@@ -1,0 +1,125 @@
+"""The embedded SQLite store beyond the shared contract: what survives a restart, the window of
+recent messages, and refusing stores it must not use."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from store_contract import NOW, record
+
+from privchat_tcp.service.model import DedupEntry
+from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore, StoreOpenError, backup
+
+
+def _fill(store: SQLiteStore) -> tuple[int, int]:
+    a = store.create_user("alice", "h", "Alice", None, "a@x.org", NOW)
+    g = store.create_group(a.user_id, "g", None, [a.user_id + 1], NOW, 50)
+    for i in range(30):
+        store.commit(record(g.channel_id, 1000 + i))
+    store.dedup_put(a.user_id, "dev", 7, DedupEntry(1000, 1, g.channel_id, NOW * 10))
+    store.set_ack(a.user_id, "dev", g.channel_id, 12)
+    store.revoke_token("jti-x", 2**40)
+    store.mark_revoked(g.channel_id, 1003, a.user_id, NOW + 1)
+    return a.user_id, g.channel_id
+
+
+def test_everything_survives_a_restart(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, window=8)
+    uid, cid = _fill(store)
+    epoch = store.epoch
+    store.flush()
+    store.close()
+    again = SQLiteStore(tmp_path, window=8)
+    try:
+        assert again.epoch == epoch
+        user = again.find_user("a@x.org")
+        assert user is not None and user.user_id == uid and user.nickname == "Alice"
+        assert again.create_user("bob", "h", "Bob", None, None, NOW).user_id == uid + 1
+        channel = again.get_channel(cid)
+        assert channel is not None and set(channel.members) == {uid, uid + 1}
+        assert again.user_channels(uid) == [cid]
+        assert again.current_pts(cid) == 30
+        assert [r.pts for r in again.read_log(cid, 0, 100)] == list(range(1, 31))
+        assert again.read_log(cid, 0, 100)[3].revoked  # from disk, below the window
+        assert not again.in_window(cid, 0) and again.in_window(cid, 25)
+        dedup = again.dedup_get(uid, "dev", 7)
+        assert dedup is not None and dedup.message_id == 1000
+        assert again.get_ack(uid, "dev", cid) == 12
+        assert again.is_token_revoked("jti-x")
+        assert again.commit(record(cid, 2000)).pts == 31  # pts go on, no reuse
+        assert again.find_message(cid, 1001) is not None  # below the window: from disk
+    finally:
+        again.close()
+
+
+def test_memory_holds_a_window_per_channel(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, window=8)
+    try:
+        _, cid = _fill(store)
+        stats = store.stats()
+        assert stats["messages"] == 30
+        assert stats["messages_in_memory"] <= 8 + 8 // 4
+    finally:
+        store.close()
+
+
+def test_one_server_per_data_directory(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path)
+    try:
+        with pytest.raises(StoreOpenError, match="in use"):
+            SQLiteStore(tmp_path)
+    finally:
+        store.close()
+    SQLiteStore(tmp_path).close()  # free again once closed
+
+
+def test_a_newer_schema_is_refused(tmp_path: pathlib.Path) -> None:
+    SQLiteStore(tmp_path).close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreOpenError, match="newer"):
+        SQLiteStore(tmp_path)
+
+
+def test_a_corrupt_file_is_refused_not_replaced(tmp_path: pathlib.Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreOpenError, match="corrupt"):
+        SQLiteStore(tmp_path)
+    assert (tmp_path / DB_NAME).read_bytes().startswith(b"this is not")
+
+
+def test_the_server_refuses_a_corrupt_store_with_a_clear_exit(tmp_path: pathlib.Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"garbage" * 1000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "privchat_tcp", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_backup_is_a_consistent_copy(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path / "data", window=8)
+    try:
+        _, cid = _fill(store)
+        store.flush()
+        size = backup(tmp_path / "data", tmp_path / "copy.db")  # while it is open
+        assert size > 0
+    finally:
+        store.close()
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    (tmp_path / "copy.db").rename(restored / DB_NAME)
+    again = SQLiteStore(restored, window=8)
+    try:
+        assert again.current_pts(cid) == 30
+    finally:
+        again.close()
