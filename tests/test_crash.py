@@ -36,7 +36,7 @@ from typing import Any
 from conftest import KEY_FILE, run
 
 from privchat_tcp.client import Client
-from privchat_tcp.errors import ServiceError
+from privchat_tcp.errors import InvalidState, ServiceError
 
 ROUNDS = int(os.environ.get("PRIVCHAT_CRASH_ROUNDS", "3"))
 CLIENTS = int(os.environ.get("PRIVCHAT_CRASH_CLIENTS", "50"))
@@ -84,7 +84,8 @@ class Server:
         assert "listening on" in line, line
         self.port = int(line.strip().rsplit(":", 1)[1])
         self.output: list[bytes] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
@@ -94,6 +95,12 @@ class Server:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        self._drainer.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -101,6 +108,7 @@ class Server:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._close_pipe()
         text = b"".join(self.output).decode(errors="replace")
         assert "Traceback" not in text, text[-3000:]
 
@@ -139,14 +147,8 @@ async def _setup(port: int) -> tuple[list[Account], int]:
         "group/group/create",
         {"name": "everyone", "member_ids": [a.user_id for a in accounts[1:]]},
     )
-    for i, acct in enumerate(accounts):
-        peer = accounts[(i + 1) % len(accounts)]
-        got = await owner.rpc("channel/direct/get_or_create", {"target_user_id": peer.user_id})
-        if i == 0:
-            acct.direct = got["channel_id"]
-    for acct in accounts[1:]:  # each client's direct channel with its next neighbour
+    for i, acct in enumerate(accounts):  # each client's direct channel with its neighbour
         c = await _login(port, acct)
-        i = accounts.index(acct)
         peer = accounts[(i + 1) % len(accounts)]
         acct.direct = (
             await c.rpc("channel/direct/get_or_create", {"target_user_id": peer.user_id})
@@ -166,6 +168,17 @@ async def _send(c: Client, acct: Account, local: int, channel: int) -> None:
     acct.acked[local] = got
 
 
+def _done(inflight: set[asyncio.Task[None]]) -> Any:
+    def done(task: asyncio.Task[None]) -> None:
+        inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, (OSError, ConnectionError, TimeoutError, InvalidState)):
+                raise exc  # an assertion of _send: reported by the loop, and found below
+
+    return done
+
+
 async def _client(port: int, acct: Account, group: int, rng: random.Random, stop: float) -> None:
     try:
         c = await _login(port, acct)
@@ -179,7 +192,7 @@ async def _client(port: int, acct: Account, group: int, rng: random.Random, stop
             await _send(c, acct, local, acct.acked[local][2])
         period = CLIENTS / RATE
         inflight: set[asyncio.Task[None]] = set()
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and c.connected:
             roll = rng.random()
             if roll < 0.01 and acct.acked:  # revoke one of its own acknowledged messages
                 local = rng.choice(sorted(acct.acked))
@@ -198,13 +211,13 @@ async def _client(port: int, acct: Account, group: int, rng: random.Random, stop
             channel = group if rng.random() < 0.5 else acct.direct
             task = asyncio.ensure_future(_send(c, acct, local, channel))
             inflight.add(task)
-            task.add_done_callback(inflight.discard)
+            task.add_done_callback(_done(inflight))
             while len(inflight) >= WINDOW:
                 await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             await asyncio.sleep(period * rng.uniform(0.5, 1.5))
         if inflight:
             await asyncio.wait(inflight, timeout=10)
-    except (OSError, ConnectionError, TimeoutError, asyncio.CancelledError):
+    except (OSError, ConnectionError, TimeoutError, InvalidState, asyncio.CancelledError):
         pass  # the server was killed under it
     finally:
         await c.close()
@@ -303,14 +316,16 @@ async def _resend_and_verify(port: int, accounts: list[Account], group: int, epo
             info = await c.rpc("group/group/info", {"group_id": gid})
             assert info["owner_id"] == acct.user_id
         await c.close()
-    reader = await _login(port, accounts[0])
-    channels = {group} | {a.direct for a in accounts}
     logs: dict[int, list[Any]] = {}
-    for ch in channels:
-        msgs = await _pull_all(reader, ch)
-        assert [m.message_seq for m in msgs] == list(range(1, len(msgs) + 1)), ch
-        logs[ch] = msgs
-    await reader.close()
+    for acct in accounts:  # each channel pulled whole by a member, across the memory window
+        reader = await _login(port, acct)
+        for ch in (group, acct.direct):
+            if ch in logs:
+                continue
+            msgs = await _pull_all(reader, ch)
+            assert [m.message_seq for m in msgs] == list(range(1, len(msgs) + 1)), ch
+            logs[ch] = msgs
+        await reader.close()
     by_id = {m.server_message_id: m for msgs in logs.values() for m in msgs if not m.deleted}
     revoked = {
         json.loads(m.payload)["message_id"]
