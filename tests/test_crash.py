@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from conftest import KEY_FILE, run
 
 from privchat_tcp.client import Client
@@ -237,6 +238,7 @@ def _pull_all(c: Client, channel: int) -> Any:
     return pull()
 
 
+@pytest.mark.timeout(90 + 20 * ROUNDS)
 def test_acknowledged_messages_survive_sigkill() -> None:
     rng = random.Random(SEED)
     tmp = tempfile.TemporaryDirectory(prefix="privchat-crash-")

@@ -8,6 +8,7 @@ its own end-to-end frame, or an MN notify to pull (a group too large to fan out 
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -90,11 +91,8 @@ def check_subscribe(services: Services, user_id: int, channel_id: int, channel_t
 class FanOut(Protocol):
     """What the policy needs of the hub (``hub.py``)."""
 
-    def fan_out(
-        self, members: Iterable[int], body: bytes, mode: int, origin: str | None, hold: int
-    ) -> None:
-        """Queue ``body`` on the READY sessions of ``members`` but the origin, by ``mode``;
-        ``hold``: the store write the recipients must not see before it is durable (0: none)."""
+    def fan_out(self, members: Iterable[int], body: bytes, mode: int, origin: str | None) -> None:
+        """Queue ``body`` on the READY sessions of ``members`` but the origin, by ``mode``."""
 
     def publish(self, channel: Channel, body: bytes, origin: str | None) -> None:
         """A PUB to the channel's subscribers."""
@@ -103,10 +101,19 @@ class FanOut(Protocol):
 
 
 class Deliverer:
+    """The policy, and the one rule of a store that persists: a record is pushed once it is
+    durable (a device never sees a message that a crash could take back). Until then it waits
+    here, in commit order; the sender's own session waits for its acknowledgement instead
+    (``Session.hold``)."""
+
     def __init__(self, settings: Settings, hub: FanOut, durability: Durability) -> None:
         self.settings = settings
         self.hub = hub
         self.durability = durability
+        self._later: collections.deque[tuple[int, Channel, Record, str | None]] = (
+            collections.deque()
+        )
+        self._waiting = False
 
     def large(self, channel: Channel) -> bool:
         return len(channel.members) > self.settings.large_group_threshold
@@ -118,14 +125,33 @@ class Deliverer:
 
     # ---- the Delivery port ---------------------------------------------------------------------
     def deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
+        d = self.durability
+        if d.write_seq > d.durable_seq or self._later:
+            self._later.append((d.write_seq, channel, record, origin))
+            if not self._waiting:
+                self._waiting = True
+                d.when_durable(d.write_seq, self._release)
+            return
+        self._deliver(channel, record, origin)
+
+    def _release(self) -> None:
+        self._waiting = False
+        later = self._later
+        durable = self.durability.durable_seq
+        while later and later[0][0] <= durable:
+            _, channel, record, origin = later.popleft()
+            self._deliver(channel, record, origin)
+        if later:
+            self._waiting = True
+            self.durability.when_durable(later[-1][0], self._release)
+
+    def _deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
         mode = self.mode(channel, record)
         if mode == NOTIFY:
             body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
         else:
             body = push_body(record)
-        d = self.durability
-        hold = d.write_seq if d.write_seq > d.durable_seq else 0
-        self.hub.fan_out(channel.members, body, mode, origin, hold)
+        self.hub.fan_out(channel.members, body, mode, origin)
 
     def publish_typing(self, channel: Channel, note: dict[str, object], origin: str | None) -> None:
         ts = note["timestamp"]
@@ -151,7 +177,8 @@ class Deliverer:
             session.user_id, session.device_id
         ):
             missing = current - acked
-            if self.large(channel) or missing > limit:
+            old = not services.messages.in_memory(channel.channel_id, acked)
+            if old or self.large(channel) or missing > limit:  # old history: the device pulls
                 session.push_now(
                     Cmd.MN, pbwire.notify(channel.channel_id, channel.channel_type, current)
                 )

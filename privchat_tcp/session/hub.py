@@ -109,12 +109,9 @@ class Hub:
                         del self._subs[channel_id]
 
     # ---- delivery ------------------------------------------------------------------------------
-    def fan_out(
-        self, members: Iterable[int], body: bytes, mode: int, origin: str | None, hold: int = 0
-    ) -> None:
+    def fan_out(self, members: Iterable[int], body: bytes, mode: int, origin: str | None) -> None:
         """Queue ``body`` on every READY session of ``members`` but the origin, by the
-        delivery mode (``delivery.BATCH``, ``E2E`` or ``NOTIFY``); each holds it until the
-        store write ``hold`` is durable (0: nothing to wait for)."""
+        delivery mode (``delivery.BATCH``, ``E2E`` or ``NOTIFY``)."""
         by_user = self._by_user
         skip = self._by_id.get(origin) if origin is not None else None
         dirty = self._dirty
@@ -131,8 +128,6 @@ class Hub:
                     s.push_now(Cmd.MPS, body, e2e=True)
                 else:
                     s.push_now(Cmd.MN, body)
-                if hold:
-                    s.hold = hold
                 dirty[s] = None
         self._kick()
 

@@ -273,6 +273,7 @@ class SQLiteStore(MemoryStore):
         self.last_batch = 0
         self.largest_batch = 0
         self._base: dict[int, int] = {}  # channel -> pts of the record before its window
+        self._pts_writes: collections.deque[tuple[int, int, int]] = collections.deque()
         self._member_seq = 0
         try:
             self._db = _connect(self.path, synchronous.upper())
@@ -588,14 +589,31 @@ class SQLiteStore(MemoryStore):
             ),
         )
         self._put(_SET_PTS, (pts, cid))
-        if len(log_) > self.window + self.window // 4:  # trim in steps, not per commit
-            drop = len(log_) - self.window
+        self._pts_writes.append((self.write_seq, cid, pts))
+        return record
+
+    def _trim(self, upto: int) -> None:
+        """Keep ``window`` records per channel in memory, dropping only durable ones (what
+        ``read_log`` then reads from the database is there for every reader)."""
+        writes = self._pts_writes
+        touched: dict[int, int] = {}
+        while writes and writes[0][0] <= upto:
+            _, cid, pts = writes.popleft()
+            touched[cid] = pts
+        limit = self.window + self.window // 4  # trim in steps, not per commit
+        for cid, durable_pts in touched.items():
+            log_ = self._logs.get(cid)
+            if log_ is None or len(log_) <= limit:
+                continue
+            base = self._base.get(cid, 0)
+            drop = min(len(log_) - self.window, durable_pts - base)
+            if drop <= 0:
+                continue
             for old in log_[:drop]:
                 if old.kind == KIND_MESSAGE:
                     self._by_message.pop(old.message_id)
             del log_[:drop]
             self._base[cid] = base + drop
-        return record
 
     def current_pts(self, channel_id: int) -> int:
         log_ = self._logs.get(channel_id)
@@ -620,9 +638,7 @@ class SQLiteStore(MemoryStore):
         return older
 
     def _read_disk(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
-        # the rows below the window were committed before they left it (trimming happens
-        # window // 4 commits later): wait for them if the writer is behind
-        self._writer.wait_committed(self.write_seq, timeout=5.0)
+        # every row below the window is durable: it left memory only after its commit
         with self._read_lock:
             rows = self._reader.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND pts > ?"
@@ -648,8 +664,7 @@ class SQLiteStore(MemoryStore):
         record = self._by_message.get(message_id)
         if record is not None:
             return record if record.channel_id == channel_id else None
-        # not in the window: one indexed lookup
-        self._writer.wait_committed(self.write_seq, timeout=5.0)
+        # not in the window (so durable): one indexed lookup
         with self._read_lock:
             row = self._reader.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ? AND kind = ?",
@@ -732,6 +747,7 @@ class SQLiteStore(MemoryStore):
         self.largest_batch = max(self.largest_batch, batch)
         if upto > self.durable_seq:
             self.durable_seq = upto
+        self._trim(upto)
         pending = self._oldest_pending
         while pending and pending[0][0] <= upto:
             pending.popleft()
