@@ -13,8 +13,10 @@ protocol (ids, and the one thing a route may ask of its session, ``session_ready
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import ErrorCode, ServiceError
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -88,13 +90,39 @@ class RpcContext:
 
 
 class Route:
-    __slots__ = ("name", "handler", "anonymous", "is_async")
+    """A route: its handler, whether it is served before login, and the body keys it reads
+    (``keys``; None: not declared). A body with another key is refused before the handler
+    runs (``check_keys``), so a typo never silently does less than asked."""
 
-    def __init__(self, name: str, handler: Handler, anonymous: bool) -> None:
+    __slots__ = ("name", "handler", "anonymous", "is_async", "keys")
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        anonymous: bool,
+        keys: Iterable[str] | None = None,
+    ) -> None:
         self.name = name
         self.handler = handler
         self.anonymous = anonymous
         self.is_async = inspect.iscoroutinefunction(handler)
+        self.keys: frozenset[str] | None = None if keys is None else frozenset(keys)
+
+    def check_keys(self, body: dict[str, Any]) -> None:
+        keys = self.keys
+        if keys is None:
+            return
+        for key in body:
+            if key not in keys:
+                raise ServiceError(ErrorCode.INVALID_PARAMS, f"unknown parameter: {_safe(key)}")
+
+
+def _safe(key: str) -> str:
+    """A key fit to name in an error: short printable ASCII, else a placeholder."""
+    if len(key) <= 64 and key.isascii() and key.isprintable():
+        return key
+    return "(a key that is not printable ASCII)"
 
 
 class RouteTable:
@@ -105,9 +133,13 @@ class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
 
-    def route(self, name: str, anonymous: bool = False) -> Callable[[Handler], Handler]:
+    def route(
+        self, name: str, anonymous: bool = False, keys: Iterable[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Declare a route; ``keys``: every body key it accepts (others are refused)."""
+
         def register(handler: Handler) -> Handler:
-            self.add(Route(name, handler, anonymous))
+            self.add(Route(name, handler, anonymous, keys))
             return handler
 
         return register

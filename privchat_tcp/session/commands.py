@@ -232,6 +232,7 @@ def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
     if not route.anonymous and not session.user_id:
         raise ServiceError(ErrorCode.AUTH_REQUIRED, "login required")
     args = parse_body(req.body)
+    route.check_keys(args)
     result = route.handler(session.rpc_context(), args)
     if inspect.iscoroutine(result):  # an async route, or one that must read off the loop
         session.spawn_rpc(seq, result)

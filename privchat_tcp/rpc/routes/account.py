@@ -37,7 +37,11 @@ def _device(body: dict[str, Any]) -> str:
     return device_id.lower()
 
 
-@routes.route("account/user/register", anonymous=True)
+@routes.route(
+    "account/user/register",
+    anonymous=True,
+    keys=("username", "password", "device_id", "nickname", "phone", "email", "device_info"),
+)
 async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
     username = text(body, "username", 64).strip()
     password = text(body, "password", 256)
@@ -58,7 +62,9 @@ async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return _auth_response(ctx, user.user_id, device_id, "registered")
 
 
-@routes.route("account/auth/login", anonymous=True)
+@routes.route(
+    "account/auth/login", anonymous=True, keys=("username", "password", "device_id", "device_info")
+)
 async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     name = text(body, "username", 320)
     password = text(body, "password", 256)
@@ -73,7 +79,7 @@ async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return _auth_response(ctx, user.user_id, device_id, "logged in")
 
 
-@routes.route("account/auth/refresh", anonymous=True)
+@routes.route("account/auth/refresh", anonymous=True, keys=("refresh_token", "device_id"))
 def refresh(ctx: RpcContext, body: dict[str, Any]) -> Any:
     token = text(body, "refresh_token", 4096)
     device_id = opt_text(body, "device_id", 64)
@@ -83,7 +89,7 @@ def refresh(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return _auth_response(ctx, user_id, device, "refreshed")
 
 
-@routes.route("account/auth/logout")
+@routes.route("account/auth/logout", keys=())
 def logout(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.services.accounts.revoke(ctx.caller.token_jti)
     return True

@@ -15,7 +15,7 @@ routes = RouteTable()
 UNSUPPORTED_ENTITY = "不支持的 entity_type: {}（当前支持 channel）"
 
 
-@routes.route("entity/sync_entities")
+@routes.route("entity/sync_entities", keys=("entity_type", "since_version", "scope", "limit"))
 def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
     entity_type = text(body, "entity_type", 64)
     if entity_type != "channel":

@@ -11,13 +11,15 @@ from ..views import group_info, group_members, iso
 routes = RouteTable()
 
 
-@routes.route("channel/direct/get_or_create")
+@routes.route(
+    "channel/direct/get_or_create", keys=("target_user_id", "source", "source_id", "user_id")
+)
 def direct_get_or_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
     channel, created = ctx.services.channels.direct(ctx.user_id, u64(body, "target_user_id"))
     return {"channel_id": channel.channel_id, "created": created}
 
 
-@routes.route("group/group/create")
+@routes.route("group/group/create", keys=("name", "description", "member_ids", "creator_id"))
 def group_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
     name = text(body, "name", 128)
     description = opt_text(body, "description", 1024)
@@ -33,13 +35,13 @@ def group_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
     }
 
 
-@routes.route("group/group/info")
+@routes.route("group/group/info", keys=("group_id", "user_id"))
 def group_group_info(ctx: RpcContext, body: dict[str, Any]) -> Any:
     group = ctx.services.channels.member_group(ctx.user_id, u64(body, "group_id"))
     return group_info(ctx.services, group)
 
 
-@routes.route("group/member/add")
+@routes.route("group/member/add", keys=("group_id", "user_id", "role", "inviter_id"))
 def group_member_add(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.services.channels.add_member(
         ctx.user_id, u64(body, "group_id"), u64(body, "user_id"), opt_text(body, "role", 16)
@@ -47,19 +49,19 @@ def group_member_add(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return True
 
 
-@routes.route("group/member/remove")
+@routes.route("group/member/remove", keys=("group_id", "user_id", "operator_id"))
 def group_member_remove(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.services.channels.remove_member(ctx.user_id, u64(body, "group_id"), u64(body, "user_id"))
     return True
 
 
-@routes.route("group/member/list")
+@routes.route("group/member/list", keys=("group_id", "user_id"))
 def group_member_list(ctx: RpcContext, body: dict[str, Any]) -> Any:
     group = ctx.services.channels.member_group(ctx.user_id, u64(body, "group_id"))
     return group_members(ctx.services, group)
 
 
-@routes.route("group/member/leave")
+@routes.route("group/member/leave", keys=("group_id", "user_id"))
 def group_member_leave(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.services.channels.leave_group(ctx.user_id, u64(body, "group_id"))
     return True

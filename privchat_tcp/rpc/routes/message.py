@@ -10,7 +10,7 @@ from ..table import RouteTable, RpcContext
 routes = RouteTable()
 
 
-@routes.route("message/revoke")
+@routes.route("message/revoke", keys=("channel_id", "server_message_id", "user_id"))
 def message_revoke(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.services.messages.revoke(
         ctx.user_id,

@@ -20,7 +20,7 @@ TYPING_ACTIONS = (
 )
 
 
-@routes.route("presence/typing")
+@routes.route("presence/typing", keys=("channel_id", "channel_type", "is_typing", "action_type"))
 def presence_typing(ctx: RpcContext, body: dict[str, Any]) -> Any:
     action = body.get("action_type", "Typing")
     if action not in TYPING_ACTIONS:

@@ -28,7 +28,19 @@ def _envelope_bytes(value: Any) -> bytes:
     return json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@routes.route("sync/submit")
+@routes.route(
+    "sync/submit",
+    keys=(
+        "local_message_id",
+        "channel_id",
+        "channel_type",
+        "last_pts",
+        "command_type",
+        "payload",
+        "client_timestamp",
+        "device_id",
+    ),
+)
 def sync_submit(ctx: RpcContext, body: dict[str, Any]) -> Any:
     local_id = u64(body, "local_message_id", nonzero=False)
     channel_id = u64(body, "channel_id")
@@ -61,7 +73,7 @@ def sync_submit(ctx: RpcContext, body: dict[str, Any]) -> Any:
     }
 
 
-@routes.route("sync/get_difference")
+@routes.route("sync/get_difference", keys=("channel_id", "channel_type", "last_pts", "limit"))
 def sync_get_difference(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctype = channel_type(body)
     services = ctx.services
@@ -100,13 +112,13 @@ def _channel_pts(ctx: RpcContext, channel_id: int, ctype: int) -> dict[str, Any]
     }
 
 
-@routes.route("sync/get_channel_pts")
+@routes.route("sync/get_channel_pts", keys=("channel_id", "channel_type"))
 def sync_get_channel_pts(ctx: RpcContext, body: dict[str, Any]) -> Any:
     item = _channel_pts(ctx, u64(body, "channel_id"), channel_type(body))
     return {"current_pts": item["current_pts"], "store_epoch": ctx.services.epoch}
 
 
-@routes.route("sync/batch_get_channel_pts")
+@routes.route("sync/batch_get_channel_pts", keys=("channels",))
 def sync_batch_get_channel_pts(ctx: RpcContext, body: dict[str, Any]) -> Any:
     channels = body.get("channels")
     if not isinstance(channels, list):
@@ -121,7 +133,7 @@ def sync_batch_get_channel_pts(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return {"channel_pts_map": out, "store_epoch": ctx.services.epoch}
 
 
-@routes.route("sync/session_ready")
+@routes.route("sync/session_ready", keys=("client_timestamp",))
 def sync_session_ready(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctx.caller.session_ready()
     return True

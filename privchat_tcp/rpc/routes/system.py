@@ -10,12 +10,12 @@ from ..table import RouteTable, RpcContext
 routes = RouteTable()
 
 
-@routes.route("system/health", anonymous=True)
+@routes.route("system/health", anonymous=True, keys=())
 def system_health(ctx: RpcContext, body: dict[str, Any]) -> Any:
     return {"status": "ok", "draining": ctx.server.draining}
 
 
-@routes.route("system/info", anonymous=True)
+@routes.route("system/info", anonymous=True, keys=())
 def system_info(ctx: RpcContext, body: dict[str, Any]) -> Any:
     s = ctx.settings
     return {
