@@ -212,6 +212,23 @@ class StoreContract:
         assert store.get_ack(1, "other", 1001) == 0
         assert store.get_ack(1, "d", 1002) == 0
 
+    # ---- entity versions ----------------------------------------------------------------------
+    def test_entity_versions_are_per_family_and_each_entity_once(self, store: Store) -> None:
+        assert store.entity_version("friend:1") == 0
+        assert store.entities_since("friend:1", 0, 10) == []
+        assert [store.bump_entity("friend:1", e) for e in ("a", "b", "c")] == [1, 2, 3]
+        assert store.bump_entity("friend:2", "a") == 1  # another family counts on its own
+        assert store.bump_entity("friend:1", "a", deleted=True) == 4  # a tombstone
+        assert store.entities_since("friend:1", 0, 10) == [
+            ("b", 2, False),
+            ("c", 3, False),
+            ("a", 4, True),
+        ]
+        assert store.entities_since("friend:1", 2, 10) == [("c", 3, False), ("a", 4, True)]
+        assert store.entities_since("friend:1", 0, 1) == [("b", 2, False)]
+        assert store.entities_since("friend:1", 4, 10) == []
+        assert store.entity_version("friend:1") == 4
+
     # ---- durability ---------------------------------------------------------------------------
     def test_epoch_names_the_store(self, store: Store) -> None:
         assert isinstance(store.epoch, str) and store.epoch

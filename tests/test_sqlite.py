@@ -24,6 +24,8 @@ def _fill(store: SQLiteStore) -> tuple[int, int]:
     store.set_ack(a.user_id, "dev", g.channel_id, 12)
     store.revoke_token("jti-x", 2**40)
     store.mark_revoked(g.channel_id, 1003, a.user_id, NOW + 1)
+    store.bump_entity("friend:1", "x")
+    store.bump_entity("friend:1", "y", deleted=True)
     return a.user_id, g.channel_id
 
 
@@ -50,6 +52,8 @@ def test_everything_survives_a_restart(tmp_path: pathlib.Path) -> None:
         assert dedup is not None and dedup.message_id == 1000
         assert again.get_ack(uid, "dev", cid) == 12
         assert again.is_token_revoked("jti-x")
+        assert again.entities_since("friend:1", 0, 9) == [("x", 1, False), ("y", 2, True)]
+        assert again.bump_entity("friend:1", "x") == 3
         assert again.commit(record(cid, 2000)).pts == 31  # pts go on, no reuse
         assert again.find_message(cid, 1001) is not None  # below the window: from disk
     finally:

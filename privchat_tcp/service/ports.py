@@ -37,6 +37,7 @@ __all__ = [
     "MessageLog",
     "DedupStore",
     "CursorStore",
+    "EntityLog",
     "Durability",
     "Store",
     "Delivery",
@@ -194,6 +195,30 @@ class CursorStore(abc.ABC):
         """Move the cursor forward to ``pts``; a lower value leaves it where it is."""
 
 
+class EntityLog(abc.ABC):
+    """Per-family monotonic versions for ``entity/sync_entities`` (reference 11.7).
+
+    A family is a string naming one entity type in one scope, e.g. ``"friend:100000001"`` (the
+    friends of that user) or ``"group:1002"``; the service builds the names. Every change of an
+    entity bumps it to the family's next version; a delete leaves a tombstone (``deleted``)."""
+
+    @abc.abstractmethod
+    def bump_entity(self, family: str, entity_id: str, deleted: bool = False) -> int:
+        """Give ``entity_id`` the family's next version (1 for the first; versions increase by
+        one per bump, per family) and return it; its previous version is superseded."""
+
+    @abc.abstractmethod
+    def entities_since(
+        self, family: str, since_version: int, limit: int
+    ) -> list[tuple[str, int, bool]]:
+        """Up to ``limit`` (entity_id, version, deleted) with version > ``since_version``
+        (exclusive), in version order, each entity once (at its latest version)."""
+
+    @abc.abstractmethod
+    def entity_version(self, family: str) -> int:
+        """The family's latest version; 0 if nothing was ever bumped."""
+
+
 class Durability(abc.ABC):
     """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
 
@@ -238,7 +263,14 @@ class Durability(abc.ABC):
 
 
 class Store(
-    AccountStore, TokenStore, ChannelStore, MessageLog, DedupStore, CursorStore, Durability
+    AccountStore,
+    TokenStore,
+    ChannelStore,
+    MessageLog,
+    DedupStore,
+    CursorStore,
+    EntityLog,
+    Durability,
 ):
     """Every concern at once: what the composition root hands to the services."""
 

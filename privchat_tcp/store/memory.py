@@ -45,6 +45,9 @@ class MemoryStore(Store):
         self._by_message: ShardedMap[int, Record] = ShardedMap()
         self._dedup: ShardedMap[tuple[int, str, int], DedupEntry] = ShardedMap()
         self._acks: dict[tuple[int, str], dict[int, int]] = {}
+        # entity versions: family -> (entity_id -> (version, deleted)), kept in version order
+        self._entities: dict[str, dict[str, tuple[int, bool]]] = {}
+        self._entity_versions: dict[str, int] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -205,6 +208,32 @@ class MemoryStore(Store):
         acks = self._acks.setdefault((user_id, device_id), {})
         if pts > acks.get(channel_id, 0):
             acks[channel_id] = pts
+
+    # entity versions -----------------------------------------------------------
+    def bump_entity(self, family: str, entity_id: str, deleted: bool = False) -> int:
+        version = self._entity_versions.get(family, 0) + 1
+        self._entity_versions[family] = version
+        items = self._entities.setdefault(family, {})
+        items.pop(entity_id, None)  # re-inserted last: the dict stays in version order
+        items[entity_id] = (version, deleted)
+        return version
+
+    def entities_since(
+        self, family: str, since_version: int, limit: int
+    ) -> list[tuple[str, int, bool]]:
+        items = self._entities.get(family)
+        if not items or limit <= 0:
+            return []
+        newer: list[tuple[str, int, bool]] = []
+        for entity_id, (version, deleted) in reversed(items.items()):
+            if version <= since_version:
+                break
+            newer.append((entity_id, version, deleted))
+        newer.reverse()
+        return newer[:limit]
+
+    def entity_version(self, family: str) -> int:
+        return self._entity_versions.get(family, 0)
 
     def flush(self) -> None:
         """Nothing to write: this store keeps everything in memory (``--memory-only``)."""

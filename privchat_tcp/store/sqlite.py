@@ -87,6 +87,9 @@ CREATE TABLE IF NOT EXISTS dedup (
     message_id INTEGER NOT NULL, pts INTEGER NOT NULL, channel_id INTEGER NOT NULL,
     timestamp INTEGER NOT NULL, PRIMARY KEY (sender, device, local_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_by_time ON dedup (timestamp);
+CREATE TABLE IF NOT EXISTS entities (
+    family TEXT NOT NULL, entity_id TEXT NOT NULL, version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL, PRIMARY KEY (family, entity_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS acks (
     user_id INTEGER NOT NULL, device_id TEXT NOT NULL, channel_id INTEGER NOT NULL,
     pts INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, channel_id)) WITHOUT ROWID;
@@ -394,6 +397,11 @@ class SQLiteStore(MemoryStore):
             "SELECT user_id, device_id, channel_id, pts FROM acks"
         ):
             self._acks.setdefault((uid, dev), {})[cid] = ack
+        for family, entity_id, version, deleted in db.execute(
+            "SELECT family, entity_id, version, deleted FROM entities ORDER BY family, version"
+        ):
+            self._entities.setdefault(family, {})[entity_id] = (version, bool(deleted))
+            self._entity_versions[family] = version
         since = int(time.time() * 1000) - dedup_retention * 1000
         for sender, dev, local, mid, p, cid, ts in db.execute(
             "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
@@ -723,6 +731,16 @@ class SQLiteStore(MemoryStore):
             "INSERT OR REPLACE INTO acks (user_id, device_id, channel_id, pts) VALUES (?,?,?,?)",
             (user_id, device_id, channel_id, pts),
         )
+
+    def bump_entity(self, family: str, entity_id: str, deleted: bool = False) -> int:
+        self._check()
+        version = super().bump_entity(family, entity_id, deleted)
+        self._put(
+            "INSERT OR REPLACE INTO entities (family, entity_id, version, deleted)"
+            " VALUES (?,?,?,?)",
+            (family, entity_id, version, int(deleted)),
+        )
+        return version
 
     # ---- durability ----------------------------------------------------------------------------
     def attach(self, notify: Callable[[Callable[..., None], tuple[Any, ...]], None]) -> None:
