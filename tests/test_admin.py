@@ -18,7 +18,7 @@ from conftest import ServerThread, run, user
 
 from privchat_tcp.app import Server
 from privchat_tcp.client import Client
-from privchat_tcp.errors import ErrorCode, Status
+from privchat_tcp.errors import ErrorCode, ServiceError, Status
 from privchat_tcp.store import MemoryStore
 
 
@@ -112,9 +112,18 @@ def test_drain_in_process(make_server: Callable[..., ServerThread]) -> None:
         await asyncio.sleep(0.2)
         loop = asyncio.get_running_loop()
         assert (await loop.run_in_executor(None, http_get, admin, "/readyz"))[0] == 503
-        # the listener is still open during the grace period
+        # the listener is still open during the grace period, and PING (the balancer's health
+        # check) answers GOING_AWAY, so the balancer takes the server out before it closes
         late = await Client.connect("127.0.0.1", srv.port)
-        await late.ping()
+        with pytest.raises(ServiceError) as err:
+            await late.ping()
+        assert err.value.status == Status.GOING_AWAY
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(bytes.fromhex("000000000100000001030000"))  # the HAProxy check's bytes
+        head = await asyncio.wait_for(reader.readexactly(12), 5)
+        assert head[4:11] != bytes.fromhex("0100000001030100")  # the check's expect fails
+        assert head[11] == Status.GOING_AWAY
+        writer.close()
         for c in (*clients, late):
             await c.wait_closed(5)
             assert c.closed_by_server is not None

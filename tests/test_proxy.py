@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ import pytest
 from conftest import ServerThread, run
 from test_limits import Raw, frame, logout_reason
 
+from privchat_tcp.client import Client
 from privchat_tcp.errors import ErrorCode, Status
 from privchat_tcp.wire.commands import Cmd
 from privchat_tcp.wire.proxy import V1_MAX, ProxyError, ProxyParser, encode_v1, encode_v2
@@ -320,3 +322,29 @@ backend be
         assert proc.stderr is not None
         proc.stderr.close()
         os.unlink(fh.name)
+
+
+def test_login_and_session_end_are_logged_with_the_real_address(
+    make_server: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = make_server(proxy_protocol=True)
+    caplog.set_level(logging.INFO, logger="privchat_tcp")
+
+    async def main() -> None:
+        c = await Client.connect("127.0.0.1", srv.port)
+        assert c._proto is not None and c._proto.transport is not None
+        c._proto.transport.write(encode_v1("192.0.2.9", 4444, "198.51.100.1", 9001))
+        await c.register("alice", "password-alice")
+        await c.login()
+        await c.logout()
+        await c.wait_closed(5)
+        deadline = time.monotonic() + 5
+        while "session end" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.02)
+
+    run(main())
+    login = [r.getMessage() for r in caplog.records if r.getMessage().startswith("login:")]
+    assert login and "192.0.2.9:4444" in login[0] and "device" in login[0], login
+    end = [r.getMessage() for r in caplog.records if r.getMessage().startswith("session end")]
+    assert end and "192.0.2.9:4444" in end[0] and end[0].endswith(": logout"), end

@@ -195,7 +195,18 @@ class TcpConnection(asyncio.Protocol):
 
     def _unregister(self) -> None:
         """Leave the server's connections, the hub and the user's rate bucket (idempotent)."""
-        self.ctx.connections.discard(self)
+        if self in self.ctx.connections:
+            self.ctx.connections.discard(self)
+            session = self.session
+            if session.user_id:
+                log.info(
+                    "session end: user %d device %s from %s (session %s): %s",
+                    session.user_id,
+                    session.device_id,
+                    session.peer,
+                    session.session_id,
+                    session.end_reason or ("closed" if session.conn.closing else "connection lost"),
+                )
         session = self.session
         if session.user_id:
             self.ctx.deps.hub.unregister(session)

@@ -7,6 +7,7 @@ the table the composition root hands to every session (``SessionDeps.commands``)
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 
 from .._version import __version__
@@ -23,6 +24,8 @@ from .session import CommandTable, DeliveryPolicy, Session, pong, rpc_ok
 
 __all__ = ["COMMANDS", "CLIENT_COMMANDS"]
 
+log = logging.getLogger("privchat_tcp.session")
+
 _COMPRESSION_NAMES = {0: "", 1: "gzip", 2: "lz4"}
 
 CLIENT_COMMANDS = frozenset(
@@ -34,6 +37,8 @@ CLIENT_COMMANDS = frozenset(
 def ping(session: Session, seq: int, flags: int, body: bytes) -> None:
     if body:
         pb.PingRequest.FromString(body)  # the body must decode (it carries nothing we use)
+    if session.deps.server.draining:  # a health check must fail before the listener closes
+        raise ServiceError(ErrorCode.SERVICE_UNAVAILABLE, "server draining", Status.GOING_AWAY)
     session.reply(seq, Cmd.PING, pong())
 
 
@@ -94,6 +99,14 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
     session.conn.accept_login(
         seq, reply, settings.max_body, compression, settings.compress_threshold, cipher
     )
+    log.info(
+        "login: user %d device %s from %s (session %s%s)",
+        user.user_id,
+        device_id,
+        session.peer,
+        session.session_id,
+        ", encrypted" if cipher is not None else "",
+    )
     old = hub.register(session)
     if old is not None and old is not session:
         old.end(
@@ -106,6 +119,7 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
 def logout(session: Session, seq: int, flags: int, body: bytes) -> None:
     pb.DisconnectRequest.FromString(body)
     session.reply(seq, Cmd.LOGOUT, pb.DisconnectResponse(acknowledged=True).SerializeToString())
+    session.end_reason = "logout"
     session.close()
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from google.protobuf.message import DecodeError
 
-from ..errors import AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
+from ..errors import STATUS_NAMES, AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.table import RpcContext
 from ..wire import pbwire
@@ -169,6 +169,7 @@ class Session:
         "token_jti",
         "async_rpcs",
         "hold",
+        "end_reason",
         "_rpc",
         "__weakref__",
     )
@@ -195,6 +196,8 @@ class Session:
         #: the store write (``Durability.write_seq``) that the queued output acknowledges or
         #: reveals: the adapter writes nothing before it is durable (0: nothing to wait for)
         self.hold = 0
+        #: why the session ended, for the log ("" while it runs)
+        self.end_reason = ""
         self._rpc: RpcContext | None = None  # made at the first RPC
 
     # ---- state changes -------------------------------------------------------------------------
@@ -276,6 +279,7 @@ class Session:
         """End the session with LOGOUT flow 2 (REPLACED, TIMEOUT, GOING_AWAY ...)."""
         if self.closed or self.conn.closing:
             return
+        self.end_reason = STATUS_NAMES.get(status, str(status)).lower()
         if self.pending:
             self.materialize()
         self.conn.end_session(status, code, message)
@@ -316,24 +320,28 @@ class Session:
         commands = self.deps.commands
         handlers = commands.handlers
         head = tail = b""
+        fast_ping = True  # False: the handler answers PINGs, not the fast path
         queue = conn.queue_frame
         for seq, command, flags, status, body in frames:
             if conn.closing:
                 return
-            if command == 3 and not flags and not body and conn.cipher is None:
+            if command == 3 and not flags and not body and conn.cipher is None and fast_ping:
                 # PING with an empty body (health checks, heartbeats): the hot, trivial frame.
                 # The reply differs only in seq, so it is built once per batch.
                 if not head:
                     pong_body = pong()
-                    if conn.compression and len(pong_body) >= conn.compress_threshold:
-                        handlers[Cmd.PING](self, seq, flags, body)
-                        continue
-                    if self.pending:
-                        self.materialize()
-                    header = _encode_header(len(pong_body), 0, 3, 1, 0)
-                    head, tail = header[:5], header[9:] + pong_body
-                queue(head + seq.to_bytes(4, "big") + tail)
-                continue
+                    if self.deps.server.draining or (
+                        conn.compression and len(pong_body) >= conn.compress_threshold
+                    ):
+                        fast_ping = False  # the handler answers (draining: GOING_AWAY)
+                    else:
+                        if self.pending:
+                            self.materialize()
+                        header = _encode_header(len(pong_body), 0, 3, 1, 0)
+                        head, tail = header[:5], header[9:] + pong_body
+                if head:
+                    queue(head + seq.to_bytes(4, "big") + tail)
+                    continue
             try:
                 if flags & TRANSFORM_MASK or conn.cipher is not None:
                     if (
