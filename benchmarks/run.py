@@ -141,13 +141,18 @@ def implementation(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, 
     ``--pure``, so that only the server changes)."""
     built = "in-place build of the working tree" if args.no_snapshot else "copied from the tree"
     info = impl.probe_tree(src)
-    reasons = impl.stale(ROOT) if info["implementation"] == "compiled" else []
-    if info["implementation"] != "compiled" or reasons:
-        why = "; ".join(reasons) or (impl.problem(info, "compiled") or "")
+    problem = impl.problem(info, "compiled")
+    reasons = [problem] if problem else impl.stale(ROOT)
+    if reasons:
+        why = "; ".join(reasons)
         if args.no_snapshot:
             msg = f"--no-snapshot: the working tree does not run the compiled twins: {why}"
             if not args.pure:
-                raise SystemExit(f"{msg}.\nFix: {impl.FIX}.")
+                raise SystemExit(
+                    f"{msg}.\nFix: `PRIVCHAT_BUILD_EXT=yes python setup.py build_ext --inplace` "
+                    "(make build) in the tree, or leave out --no-snapshot: the runner then builds "
+                    "them in its copy. --pure measures the pure-Python twins on purpose."
+                )
             log(f"{msg} (the load generator runs them too)")
         else:
             log(f"compiling the twins into the snapshot ({why})")
@@ -178,14 +183,20 @@ def env_for(src: Path, pure: bool = False) -> dict[str, str]:
     return impl.tree_env(src, pure)
 
 
-def mapped_twins(pid: int) -> list[str]:
-    """The compiled twins mapped into process ``pid`` (from /proc/<pid>/maps; [] elsewhere)."""
+def mapped_twins(pid: int, src: Path) -> list[str]:
+    """The compiled twins mapped into process ``pid`` (from /proc/<pid>/maps; [] elsewhere),
+    with the directory of any that does not come from ``src``."""
     try:
         maps = Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return []
-    names = {line.rpartition("/")[2].partition(".")[0] for line in maps.splitlines()}
-    return sorted(n for n in names if n.startswith("_") and n.endswith("_c"))
+    out = set()
+    for line in maps.splitlines():
+        path = Path(line.split(maxsplit=5)[-1])
+        name = path.name.partition(".")[0]
+        if name.startswith("_") and name.endswith("_c") and path.suffix in (".so", ".pyd"):
+            out.add(name if src.resolve() in path.parents else f"{name} (from {path.parent})")
+    return sorted(out)
 
 
 class Procs:
@@ -213,10 +224,10 @@ class Procs:
         self.procs.append(proc)
         wait_port(port, proc)
         if privchat:
-            self.mapped[name] = mapped_twins(proc.pid)
+            self.mapped[name] = mapped_twins(proc.pid, self.src)
             expected = {f"_{stem}_c" for stem, kind in self.twins.items() if kind == "c"}
             if missing := sorted(expected - set(self.mapped[name])):
-                log(f"warning: {name} (pid {proc.pid}) has not loaded {', '.join(missing)}")
+                log(f"warning: {name} (pid {proc.pid}) did not load {missing} from {self.src}")
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
