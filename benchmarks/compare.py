@@ -20,8 +20,8 @@ Each copy runs its own ``benchmarks/`` (module paths differ across a restructuri
 interpreter (``--python``, default this one) that has both checkouts' dependencies. Printed: per
 figure, the median over the runs of each side with the range, and after/before of the medians;
 for the dispatch costs lower is better (also after/before of the best, i.e. lowest, runs), for the
-throughput ratios higher. Everything, with each run's figures, goes to ``--out`` (default
-benchmarks/results/compare.json).
+throughput ratios higher; "ranges" says "noise" where the two sides' ranges overlap. Everything,
+with each run's figures, goes to ``--out`` (default benchmarks/results/compare.json).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def prepare(name: str, tree: Path, tmp: Path, python: str) -> tuple[Path, dict[s
     info = impl.probe_tree(copy, python=python)
     if err := impl.problem(info, "compiled"):
         raise SystemExit(f"{name} ({tree}): {err}.\nFix: {impl.FIX}.")
-    log(f"{name}: {tree} ({git_state(tree)}) built with {how} in {time.monotonic() - t0:.0f} s")
+    info["git"] = git_state(tree)  # as copied
+    log(f"{name}: {tree} ({info['git']}) built with {how} in {time.monotonic() - t0:.0f} s")
     log(f"  runs {impl.summary(info)}")
     return copy, info
 
@@ -161,6 +162,17 @@ def numeric_figures(report: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def seen(before: list[float], after: list[float]) -> str:
+    """ "noise" when the two sides' ranges overlap, else which side is higher."""
+    if not before or not after:
+        return "-"
+    if min(after) > max(before):
+        return "after higher"
+    if max(after) < min(before):
+        return "after lower"
+    return "noise"
+
+
 def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """figure -> {"before": [..], "after": [..], medians, "ratio": after/before of the medians}."""
     names: list[str] = []
@@ -178,6 +190,7 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, An
         entry["ratio"] = round(a / b, 3) if a is not None and b else None
         if entry["before"] and entry["after"] and min(entry["before"]):
             entry["ratio_of_best"] = round(min(entry["after"]) / min(entry["before"]), 3)
+        entry["seen"] = seen(entry["before"], entry["after"])
         out[name] = entry
     return out
 
@@ -201,13 +214,13 @@ def print_table(title: str, rows: dict[str, dict[str, Any]], best: bool = False)
     print(f"\n{title}")
     width = max([len(n) for n in rows] + [6])
     head = f"  {'':{width}}  {'before: median (range)':>24}  {'after: median (range)':>24}  a/b"
-    print(head + ("  a/b of best" if best else ""))
+    print(head + ("  best a/b" if best else "") + "  ranges")
     for name, entry in rows.items():
         ratio = "-" if entry["ratio"] is None else f"{entry['ratio']:.3f}"
         line = f"  {name:{width}}  {cell(entry, 'before'):>24}  {cell(entry, 'after'):>24}  {ratio}"
         if best:
-            line += f"  {entry.get('ratio_of_best', '-')}"
-        print(line)
+            line += f"  {entry.get('ratio_of_best', '-'):>9}"
+        print(f"{line}  {entry['seen']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,10 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     minutes = (time.monotonic() - t0) / 60
     dispatch_rows, suite_rows = summarize(d_runs), summarize(s_runs)
-    print(f"\nbefore: {trees['before']} ({git_state(trees['before'])})")
-    print(f"  {impl.summary(infos['before'])}")
-    print(f"after:  {trees['after']} ({git_state(trees['after'])})")
-    print(f"  {impl.summary(infos['after'])}")
+    print()
+    for side in ("before", "after"):
+        print(f"{side + ':':7} {trees[side]} ({infos[side]['git']}): {impl.summary(infos[side])}")
     print(
         f"{args.rounds} rounds in {minutes:.1f} min, order alternating; per round and side "
         f"{args.dispatch_runs} x benchmarks.dispatch and 1 x benchmarks.run {args.run_args}"
@@ -279,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.compare "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "before": {"tree": str(trees["before"]), "git": git_state(trees["before"])}
-        | impl.record(infos["before"]),
-        "after": {"tree": str(trees["after"]), "git": git_state(trees["after"])}
-        | impl.record(infos["after"]),
+        **{
+            side: {"tree": str(trees[side]), "git": infos[side]["git"]} | impl.record(infos[side])
+            for side in ("before", "after")
+        },
         "rounds": args.rounds,
         "dispatch_runs": args.dispatch_runs,
         "run_args": args.run_args,

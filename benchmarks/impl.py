@@ -179,7 +179,8 @@ def record(info: dict[str, Any]) -> dict[str, Any]:
     top = Path(info.get("package", ".")).parent
     files = {}
     for stem, path in info.get("modules", {}).items():
-        files[stem] = str(Path(path).relative_to(top)) if path else None
+        inside = path is not None and top in Path(path).parents
+        files[stem] = str(Path(path).relative_to(top)) if inside else path
     return {
         "implementation": info.get("implementation", "unknown"),
         "twins": info.get("twins", {}),
