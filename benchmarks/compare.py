@@ -84,7 +84,9 @@ def git_state(tree: Path) -> str:
     if head.returncode != 0:
         return "not a git checkout"
     dirty = subprocess.run(
-        ["git", "--no-optional-locks", "-C", str(tree), "status", "--porcelain"],
+        # results are not copied, so a fresh result file does not count as a change
+        ["git", "--no-optional-locks", "-C", str(tree), "status", "--porcelain", "--", "."]
+        + [":(exclude)benchmarks/results"],
         capture_output=True,
         text=True,
     ).stdout.strip()
