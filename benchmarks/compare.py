@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -175,6 +176,11 @@ def seen(before: list[float], after: list[float]) -> str:
     return "noise"
 
 
+def chance(n: int) -> float:
+    """How often two sides of ``n`` runs each, all from one distribution, do not overlap."""
+    return 2 / math.comb(2 * n, n)
+
+
 def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """figure -> {"before": [..], "after": [..], medians, "ratio": after/before of the medians}."""
     names: list[str] = []
@@ -288,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         f"benchmarks.run {args.run_args} figures (ratios to the same run's baseline/mosquitto/"
         "plain: higher is better; *_p99_ms, *_kib_*: lower is better)",
         suite_rows,
+    )
+    nd, ns = args.rounds * args.dispatch_runs, args.rounds
+    print(
+        f"\nranges: were the runs independent, two sides of equal code would not overlap with "
+        f"p = {chance(nd):.2g} per figure for {nd} runs a side (dispatch; runs of one round are "
+        f"not independent), {chance(ns):.2g} for {ns} (benchmarks.run): about "
+        f"{chance(ns) * len(suite_rows):.1f} of its {len(suite_rows)} figures flagged by chance"
     )
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
