@@ -55,6 +55,16 @@ FIX = (
 )
 
 
+#: the fix for a process that measures the package it imported (dispatch.py, bench_codec.py)
+FIX_INPLACE = (
+    "build the twins in the checkout: `PRIVCHAT_BUILD_EXT=yes python setup.py build_ext "
+    "--inplace` (i.e. `make build`; it needs Cython, `pip install 'Cython>=3.0,<4'`, a C "
+    "compiler and Python's headers, `apt-get install build-essential python3-dev`, and OpenSSL's "
+    "headers for _aead_c, `apt-get install libssl-dev`); --pure measures the pure-Python twins "
+    "on purpose"
+)
+
+
 def _import_optional(name: str, pkg_dir: Path) -> ModuleType | None:
     """``name`` if ``pkg_dir`` has it (a module that moved away is None), else None.
 
@@ -230,7 +240,7 @@ def require(pure: bool, what: str) -> dict[str, Any]:
     info = probe()
     err = problem(info, "pure" if pure else "compiled")
     if err is not None:
-        sys.exit(f"{what}: {err}.\nFix: {FIX}.")
+        sys.exit(f"{what}: {err}.\nFix: {FIX_INPLACE}.")
     return info
 
 
