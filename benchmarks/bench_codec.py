@@ -13,7 +13,9 @@ Bodies are message-like text (seeded random words: compressible about 2-3x, as c
 The sender's ``compress_threshold`` is 0 here, so the codec runs at every size; the server's
 default (1024) leaves 64 B bodies uncompressed, i.e. at the "none" cost.
 
-Run: ``python benchmarks/bench_codec.py`` (about a minute) or ``--quick`` (a few seconds).
+Run: ``python benchmarks/bench_codec.py`` (about a minute) or ``--quick`` (a few seconds). It
+measures the compiled twins and stops saying why when they are not built; ``--pure`` runs the
+pure-Python ones on purpose. The first line says which ran.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from collections.abc import Callable
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from privchat_tcp.wire import crypto, frame
+from benchmarks import impl
+from privchat_tcp.wire import crypto
 from privchat_tcp.wire.commands import FLOW_REQUEST, Cmd
 from privchat_tcp.wire.connection import Connection
 from privchat_tcp.wire.crypto import ServerKey, SessionCipher, new_secret, open_login, seal_login
@@ -156,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a few seconds)")
     parser.add_argument("--rsa-bits", type=int, default=2048, help="server key size (2048)")
+    parser.add_argument("--pure", action="store_true", help="the pure-Python twins, on purpose")
     args = parser.parse_args(argv)
+    if args.pure:
+        impl.reexec_pure()
+    info = impl.require(args.pure, "bench_codec")
     target, repeats = (0.02, 3) if args.quick else (0.2, 7)
 
     import lz4
 
     print(
         f"privchat-tcp codec benchmark: Python {platform.python_version()} "
-        f"({platform.machine()}, {os.cpu_count()} CPUs), frame splitter {frame.IMPL}, "
+        f"({platform.machine()}, {os.cpu_count()} CPUs), implementation {impl.summary(info)}, "
         f"lz4 {lz4.__version__}, {'quick' if args.quick else 'full'} run"
     )
     rows = bench_frames(target, repeats)

@@ -7,13 +7,24 @@ flushes the hub as the event loop would at the end of the turn, so one call is w
 does for one read (minus the syscalls). Used by ``bench_micro.py`` and, for a quick figure::
 
     python -m benchmarks.dispatch          # microseconds per MS and per PING, 1 and 8 per read
+    python -m benchmarks.dispatch --pure   # the same on the pure-Python twins, on purpose
+
+It measures the compiled twins, and stops saying why when they are not built (``--pure`` runs the
+pure ones); the first line printed says which ran (``benchmarks/compare.py`` parses the output).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
 
+if __package__ in (None, ""):  # run as a script from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import impl
 from privchat_tcp.harness import Harness
 from privchat_tcp.proto import privchat_pb2 as pb
 from privchat_tcp.wire.commands import Cmd
@@ -63,7 +74,14 @@ def _per_frame_us(bench: Bench, make: Callable[[int], list[Frame]], per_read: in
     return (time.perf_counter() - t0) / (len(reads) * per_read) * 1e6
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="in-process MS and PING dispatch cost")
+    parser.add_argument("--pure", action="store_true", help="the pure-Python twins, on purpose")
+    args = parser.parse_args(argv)
+    if args.pure:
+        impl.reexec_pure()
+    info = impl.require(args.pure, "benchmarks.dispatch")
+    print(f"implementation: {impl.summary(info)}")
     bench = Bench()
     assert bench.receiver.written == 0
     for per_read in (1, 8):

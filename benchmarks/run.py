@@ -15,6 +15,13 @@ reported next to its plaintext row as ``<figure>_encrypted_vs_plain`` (no target
 
 The package is copied to a temporary directory first, so that files edited while the suite runs
 do not change the code under test half-way (``--no-snapshot`` runs the working tree as is).
+
+The server under test runs the compiled twins of the hot modules (``ext/*.pyx``): the runner asks
+the copy's interpreter which twins it imports (``benchmarks/impl.py``), compiles them into the
+copy when the checkout has no fresh in-place build (a clone after ``pip install .`` has none), and
+stops with the reason and the fix when it cannot. ``--pure`` measures the pure-Python twins on
+purpose (``PRIVCHAT_NO_EXTENSIONS=1`` for the server; results/latest-pure.json). Every report says
+which ran (``implementation``: "compiled" or "pure", and ``twins``: module -> "c" or "py").
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from benchmarks import impl
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,7 +98,8 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
 
 
 def snapshot(no_snapshot: bool, tmp: Path) -> Path:
-    """Copy privchat_tcp and benchmarks into ``tmp`` until the copy imports cleanly."""
+    """Copy privchat_tcp and benchmarks (and what builds the compiled twins: ext/, setup.py,
+    pyproject.toml) into ``tmp`` until the copy imports cleanly."""
     if no_snapshot:
         return ROOT
     src = tmp / "src"
@@ -97,9 +107,13 @@ def snapshot(no_snapshot: bool, tmp: Path) -> Path:
         if src.exists():
             shutil.rmtree(src)
         src.mkdir()
-        ignore = shutil.ignore_patterns("__pycache__", "results")
-        shutil.copytree(ROOT / "privchat_tcp", src / "privchat_tcp", ignore=ignore)
-        shutil.copytree(ROOT / "benchmarks", src / "benchmarks", ignore=ignore)
+        ignore = shutil.ignore_patterns("__pycache__", "results", "*.c", "*.html")
+        for name in ("privchat_tcp", "benchmarks", "ext"):
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, src / name, ignore=ignore)
+        for name in ("setup.py", "pyproject.toml", "MANIFEST.in"):
+            if (ROOT / name).exists():
+                shutil.copy2(ROOT / name, src / name)
         check = subprocess.run(
             [
                 sys.executable,
@@ -111,39 +125,113 @@ def snapshot(no_snapshot: bool, tmp: Path) -> Path:
             capture_output=True,
             timeout=60,
         )
+        err = check.stderr.decode()[-300:]
         if check.returncode == 0:
-            return src
-        log(f"snapshot does not import yet (attempt {attempt + 1}): {check.stderr.decode()[-300:]}")
+            try:  # imports the server's modules too
+                impl.probe_tree(src)
+                return src
+            except RuntimeError as exc:
+                err = str(exc)[-300:]
+        log(f"snapshot does not import yet (attempt {attempt + 1}): {err}")
         time.sleep(3)
     raise RuntimeError("could not take an importable snapshot of privchat_tcp")
 
 
-def env_for(src: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(src)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+def implementation(src: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Make ``src`` run the compiled twins, or stop saying why; what the server and the load
+    generator will run (``impl.probe()`` of each, as ``{"server": ..., "loadgen": ..., ...}``).
+
+    The load generator imports the same package, always compiled when it can be (also with
+    ``--pure``, so that only the server changes)."""
+    built = "in-place build of the working tree" if args.no_snapshot else "copied from the tree"
+    info = impl.probe_tree(src)
+    problem = impl.problem(info, "compiled")
+    reasons = [problem] if problem else impl.stale(ROOT)
+    if reasons:
+        why = "; ".join(reasons)
+        if args.no_snapshot:
+            msg = f"--no-snapshot: the working tree does not run the compiled twins: {why}"
+            if not args.pure:
+                raise SystemExit(
+                    f"{msg}.\nFix: `PRIVCHAT_BUILD_EXT=yes python setup.py build_ext --inplace` "
+                    "(make build) in the tree, or leave out --no-snapshot: the runner then builds "
+                    "them in its copy. --pure measures the pure-Python twins on purpose."
+                )
+            log(f"{msg} (the load generator runs them too)")
+        else:
+            log(f"compiling the twins into the snapshot ({why})")
+            for stale_so in impl.compiled_files(src):
+                stale_so.unlink()
+            t0 = time.monotonic()
+            try:
+                built = impl.build_tree(src, log=tmp / "build-ext.log")
+                log(f"  built with {built} in {time.monotonic() - t0:.0f} s")
+                built = f"built in the snapshot: {built}"
+            except RuntimeError as exc:
+                if not args.pure:
+                    raise SystemExit(str(exc)) from None
+                log(f"{exc}\n--pure: going on, the load generator runs the pure twins too")
+                built = "none (the build failed)"
+            info = impl.probe_tree(src)
+            if not args.pure and (err := impl.problem(info, "compiled")):
+                raise SystemExit(f"after the build, {err}.\nFix: {impl.FIX}.")
+    server = impl.probe_tree(src, pure=True) if args.pure else info
+    if err := impl.problem(server, "pure" if args.pure else "compiled"):
+        raise SystemExit(f"the server would not run what was asked: {err}")
+    log(f"server runs the {impl.summary(server)} twins; load generator {info['implementation']}")
+    return {"server": server, "loadgen": info, "build": built}
+
+
+def env_for(src: Path, pure: bool = False) -> dict[str, str]:
+    """The environment of every process run on ``src``; ``pure``: PRIVCHAT_NO_EXTENSIONS=1."""
+    return impl.tree_env(src, pure)
+
+
+def mapped_twins(pid: int, src: Path) -> list[str]:
+    """The compiled twins mapped into process ``pid`` (from /proc/<pid>/maps; [] elsewhere),
+    with the directory of any that does not come from ``src``."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    out = set()
+    for line in maps.splitlines():
+        path = Path(line.split(maxsplit=5)[-1])
+        name = path.name.partition(".")[0]
+        if name.startswith("_") and name.endswith("_c") and path.suffix in (".so", ".pyd"):
+            out.add(name if src.resolve() in path.parents else f"{name} (from {path.parent})")
+    return sorted(out)
 
 
 class Procs:
     """Subprocesses this run started; stopped by their own pid at the end."""
 
-    def __init__(self, src: Path, tmp: Path) -> None:
+    def __init__(self, src: Path, tmp: Path, pure: bool = False) -> None:
         self.src = src
         self.tmp = tmp
+        self.pure = pure  # the privchat servers run the pure twins
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.mapped: dict[str, list[str]] = {}  # server name -> compiled twins in its memory
+        self.twins: dict[str, str] = {}  # what the probe said the servers run
 
-    def start(self, argv: list[str], port: int, name: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], port: int, name: str, privchat: bool = False
+    ) -> subprocess.Popen[bytes]:
         logf = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             pinned(SERVER_CPU, argv),
             cwd=self.src,
-            env=env_for(self.src),
+            env=env_for(self.src, pure=privchat and self.pure),
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
         wait_port(port, proc)
+        if privchat:
+            self.mapped[name] = mapped_twins(proc.pid, self.src)
+            expected = {f"_{stem}_c" for stem, kind in self.twins.items() if kind == "c"}
+            if missing := sorted(expected - set(self.mapped[name])):
+                log(f"warning: {name} (pid {proc.pid}) did not load {missing} from {self.src}")
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
@@ -209,6 +297,8 @@ def server_argv(src: Path, port: int, data_dir: Path, key: Path | None = None) -
     for opt, value in LIMITS_OFF.items():
         if opt in helptext:
             argv += [opt, value]
+    if "--memory-only" in helptext:  # the suite measures the wire and fan-out, in memory
+        argv.append("--memory-only")  # (benchmarks/persistence.py measures the store)
     if key is not None and "--rsa-key-file" in helptext:
         argv += ["--rsa-key-file", str(key)]
     return argv
@@ -291,7 +381,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="privchat-bench-"))
     src = snapshot(args.no_snapshot, tmp)
-    procs = Procs(src, tmp)
+    impls = implementation(src, tmp, args)
+    procs = Procs(src, tmp, args.pure)
+    procs.twins = impls["server"]["twins"]
     key = make_key(src, tmp)
     # loadgen options of the encrypted rows (none when there is no key)
     enc = ["--encrypt", "--server-key", str(key)] if key is not None else []
@@ -303,7 +395,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bport,
             "baseline",
         )
-        server = procs.start(server_argv(src, sport, tmp / "data", key), sport, "server")
+        server = procs.start(server_argv(src, sport, tmp / "data", key), sport, "server", True)
         spid = ["--server-pid", str(server.pid)]
         for conns, depth in (("100", "32"), ("1000", "1")):
             shape = f"{conns}x{depth}"
@@ -393,7 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if mqtt_rate:
             paced_rows["direct_paced_half_mosquitto"] = int(mqtt_rate) // 2
         sport = free_port()
-        server = procs.start(server_argv(src, sport, tmp / "data2", key), sport, "server2")
+        server = procs.start(server_argv(src, sport, tmp / "data2", key), sport, "server2", True)
         for row, rate in paced_rows.items():
             raw[row] = loadgen(
                 src,
@@ -420,7 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for n, (row, extra) in enumerate(idle_rows, start=3):
             sport = free_port()
             server = procs.start(
-                server_argv(src, sport, tmp / f"data{n}", key), sport, f"server{n}"
+                server_argv(src, sport, tmp / f"data{n}", key), sport, f"server{n}", True
             )
             raw[row] = loadgen(
                 src,
@@ -485,9 +577,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with contextlib.suppress(Exception):
         shutil.rmtree(tmp)
+    server_impl = impls["server"]
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        # what the privchat server ran: "compiled" or "pure", and module -> "c" | "py"
+        **impl.record(server_impl),
+        "implementation_detail": {
+            "build": impls["build"],
+            "loadgen": impl.record(impls["loadgen"]),
+            "server_mapped_compiled": procs.mapped,
+            "how": server_impl["how"],
+        },
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -507,8 +608,14 @@ def verdict(name: str, value: Any) -> str:
     return f"{op} {target}: {'PASS' if ok else 'FAIL'}"
 
 
+def implementation_line(report: dict[str, Any]) -> str:
+    twins = ", ".join(f"{k} {v}" for k, v in report.get("twins", {}).items())
+    return f"server implementation: {report.get('implementation', 'unknown')} ({twins})"
+
+
 def print_report(report: dict[str, Any]) -> None:
     raw = report["raw"]
+    print(f"\n{implementation_line(report)}")
     print("\nraw figures")
     for key, res in raw.items():
         main = {
@@ -520,7 +627,7 @@ def print_report(report: dict[str, Any]) -> None:
             in ("kib_per_session", "error", "errors", "sessions", "server_cpu", "per_server_cpu_s")
         }
         print(f"  {key:28} {main}")
-    print("\nratios (same run)")
+    print(f"\nratios (same run; {implementation_line(report)})")
     for name, value in report["figures"].items():
         print(f"  {name:40} {value!s:>10}  {verdict(name, value)}")
 
@@ -534,13 +641,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setup", action="store_true", help="apt-get install mosquitto redis-server")
     p.add_argument("--no-snapshot", action="store_true", help="run the working tree as is")
     p.add_argument(
+        "--pure",
+        action="store_true",
+        help="the server runs the pure-Python twins (PRIVCHAT_NO_EXTENSIONS=1), on purpose",
+    )
+    p.add_argument(
         "--out",
         default="",
-        help="JSON file (default results/latest.json, results/quick.json with --quick)",
+        help="JSON file (default results/latest.json, results/quick.json with --quick; "
+        "latest-pure.json, quick-pure.json with --pure)",
     )
     args = p.parse_args(argv)
     if not args.out:
-        args.out = str(RESULTS / ("quick.json" if args.quick else "latest.json"))
+        name = "quick" if args.quick else "latest"
+        args.out = str(RESULTS / f"{name}{'-pure' if args.pure else ''}.json")
+    if os.environ.get(impl.NO_EXT_ENV) and not args.pure:
+        log(f"{impl.NO_EXT_ENV} is set here but not passed on: the server runs the compiled twins")
+        log("  (--pure measures the pure-Python ones)")
     if args.setup:
         setup_packages()
     with raised_fd_limit():
