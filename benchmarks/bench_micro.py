@@ -138,7 +138,7 @@ def test_dispatch_ping(benchmark: Any, per_read: int) -> None:
     bench = Bench()
     frames = bench.ping_frames(per_read)
     benchmark(bench.run, frames)
-    assert not bench.sender.conn.out  # every pong was taken
+    assert not bench.sender.session.conn.frames  # every pong was taken
 
 
 # ---- compression x encryption ----------------------------------------------------------------
