@@ -7,7 +7,7 @@ PROTOCOL.md section 4. Each ``routes/<prefix>.py`` declares its own ``RouteTable
 composition root merges them (``RouteTable.merge``): nothing is registered by importing.
 
 The RPC layer never sees bytes, a socket or a session object: the caller is the ``Caller``
-protocol (ids, and the one thing a route may ask of its session, ``session_ready``).
+protocol (ids, and what a route may ask of its session: ``session_ready``, ``end_login``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,16 @@ class Caller(Protocol):
     @property
     def token_jti(self) -> str: ...
 
+    @property
+    def login_id(self) -> str:
+        """The login the session's token belongs to (its ``lid`` claim)."""
+
     def session_ready(self) -> None:
         """Mark the session READY (``sync/session_ready``): it starts receiving pushes."""
+
+    def end_login(self) -> None:
+        """After this request's reply, end every live session of the caller's login
+        (``account/auth/logout``: LOGOUT flow 2 UNAUTHENTICATED, then close)."""
 
 
 class ServerInfo(Protocol):

@@ -41,7 +41,7 @@ class Services:
         self.settings = settings
         self.clock = clock
         self.epoch = store.epoch
-        self.accounts = AccountService(store, store, tokens, passwords, clock)
+        self.accounts = AccountService(store, store, tokens, passwords, clock, store.epoch)
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic

@@ -68,7 +68,7 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
     limit = settings.max_devices_per_user
     if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
         raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY)
-    session.logged_in(user.user_id, device_id, claims["jti"])
+    session.logged_in(user.user_id, device_id, claims["jti"], claims["lid"], claims["exp"])
     compression = _compression.pick(req.accept_compression)
     reply = pb.AuthorizationResponse(
         success=True,
@@ -219,6 +219,8 @@ def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
         session.spawn_rpc(seq, route.handler(ctx, args))
         return
     session.reply(seq, Cmd.RPC, rpc_ok(route.handler(ctx, args)))
+    if session.ending_login:
+        session.after_reply()
 
 
 HANDLERS = {

@@ -167,6 +167,9 @@ class Session:
         "connected_at",
         "peer",
         "token_jti",
+        "login_id",
+        "token_exp",
+        "ending_login",
         "async_rpcs",
         "_rpc",
         "__weakref__",
@@ -190,16 +193,25 @@ class Session:
         self.connected_at = now
         self.peer: str = ""
         self.token_jti = ""
+        #: the login of the session's token (its ``lid``) and the token's expiry, unix seconds
+        self.login_id = ""
+        self.token_exp = 0
+        #: a route asked to end this login's sessions after its reply (``end_login``)
+        self.ending_login = False
         self.async_rpcs = 0
         self._rpc: RpcContext | None = None  # made at the first RPC
 
     # ---- state changes -------------------------------------------------------------------------
-    def logged_in(self, user_id: int, device_id: str, token_jti: str) -> None:
+    def logged_in(
+        self, user_id: int, device_id: str, token_jti: str, login_id: str = "", token_exp: int = 0
+    ) -> None:
         self.state = SessionState.AUTHENTICATED
         self.session_id = self.deps.new_session_id()
         self.user_id = user_id
         self.device_id = device_id
         self.token_jti = token_jti
+        self.login_id = login_id
+        self.token_exp = token_exp
 
     def session_ready(self) -> None:
         """Mark the session READY and push what the device missed (first time only)."""
@@ -209,6 +221,24 @@ class Session:
         self.state = SessionState.READY
         self.deps.deliverer.catch_up(self)
         self.deps.hub.touch(self)
+
+    def end_login(self) -> None:
+        """(``Caller``) End this login's sessions once the reply is queued: ``after_reply``."""
+        self.ending_login = True
+
+    def after_reply(self) -> None:
+        """The reply of a route that called ``end_login`` is queued: end every live session
+        of this login (LOGOUT flow 2 UNAUTHENTICATED, ``TOKEN_REVOKED``), this one last. A
+        login's tokens name one device, so today that is this session; the loop keeps the
+        rule true if a login ever spans sessions."""
+        if not self.ending_login:
+            return
+        self.ending_login = False
+        login_id = self.login_id
+        for other in self.deps.hub.user_sessions(self.user_id):
+            if other is not self and login_id and other.login_id == login_id:
+                other.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
+        self.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
 
     def lost(self) -> None:
         """The connection is gone: forget what was queued (the adapter calls it once)."""
@@ -405,6 +435,7 @@ class Session:
         else:
             if not self.closed:
                 self.reply(seq, Cmd.RPC, rpc_ok(result))
+                self.after_reply()
         finally:
             self.async_rpcs -= 1
         if not self.closed:

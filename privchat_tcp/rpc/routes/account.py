@@ -17,8 +17,10 @@ _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,32}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
-def _auth_response(ctx: RpcContext, user_id: int, device_id: str, message: str) -> dict[str, Any]:
-    token, refresh, exp = ctx.services.accounts.issue(user_id, device_id)
+def _auth_response(
+    ctx: RpcContext, user_id: int, device_id: str, message: str, login_id: str | None = None
+) -> dict[str, Any]:
+    token, refresh, exp = ctx.services.accounts.issue(user_id, device_id, login_id)
     return {
         "user_id": user_id,
         "token": token,
@@ -77,13 +79,16 @@ async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
 def refresh(ctx: RpcContext, body: dict[str, Any]) -> Any:
     token = text(body, "refresh_token", 4096)
     device_id = opt_text(body, "device_id", 64)
-    user_id, device = ctx.services.accounts.refresh(
+    user_id, device, login_id = ctx.services.accounts.refresh(
         token, None if device_id is None else device_id.lower()
     )
-    return _auth_response(ctx, user_id, device, "refreshed")
+    return _auth_response(ctx, user_id, device, "refreshed", login_id)
 
 
 @routes.route("account/auth/logout")
 def logout(ctx: RpcContext, body: dict[str, Any]) -> Any:
-    ctx.services.accounts.revoke(ctx.caller.token_jti)
+    """Revoke the session's token and its login (the refresh token too); after the reply
+    every live session of that login ends (LOGOUT flow 2 UNAUTHENTICATED, 10003)."""
+    ctx.services.accounts.logout(ctx.caller.token_jti, ctx.caller.login_id)
+    ctx.caller.end_login()
     return True
