@@ -43,6 +43,11 @@ def login_encrypted(session: Session, seq: int, flags: int, status: int, body: b
         )
     if flags & COMP_MASK:
         raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
+    if not session.deps.guard.allow_encrypted_login(session.address):
+        # before the RSA step: a flood of bogus encrypted LOGINs costs a bucket check each
+        raise ServiceError(
+            ErrorCode.RATE_LIMIT_EXCEEDED, "too many encrypted logins from this address"
+        )
     secret, plaintext = open_login(key, seq, Cmd.LOGIN, flags, status, body)
     _login(session, seq, plaintext, SessionCipher.server_side(secret))
 

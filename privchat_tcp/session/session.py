@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
-from ..rpc.table import RpcContext
+from ..rpc.table import PasswordGuard, RpcContext, UnlimitedPasswords
 from ..wire import pbwire
 from ..wire.commands import ENC_MASK, ENC_RSA, TRANSFORM_MASK, Cmd
 from ..wire.connection import Connection
@@ -53,6 +53,8 @@ __all__ = [
     "CommandTable",
     "HubPort",
     "DeliveryPolicy",
+    "LoginGuard",
+    "UnlimitedLogins",
     "MPB_MAX_BYTES",
     "rpc_ok",
     "pong",
@@ -105,6 +107,24 @@ class DeliveryPolicy(Protocol):
     ) -> tuple[bytes, bool]: ...
 
 
+class LoginGuard(PasswordGuard, Protocol):
+    """The limits on anonymous authentication work (``net/hashing.py``): the password work of
+    the ``account/*`` routes (``PasswordGuard``) and the RSA step of an encrypted LOGIN."""
+
+    def allow_encrypted_login(self, address: str) -> bool:
+        """Whether an encrypted LOGIN from ``address`` may take the RSA step now (a cheap
+        token-bucket check; False: answer RATE_LIMITED)."""
+
+
+class UnlimitedLogins(UnlimitedPasswords):
+    """A ``LoginGuard`` without limits (the in-memory harness, and the default)."""
+
+    __slots__ = ()
+
+    def allow_encrypted_login(self, address: str) -> bool:
+        return True
+
+
 class CommandTable(NamedTuple):
     """The command handlers (``commands.COMMANDS``): ``handlers[command](session, seq, flags,
     body)`` for an opened body; ``login_encrypted(session, seq, flags, status, body)`` for an
@@ -129,6 +149,7 @@ class SessionDeps:
         server_key: ServerKey | None,
         spawn: Callable[[Coroutine[Any, Any, Any]], object],
         run_blocking: Callable[..., Awaitable[Any]],
+        guard: LoginGuard | None = None,
     ) -> None:
         self.settings = settings
         self.services = services
@@ -140,6 +161,8 @@ class SessionDeps:
         self.server_key = server_key
         self.spawn = spawn
         self.run_blocking = run_blocking
+        #: limits on anonymous authentication work: password hashing, the encrypted LOGIN
+        self.guard: LoginGuard = UnlimitedLogins(run_blocking) if guard is None else guard
         #: session ids are "<node>-<n>": unique across the processes of a deployment
         self.node_id = secrets.token_hex(4)
         self._counter = itertools.count(1)
@@ -200,6 +223,14 @@ class Session:
         self.ending_login = False
         self.async_rpcs = 0
         self._rpc: RpcContext | None = None  # made at the first RPC
+
+    @property
+    def address(self) -> str:
+        """The client's address without the port (``peer`` is "host:port"; from the PROXY
+        header when present)."""
+        peer = self.peer
+        host, sep, port = peer.rpartition(":")
+        return host if sep and port.isdigit() else peer
 
     # ---- state changes -------------------------------------------------------------------------
     def logged_in(
@@ -408,7 +439,7 @@ class Session:
         if ctx is None:
             deps = self.deps
             ctx = self._rpc = RpcContext(
-                deps.services, deps.settings, deps.server, deps.run_blocking, self
+                deps.services, deps.settings, deps.server, deps.run_blocking, self, deps.guard
             )
         return ctx
 

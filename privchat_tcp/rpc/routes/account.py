@@ -1,4 +1,8 @@
-"""``account/*``: register, password login, refresh and logout."""
+"""``account/*``: register, password login, refresh and logout.
+
+Password work goes through ``ctx.passwords`` (``rpc.table.PasswordGuard``): ``admit`` before
+it (per-address and per-account limits, RATE_LIMITED), ``run`` for the hash itself (a bounded
+pool, BUSY when full), ``settle`` after a login's check (failures back off)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,12 @@ def _auth_response(
     }
 
 
+def _account_key(user_id: int) -> str:
+    """What the login limits count an existing account's attempts under: its id, so that its
+    username and email share one budget (a name that does not exist counts as typed)."""
+    return f"#{user_id}"
+
+
 def _device(body: dict[str, Any]) -> str:
     device_id = text(body, "device_id", 64)
     if not is_uuid(device_id):
@@ -55,8 +65,11 @@ async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
         raise InvalidParams("invalid email")
     accounts = ctx.services.accounts
     accounts.check_available(username, email)
-    hashed = await ctx.run_blocking(accounts.passwords.hash, password)
+    ctx.passwords.admit(ctx.caller, None, device_id)
+    hashed = await ctx.passwords.run(ctx.caller, accounts.passwords.hash, password)
     user = accounts.create(username, hashed, nickname or username, phone, email)
+    # who created the account knows its password: this address and device are known to it
+    ctx.passwords.settle(ctx.caller, _account_key(user.user_id), device_id, True)
     return _auth_response(ctx, user.user_id, device_id, "registered")
 
 
@@ -66,10 +79,19 @@ async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     password = text(body, "password", 256)
     device_id = _device(body)
     accounts = ctx.services.accounts
+    guard = ctx.passwords
     user = accounts.find_login(name)
-    ok = await ctx.run_blocking(
-        accounts.passwords.verify, user.password_hash if user else None, password
+    account = _account_key(user.user_id) if user is not None else name.strip().lower()
+    known = guard.admit(ctx.caller, account, device_id)
+    ok = await guard.run(
+        ctx.caller,
+        accounts.passwords.verify,
+        user.password_hash if user else None,
+        password,
+        first=known,
     )
+    ok = bool(ok) and user is not None
+    guard.settle(ctx.caller, account, device_id, ok)
     if not ok or user is None:
         raise ServiceError(ErrorCode.AUTH_REQUIRED, "invalid username or password")
     return _auth_response(ctx, user.user_id, device_id, "logged in")
