@@ -558,3 +558,26 @@ def test_known_clients_go_ahead_of_a_full_queue_of_strangers(
         await ivy.close()
 
     run(main())
+
+
+def test_login_limit_tables_are_bounded_and_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an attacker with many addresses and names can make the limits remember."""
+    from privchat_tcp.config import Settings
+    from privchat_tcp.net import limits
+
+    monkeypatch.setattr(limits, "MAX_TRACKED", 50)
+    login = limits.LoginLimits(Settings())
+    now = 1000.0
+    for i in range(500):
+        ip, name = f"10.0.{i // 250}.{i % 250}", f"name-{i}" * 40  # 40 x longer than a name
+        assert login.admit(ip, name, "device", now) == ("", False)
+        login.failed(ip, name, now)
+    assert login.sizes() == {"addresses": 50, "encrypted_addresses": 0, "pairs": 50, "accounts": 50}
+    # once nothing limits any more (buckets full, failures old), the sweep forgets it all
+    later = now + limits.FAILURE_MEMORY + 3600
+    for _ in range(3):
+        login.sweep(later)
+    assert login.sizes() == {"addresses": 0, "encrypted_addresses": 0, "pairs": 0, "accounts": 0}
+    # IPv6 clients are one address per /64
+    assert limits.address_key("2001:db8:1:2:aaaa::1") == limits.address_key("2001:db8:1:2::9")
+    assert limits.address_key("::ffff:192.0.2.7") == "192.0.2.7"

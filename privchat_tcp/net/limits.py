@@ -9,6 +9,7 @@ and reading pauses; what cannot be served within ``rate_limit_grace`` is refused
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
@@ -130,7 +131,7 @@ class RateLimits:
 #: entries each table of ``LoginLimits`` keeps at most (the oldest is forgotten first)
 MAX_TRACKED = 100_000
 #: entries ``LoginLimits.sweep`` looks at per table per call (a one-second sweep)
-SWEEP_STEP = 2_000
+SWEEP_STEP = 500
 #: addresses and devices remembered per account as having logged in to it
 KNOWN_PER_ACCOUNT = 16
 #: how long such a success keeps an address or device known, seconds
@@ -152,6 +153,11 @@ def address_key(address: str) -> str:
             return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
+
+
+def _digest(text: str) -> bytes:
+    """16 bytes for a key of any length (login names are up to 320 characters)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 class _Table(OrderedDict[K, V]):
@@ -190,8 +196,9 @@ class _Account:
 
     def __init__(self, bucket: TokenBucket) -> None:
         self.bucket = bucket
-        #: "a:<address key>" / "d:<device id>" -> when it last logged in, oldest first
-        self.known: OrderedDict[str, float] = OrderedDict()
+        #: "a:<address key>" / "d:<device id>" -> when it last logged in, oldest first (made
+        #: at the first success: most accounts in the table only ever failed)
+        self.known: OrderedDict[str, float] | None = None
 
 
 class LoginLimits:
@@ -225,8 +232,9 @@ class LoginLimits:
         self.account_burst = float(s.account_fail_burst)
         self._ips: _Table[str, TokenBucket] = _Table()
         self._rsa: _Table[str, TokenBucket] = _Table()
-        self._pairs: _Table[tuple[str, str], _Failures] = _Table()
-        self._accounts: _Table[str, _Account] = _Table()
+        # keyed by digests: (account, address key) and account
+        self._pairs: _Table[bytes, _Failures] = _Table()
+        self._accounts: _Table[bytes, _Account] = _Table()
         #: what was refused, by reason ("address", "backoff", "account", "encrypted")
         self.refused: dict[str, int] = dict.fromkeys(
             ("address", "backoff", "account", "encrypted"), 0
@@ -262,10 +270,10 @@ class LoginLimits:
         key = address_key(address)
         known = False
         if account is not None:
-            pair = self._pairs.get((account, key))
+            pair = self._pairs.get(_digest(account + "\n" + key))
             if pair is not None and pair.until > now:
                 return self._refuse("backoff")
-            state = self._accounts.get(account)
+            state = self._accounts.get(_digest(account))
             if state is not None:
                 known = self._known(state, key, device_id, now)
                 if (
@@ -284,18 +292,21 @@ class LoginLimits:
 
     @staticmethod
     def _known(state: _Account, key: str, device_id: str, now: float) -> bool:
+        known = state.known
+        if not known:
+            return False
         for client in ("a:" + key, "d:" + device_id):
-            at = state.known.get(client)
+            at = known.get(client)
             if at is not None and now - at < KNOWN_TTL:
                 return True
         return False
 
     def failed(self, address: str, account: str, now: float) -> None:
         """A password login of ``account`` from ``address`` failed."""
-        key = address_key(address)
-        pair = self._pairs.get((account, key))
+        pair_key = _digest(account + "\n" + address_key(address))
+        pair = self._pairs.get(pair_key)
         if pair is None:
-            pair = self._pairs.put((account, key), _Failures())
+            pair = self._pairs.put(pair_key, _Failures())
         pair.count += 1
         pair.last = now
         over = pair.count - self.free_failures
@@ -309,8 +320,11 @@ class LoginLimits:
     def succeeded(self, address: str, account: str, device_id: str, now: float) -> None:
         """A password login of ``account`` from ``address`` and ``device_id`` succeeded."""
         key = address_key(address)
-        self._pairs.pop((account, key), None)
-        known = self._account(account, now).known
+        self._pairs.pop(_digest(account + "\n" + key), None)
+        state = self._account(account, now)
+        known = state.known
+        if known is None:
+            known = state.known = OrderedDict()
         for client in ("a:" + key, "d:" + device_id):
             known.pop(client, None)
             if len(known) >= KNOWN_PER_ACCOUNT:
@@ -318,9 +332,10 @@ class LoginLimits:
             known[client] = now
 
     def _account(self, account: str, now: float) -> _Account:
-        state = self._accounts.get(account)
+        digest = _digest(account)
+        state = self._accounts.get(digest)
         if state is None:
-            state = self._accounts.put(account, _Account(TokenBucket(self.account_burst, now)))
+            state = self._accounts.put(digest, _Account(TokenBucket(self.account_burst, now)))
         return state
 
     def sizes(self) -> dict[str, int]:
@@ -344,6 +359,8 @@ class LoginLimits:
             known = state.known
             while known and now - next(iter(known.values())) >= KNOWN_TTL:
                 known.popitem(last=False)
+            if known is not None and not known:
+                state.known = known = None
             return not known and (
                 not account_rate or state.bucket.full(now, account_rate, account_burst)
             )
