@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import os
 import pathlib
 import struct
@@ -283,7 +284,7 @@ async def attacker(port: int, ip: str, stop: asyncio.Event, seen: collections.Co
 
 @pytest.mark.parametrize("addresses", [4, 32])
 def test_a_password_flood_does_not_block_a_legitimate_login(
-    make_server: Callable[..., ServerThread], addresses: int
+    make_server: Callable[..., ServerThread], addresses: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Attackers (two connections on each of 4, or one on each of 32 client addresses: then
     their first bursts alone overfill the hash queue, BUSY) flood login and register
@@ -339,6 +340,7 @@ def test_a_password_flood_does_not_block_a_legitimate_login(
         assert limited > 0
         assert refused["address"] > 0  # (the other limits have their own tests below)
         assert seen[f"RPC status {Status.INTERNAL}"] == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
 
     run(main(), timeout=90)
 
