@@ -56,6 +56,10 @@ LIMITS_OFF = {
     "--max-connections": "0",
     "--max-devices-per-user": "0",
     "--conn-rate-per-ip": "0",
+    # the idle scenario logs thousands of sessions in by password from one address, 200 at once
+    "--login-rate-per-ip": "0",
+    "--encrypted-login-rate-per-ip": "0",
+    "--hash-queue": "100000",
     "--push-hard-limit": str(256 << 20),
     "--slow-consumer-timeout": "600",
 }

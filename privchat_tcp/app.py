@@ -20,6 +20,7 @@ from .net.accept import Acceptor, listen
 from .net.admin import AdminServer
 from .net.deadlines import sweep
 from .net.drain import drain_sessions
+from .net.hashing import Guard, HashPool
 from .net.limits import RateLimits
 from .net.metrics import ServerStats, render_metrics
 from .net.tcp import TcpConnection, TcpContext
@@ -31,7 +32,7 @@ from .service.ports import Store
 from .session.commands import COMMANDS
 from .session.delivery import Deliverer
 from .session.hub import Hub
-from .session.session import SessionDeps
+from .session.session import LoginGuard, SessionDeps
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
 from .wire.crypto import ServerKey
@@ -100,9 +101,11 @@ def compose(
     spawn: Callable[[Coroutine[Any, Any, Any]], object],
     run_blocking: Callable[..., Awaitable[Any]],
     clock: Callable[[], int] = now_ms,
+    guard: LoginGuard | None = None,
 ) -> Core:
     """Wire the layers together over ``store``; ``schedule`` runs a callback at the end of
-    the event loop's turn (the hub flushes sessions then)."""
+    the event loop's turn (the hub flushes sessions then). ``guard`` limits anonymous
+    authentication work (None: no limits, password work through ``run_blocking``)."""
     hub = Hub(settings, schedule)
     deliverer = Deliverer(settings, hub, store)
     services = Services(
@@ -125,6 +128,7 @@ def compose(
         server_key,
         spawn,
         run_blocking,
+        guard,
     )
     return Core(store, services, hub, deliverer, routes, deps)
 
@@ -169,6 +173,9 @@ class Server:
         self.admin: AdminServer | None = None
         self.stats = ServerStats()
         self.limits = RateLimits(settings)
+        #: password hashing: its own threads and a bounded queue (``net/hashing.py``)
+        self.hash_pool = HashPool(self.loop, settings.hash_workers, settings.hash_queue)
+        self.guard = Guard(self.limits.login, self.hash_pool, self.clock)
         self._proxy_networks = settings.proxy_networks()
         secret = settings.jwt_secret or load_or_create_secret(settings.data_path)
         self.server_key: ServerKey | None = None
@@ -188,6 +195,7 @@ class Server:
             self.server_key,
             self._spawn,
             self._run_blocking,
+            guard=self.guard,
         )
         self.store = core.store
         self._store_closed = False
@@ -302,6 +310,7 @@ class Server:
             await asyncio.sleep(grace)
         for task in list(self._tasks):
             task.cancel()
+        self.hash_pool.close()
         self._close_store()
         if self.admin is not None:
             await self.admin.stop()

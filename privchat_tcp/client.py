@@ -81,9 +81,19 @@ class _Protocol(asyncio.Protocol):
 
 
 class Client:
-    def __init__(self, host: str, port: int, *, track: bool = True, auto_ack: bool = True) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        track: bool = True,
+        auto_ack: bool = True,
+        local_addr: tuple[str, int] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        #: the local (address, port) to connect from (None: the system picks)
+        self.local_addr = local_addr
         self.track = track
         self.auto_ack = auto_ack
         self._proto: _Protocol | None = None
@@ -116,7 +126,9 @@ class Client:
 
     async def _dial(self) -> None:
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+        _, proto = await loop.create_connection(
+            lambda: _Protocol(self), self.host, self.port, local_addr=self.local_addr
+        )
         self._proto = proto
 
     @property

@@ -109,10 +109,10 @@ class Settings:
     )
     burst_per_user: int = _f(4000, "token bucket size for rate_per_user, frames")
     conn_rate_per_ip: float = _f(
-        0.0,
+        20.0,
         "new connections per second from one client address (after PROXY protocol); "
-        "over it a connection is answered RATE_LIMITED and closed. 0 = off (behind a balancer "
-        "without PROXY protocol every connection has the balancer's address)",
+        "over it a connection is answered RATE_LIMITED and closed. 0 = off (set 0 behind a "
+        "balancer without PROXY protocol: every connection then has the balancer's address)",
     )
     conn_burst_per_ip: int = _f(100, "token bucket size for conn_rate_per_ip, connections")
     push_high_water: int = _f(
@@ -150,6 +150,43 @@ class Settings:
         10.0, "on SIGTERM: seconds over which sessions are ended with GOING_AWAY"
     )
     shutdown_timeout: float = _f(30.0, "on SIGTERM: the process exits within this many seconds")
+    # authentication and login (issue 10): password work, password and encrypted-LOGIN floods.
+    # The per-address limits key IPv4 by address and IPv6 by /64 (after PROXY protocol).
+    hash_workers: int = _f(
+        2, "threads that hash passwords (argon2id), apart from any other blocking work"
+    )
+    hash_queue: int = _f(
+        64,
+        "password jobs that may wait for a hash thread; one more is answered BUSY (2) at "
+        "once. A job whose connection closed before it starts is dropped",
+    )
+    login_rate_per_ip: float = _f(
+        1.0,
+        "password attempts (account/auth/login, account/user/register) per second from one "
+        "client address (token bucket); over it RATE_LIMITED (10300). 0 = off",
+    )
+    login_burst_per_ip: int = _f(20, "token bucket size for login_rate_per_ip, attempts")
+    login_free_failures: int = _f(
+        5,
+        "failed password logins of one account from one address before each further "
+        "attempt of that pair waits (1 s, doubling up to login_backoff_max); a success resets",
+    )
+    login_backoff_max: float = _f(60.0, "longest wait of that backoff, seconds")
+    account_fail_rate: float = _f(
+        0.05,
+        "failed password logins per second one account absorbs from all addresses (token "
+        "bucket); while it is empty, attempts from addresses and devices that have not "
+        "logged in to the account are RATE_LIMITED. 0 = off",
+    )
+    account_fail_burst: int = _f(20, "token bucket size for account_fail_rate, failures")
+    encrypted_login_rate_per_ip: float = _f(
+        20.0,
+        "encrypted LOGINs (RSA key transport) per second from one client address (token "
+        "bucket), checked before the RSA step; over it RATE_LIMITED (10300). 0 = off",
+    )
+    encrypted_login_burst_per_ip: int = _f(
+        100, "token bucket size for encrypted_login_rate_per_ip, LOGINs"
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -187,6 +224,26 @@ class Settings:
             self.proxy_networks()
         except ValueError as exc:
             raise ConfigError(f"proxy_allowed: {exc}") from None
+        if self.token_ttl < 1 or self.refresh_token_ttl < 1:
+            raise ConfigError("token_ttl and refresh_token_ttl must be positive")
+        if self.hash_workers < 1 or self.hash_queue < 0:
+            raise ConfigError("hash_workers must be at least 1 and hash_queue not negative")
+        if (
+            min(
+                self.login_rate_per_ip,
+                self.account_fail_rate,
+                self.encrypted_login_rate_per_ip,
+                self.login_backoff_max,
+                self.login_free_failures,
+            )
+            < 0
+        ):
+            raise ConfigError("login rates, failures and backoff must not be negative")
+        if (
+            min(self.login_burst_per_ip, self.account_fail_burst, self.encrypted_login_burst_per_ip)
+            < 1
+        ):
+            raise ConfigError("login bursts must be at least 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

@@ -150,7 +150,7 @@ class Harness:
         self._scheduled: list[Callable[[], None]] = []
         self.spawned: list[Coroutine[Any, Any, Any]] = []
         self.now = time.monotonic()
-        kwargs = {} if clock is None else {"clock": clock}
+        kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
         self.core: Core = compose(
             self.settings,
             store or MemoryStore(),

@@ -72,6 +72,9 @@ class Server:
             "0",
             "--conn-rate-per-ip",
             "0",
+            # dozens of accounts register from one loopback address
+            "--login-rate-per-ip",
+            "0",
             "--max-devices-per-user",
             "0",
             "--memory-window",

@@ -83,6 +83,11 @@ class ServerProcess:
             "0",
             "--max-connections",
             "0",
+            # thousands of clients from one loopback address: the per-address limits are off
+            "--conn-rate-per-ip",
+            "0",
+            "--encrypted-login-rate-per-ip",
+            "0",
             "--log-level",
             "WARNING",
             "--admin-port",
@@ -423,7 +428,12 @@ def test_slow_readers_are_ended_and_others_get_every_push(spawn: type[ServerProc
     async def main() -> None:
         a = await register(srv.port, "scale-a")
         b = await register(srv.port, "scale-b")
-        tokens = [issuer.issue(a.user_id, f"dev-{i}")[0] for i in range(n)]
+        assert a.auth is not None  # tokens name the store that issues them, and a login
+        epoch = a.auth.store_epoch
+        tokens = [
+            issuer.issue(a.user_id, f"dev-{i}", epoch=epoch, login_id=f"scale-{i}")[0]
+            for i in range(n)
+        ]
         sem = asyncio.Semaphore(500)
 
         async def one(i: int) -> Lean:
@@ -538,7 +548,12 @@ def test_reconnect_storm(spawn: type[ServerProcess]) -> None:
 
     async def main() -> None:
         a = await register(srv.port, "storm")
-        tokens = [issuer.issue(a.user_id, f"storm-{i}")[0] for i in range(n)]
+        assert a.auth is not None  # tokens name the store that issues them, and a login
+        epoch = a.auth.store_epoch
+        tokens = [
+            issuer.issue(a.user_id, f"storm-{i}", epoch=epoch, login_id=f"storm-{i}")[0]
+            for i in range(n)
+        ]
         await a.close()
         sessions: list[Lean] = []
         failures: list[str] = []

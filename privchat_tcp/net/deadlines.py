@@ -1,9 +1,11 @@
 """Deadlines, swept once a second for every connection at once (no timer per connection):
-the PROXY header deadline, the slow-consumer timeout, the login deadline and the heartbeat."""
+the PROXY header deadline, the slow-consumer timeout, the login deadline, the heartbeat and
+the expiry of the session's access token."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ..errors import ErrorCode, Status
 from .tcp import TcpContext
@@ -21,6 +23,7 @@ def sweep(ctx: TcpContext, now: float) -> None:
     idle_deadline = now - 2 * s.heartbeat_interval
     proxy_deadline = now - s.proxy_timeout
     slow_deadline = now - s.slow_consumer_timeout
+    wall = time.time()  # token expiry is in unix seconds
     ctx.limits.sweep(now)
     stats = ctx.stats
     for conn in list(ctx.connections):
@@ -43,3 +46,6 @@ def sweep(ctx: TcpContext, now: float) -> None:
         elif session.last_rx < idle_deadline:
             stats.timeouts += 1
             session.end(Status.TIMEOUT, ErrorCode.TIMEOUT, "heartbeat missed")
+        elif session.token_exp and session.token_exp <= wall:
+            # the session lives no longer than its token: the client refreshes and logs in
+            session.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_EXPIRED, "token expired")

@@ -1,13 +1,13 @@
 """Route tables as values (aiohttp's RouteTableDef), and what a route is called with.
 
 A route is a function ``(ctx: RpcContext, body: dict) -> JSON value``, or a coroutine function
-for routes that do blocking work (password hashing) through ``ctx.run_blocking``. It raises
+for routes that do blocking work (password hashing, through ``ctx.passwords``). It raises
 ``ServiceError`` to fail; the session turns that into the status class and ``Error`` body of
 PROTOCOL.md section 4. Each ``routes/<prefix>.py`` declares its own ``RouteTable``; the
 composition root merges them (``RouteTable.merge``): nothing is registered by importing.
 
 The RPC layer never sees bytes, a socket or a session object: the caller is the ``Caller``
-protocol (ids, and the one thing a route may ask of its session, ``session_ready``).
+protocol (ids, and what a route may ask of its session: ``session_ready``, ``end_login``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..service import Services
 
-__all__ = ["Route", "RouteTable", "RpcContext", "Caller", "ServerInfo", "Handler"]
+__all__ = [
+    "Route",
+    "RouteTable",
+    "RpcContext",
+    "Caller",
+    "ServerInfo",
+    "Handler",
+    "PasswordGuard",
+    "UnlimitedPasswords",
+]
 
 Handler = Callable[["RpcContext", dict[str, Any]], Any]
 
@@ -43,8 +52,24 @@ class Caller(Protocol):
     @property
     def token_jti(self) -> str: ...
 
+    @property
+    def login_id(self) -> str:
+        """The login the session's token belongs to (its ``lid`` claim)."""
+
+    @property
+    def address(self) -> str:
+        """The client's address, without the port (from the PROXY header when present)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone (work for it is no longer wanted)."""
+
     def session_ready(self) -> None:
         """Mark the session READY (``sync/session_ready``): it starts receiving pushes."""
+
+    def end_login(self) -> None:
+        """After this request's reply, end every live session of the caller's login
+        (``account/auth/logout``: LOGOUT flow 2 UNAUTHENTICATED, then close)."""
 
 
 class ServerInfo(Protocol):
@@ -57,10 +82,54 @@ class ServerInfo(Protocol):
     def encryption(self) -> bool: ...
 
 
+class PasswordGuard(Protocol):
+    """Where password work runs and what limits the attempts (``account/*``). The server's
+    (``net/hashing.py``) keeps per-address and per-account buckets and a bounded pool of hash
+    threads; each refusal is a ``ServiceError`` with its PROTOCOL.md section 4 class."""
+
+    def admit(self, caller: Caller, account: str | None, device_id: str) -> bool:
+        """Before any password work: raise RATE_LIMITED (10300) when the caller's address,
+        or for a login that account (``account``: a key the route picks), may not try a
+        password now; None for a registration (the address alone). Returns whether the
+        caller is known to the account (its work may then go ``first``)."""
+
+    def settle(self, caller: Caller, account: str, device_id: str, ok: bool) -> None:
+        """The outcome of a password login (or a registration, ``ok``): failures back off,
+        a success makes the caller's address and device known to the account."""
+
+    def run(
+        self, caller: Caller, fn: Callable[..., Any], *args: Any, first: bool = False
+    ) -> Awaitable[Any]:
+        """Run blocking password work (``fn(*args)``) off the event loop, ``first``: ahead
+        of strangers' work. BUSY (2) at once when the queue is full; never started once the
+        caller's connection is gone."""
+
+
+class UnlimitedPasswords:
+    """A ``PasswordGuard`` without limits that runs the work through ``run_blocking`` (the
+    in-memory harness, and the default)."""
+
+    __slots__ = ("run_blocking",)
+
+    def __init__(self, run_blocking: Callable[..., Awaitable[Any]]) -> None:
+        self.run_blocking = run_blocking
+
+    def admit(self, caller: Caller, account: str | None, device_id: str) -> bool:
+        return False
+
+    def settle(self, caller: Caller, account: str, device_id: str, ok: bool) -> None:
+        return None
+
+    def run(
+        self, caller: Caller, fn: Callable[..., Any], *args: Any, first: bool = False
+    ) -> Awaitable[Any]:
+        return self.run_blocking(fn, *args)
+
+
 class RpcContext:
     """One session's view of the server for its routes: services, settings, and the caller."""
 
-    __slots__ = ("services", "settings", "server", "run_blocking", "caller")
+    __slots__ = ("services", "settings", "server", "run_blocking", "caller", "passwords")
 
     def __init__(
         self,
@@ -69,12 +138,17 @@ class RpcContext:
         server: ServerInfo,
         run_blocking: Callable[..., Awaitable[Any]],
         caller: Caller,
+        passwords: PasswordGuard | None = None,
     ) -> None:
         self.services = services
         self.settings = settings
         self.server = server
         self.run_blocking = run_blocking
         self.caller = caller
+        #: password work and its limits (``account/*``)
+        self.passwords: PasswordGuard = (
+            UnlimitedPasswords(run_blocking) if passwords is None else passwords
+        )
 
     @property
     def user_id(self) -> int:

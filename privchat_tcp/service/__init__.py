@@ -43,7 +43,7 @@ class Services:
         self.epoch = store.epoch
         #: the store's write numbering: the session layer holds acknowledgements on it
         self.durability: Durability = store
-        self.accounts = AccountService(store, store, tokens, passwords, clock)
+        self.accounts = AccountService(store, store, tokens, passwords, clock, store.epoch)
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic

@@ -54,8 +54,18 @@ class TokenIssuer:
         self.refresh_ttl = refresh_ttl
 
     def issue(
-        self, user_id: int, device_id: str, app_id: str = "privchat", refresh: bool = False
+        self,
+        user_id: int,
+        device_id: str,
+        app_id: str = "privchat",
+        refresh: bool = False,
+        *,
+        epoch: str = "",
+        login_id: str = "",
     ) -> tuple[str, int]:
+        """A signed token and its expiry (unix seconds). ``epoch`` names the store that issued
+        it and ``login_id`` the login it belongs to (``AccountService.check_token`` checks
+        both)."""
         now = int(time.time())
         exp = now + (self.refresh_ttl if refresh else self.ttl)
         claims: dict[str, Any] = {
@@ -69,6 +79,8 @@ class TokenIssuer:
             "business_system_id": BUSINESS_SYSTEM,
             "app_id": app_id,
             "session_version": 1,
+            "epoch": epoch,
+            "lid": login_id,
         }
         if refresh:
             claims["typ"] = "refresh"

@@ -71,7 +71,8 @@ class AccountStore(abc.ABC):
 
 
 class TokenStore(abc.ABC):
-    """Revoked token ids (JWT ``jti``)."""
+    """Revoked ids: of tokens (JWT ``jti``) and of logins (the ``lid`` claim that every token
+    of one login shares; ``service/accounts.py``). Both are random hex strings in one set."""
 
     @abc.abstractmethod
     def revoke_token(self, jti: str, expires_at: int) -> None:

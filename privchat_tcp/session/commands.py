@@ -50,6 +50,11 @@ def login_encrypted(session: Session, seq: int, flags: int, status: int, body: b
         )
     if flags & COMP_MASK:
         raise ServiceError(ErrorCode.INVALID_PACKET, "compression is not allowed on LOGIN")
+    if not session.deps.guard.allow_encrypted_login(session.address):
+        # before the RSA step: a flood of bogus encrypted LOGINs costs a bucket check each
+        raise ServiceError(
+            ErrorCode.RATE_LIMIT_EXCEEDED, "too many encrypted logins from this address"
+        )
     secret, plaintext = open_login(key, seq, Cmd.LOGIN, flags, status, body)
     _login(session, seq, plaintext, SessionCipher.server_side(secret))
 
@@ -75,7 +80,7 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
     limit = settings.max_devices_per_user
     if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
         raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY)
-    session.logged_in(user.user_id, device_id, claims["jti"])
+    session.logged_in(user.user_id, device_id, claims["jti"], claims["lid"], claims["exp"])
     compression = _compression.pick(req.accept_compression)
     reply = pb.AuthorizationResponse(
         success=True,
@@ -252,6 +257,8 @@ def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
         session.spawn_rpc(seq, result)
         return
     session.reply(seq, Cmd.RPC, rpc_ok(result))
+    if session.ending_login:
+        session.after_reply()
 
 
 HANDLERS = {

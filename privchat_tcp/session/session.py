@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import STATUS_NAMES, AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
-from ..rpc.table import RpcContext
+from ..rpc.table import PasswordGuard, RpcContext, UnlimitedPasswords
 from ..wire import pbwire
 from ..wire.commands import ENC_MASK, ENC_RSA, TRANSFORM_MASK, Cmd
 from ..wire.connection import Connection
@@ -53,6 +53,8 @@ __all__ = [
     "CommandTable",
     "HubPort",
     "DeliveryPolicy",
+    "LoginGuard",
+    "UnlimitedLogins",
     "MPB_MAX_BYTES",
     "rpc_ok",
     "pong",
@@ -105,6 +107,24 @@ class DeliveryPolicy(Protocol):
     ) -> tuple[bytes, bool]: ...
 
 
+class LoginGuard(PasswordGuard, Protocol):
+    """The limits on anonymous authentication work (``net/hashing.py``): the password work of
+    the ``account/*`` routes (``PasswordGuard``) and the RSA step of an encrypted LOGIN."""
+
+    def allow_encrypted_login(self, address: str) -> bool:
+        """Whether an encrypted LOGIN from ``address`` may take the RSA step now (a cheap
+        token-bucket check; False: answer RATE_LIMITED)."""
+
+
+class UnlimitedLogins(UnlimitedPasswords):
+    """A ``LoginGuard`` without limits (the in-memory harness, and the default)."""
+
+    __slots__ = ()
+
+    def allow_encrypted_login(self, address: str) -> bool:
+        return True
+
+
 class CommandTable(NamedTuple):
     """The command handlers (``commands.COMMANDS``): ``handlers[command](session, seq, flags,
     body)`` for an opened body; ``login_encrypted(session, seq, flags, status, body)`` for an
@@ -129,6 +149,7 @@ class SessionDeps:
         server_key: ServerKey | None,
         spawn: Callable[[Coroutine[Any, Any, Any]], object],
         run_blocking: Callable[..., Awaitable[Any]],
+        guard: LoginGuard | None = None,
     ) -> None:
         self.settings = settings
         self.services = services
@@ -140,6 +161,8 @@ class SessionDeps:
         self.server_key = server_key
         self.spawn = spawn
         self.run_blocking = run_blocking
+        #: limits on anonymous authentication work: password hashing, the encrypted LOGIN
+        self.guard: LoginGuard = UnlimitedLogins(run_blocking) if guard is None else guard
         #: session ids are "<node>-<n>": unique across the processes of a deployment
         self.node_id = secrets.token_hex(4)
         self._counter = itertools.count(1)
@@ -167,6 +190,9 @@ class Session:
         "connected_at",
         "peer",
         "token_jti",
+        "login_id",
+        "token_exp",
+        "ending_login",
         "async_rpcs",
         "hold",
         "end_reason",
@@ -192,6 +218,11 @@ class Session:
         self.connected_at = now
         self.peer: str = ""
         self.token_jti = ""
+        #: the login of the session's token (its ``lid``) and the token's expiry, unix seconds
+        self.login_id = ""
+        self.token_exp = 0
+        #: a route asked to end this login's sessions after its reply (``end_login``)
+        self.ending_login = False
         self.async_rpcs = 0
         #: the store write (``Durability.write_seq``) that the queued output acknowledges or
         #: reveals: the adapter writes nothing before it is durable (0: nothing to wait for)
@@ -200,13 +231,25 @@ class Session:
         self.end_reason = ""
         self._rpc: RpcContext | None = None  # made at the first RPC
 
+    @property
+    def address(self) -> str:
+        """The client's address without the port (``peer`` is "host:port"; from the PROXY
+        header when present)."""
+        peer = self.peer
+        host, sep, port = peer.rpartition(":")
+        return host if sep and port.isdigit() else peer
+
     # ---- state changes -------------------------------------------------------------------------
-    def logged_in(self, user_id: int, device_id: str, token_jti: str) -> None:
+    def logged_in(
+        self, user_id: int, device_id: str, token_jti: str, login_id: str = "", token_exp: int = 0
+    ) -> None:
         self.state = SessionState.AUTHENTICATED
         self.session_id = self.deps.new_session_id()
         self.user_id = user_id
         self.device_id = device_id
         self.token_jti = token_jti
+        self.login_id = login_id
+        self.token_exp = token_exp
 
     def session_ready(self) -> None:
         """Mark the session READY and push what the device missed (first time only)."""
@@ -217,6 +260,24 @@ class Session:
         self.deps.deliverer.catch_up(self)
         self.hold_for_pending_writes()
         self.deps.hub.touch(self)
+
+    def end_login(self) -> None:
+        """(``Caller``) End this login's sessions once the reply is queued: ``after_reply``."""
+        self.ending_login = True
+
+    def after_reply(self) -> None:
+        """The reply of a route that called ``end_login`` is queued: end every live session
+        of this login (LOGOUT flow 2 UNAUTHENTICATED, ``TOKEN_REVOKED``), this one last. A
+        login's tokens name one device, so today that is this session; the loop keeps the
+        rule true if a login ever spans sessions."""
+        if not self.ending_login:
+            return
+        self.ending_login = False
+        login_id = self.login_id
+        for other in self.deps.hub.user_sessions(self.user_id):
+            if other is not self and login_id and other.login_id == login_id:
+                other.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
+        self.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
 
     def lost(self) -> None:
         """The connection is gone: forget what was queued (the adapter calls it once)."""
@@ -406,7 +467,7 @@ class Session:
         if ctx is None:
             deps = self.deps
             ctx = self._rpc = RpcContext(
-                deps.services, deps.settings, deps.server, deps.run_blocking, self
+                deps.services, deps.settings, deps.server, deps.run_blocking, self, deps.guard
             )
         return ctx
 
@@ -453,6 +514,7 @@ class Session:
             if not self.closed:
                 self.reply(seq, command, body, e2e)
                 self.hold_for_pending_writes()
+                self.after_reply()
         finally:
             self.async_rpcs -= 1
         if not self.closed:
