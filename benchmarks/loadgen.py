@@ -367,8 +367,7 @@ def take_over(client: Client, proto: asyncio.Protocol) -> asyncio.Transport:
     """
     assert client._proto is not None and client._proto.transport is not None
     transport = client._proto.transport
-    leftover = bytes(client._proto.buf)
-    client._proto.buf.clear()
+    leftover = client._proto.conn.take_buffered()
     transport.set_protocol(proto)
     proto.connection_made(transport)
     if leftover:

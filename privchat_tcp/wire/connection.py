@@ -220,6 +220,16 @@ class Connection:
         """Bytes of a frame started but not complete."""
         return len(self._buf)
 
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes of a frame started but not complete, and forget them.
+
+        For a caller that moves the byte stream to another parser (the benchmark load
+        generator takes a logged-in client's transport over for its hot loop).
+        """
+        data = bytes(self._buf)
+        self._buf = b""
+        return data
+
     def finish_violation(self) -> None:
         """Answer the broken header that followed the frames just handled, and close."""
         if self.pending_violation is not None:
