@@ -141,6 +141,12 @@ class Settings:
         10.0, "on SIGTERM: seconds over which sessions are ended with GOING_AWAY"
     )
     shutdown_timeout: float = _f(30.0, "on SIGTERM: the process exits within this many seconds")
+    # hostile input (issue 10): JSON from the network
+    json_max_depth: int = _f(
+        32,
+        "deepest nesting of arrays and objects in an RPC body, an MS payload envelope or "
+        "MessageContent.metadata; deeper is BAD_REQUEST 10105 (1-256)",
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -178,6 +184,8 @@ class Settings:
             self.proxy_networks()
         except ValueError as exc:
             raise ConfigError(f"proxy_allowed: {exc}") from None
+        if not 1 <= self.json_max_depth <= 256:
+            raise ConfigError("json_max_depth must be 1-256")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
+from ..rpc.safejson import dumps as _json_dumps
 from ..rpc.table import RpcContext
 from ..wire import pbwire
 from ..wire.commands import ENC_MASK, ENC_RSA, TRANSFORM_MASK, Cmd
@@ -431,8 +431,5 @@ def pong() -> bytes:
 
 
 def rpc_ok(data: Any) -> bytes:
-    return pb.RpcResponse(
-        code=0,
-        message="OK",
-        data=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
-    ).SerializeToString()
+    """RpcResponse{0, "OK", data}; the JSON never fails on a string (``safejson.dumps``)."""
+    return pb.RpcResponse(code=0, message="OK", data=_json_dumps(data)).SerializeToString()

@@ -40,7 +40,7 @@ def _device(body: dict[str, Any]) -> str:
 @routes.route("account/user/register", anonymous=True)
 async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
     username = text(body, "username", 64).strip()
-    password = text(body, "password", 256)
+    password = text(body, "password", 256, opaque=True)
     device_id = _device(body)
     nickname = opt_text(body, "nickname", 64)
     phone = opt_text(body, "phone", 32)
@@ -61,7 +61,7 @@ async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
 @routes.route("account/auth/login", anonymous=True)
 async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     name = text(body, "username", 320)
-    password = text(body, "password", 256)
+    password = text(body, "password", 256, opaque=True)
     device_id = _device(body)
     accounts = ctx.services.accounts
     user = accounts.find_login(name)

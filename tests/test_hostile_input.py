@@ -1,0 +1,379 @@
+"""Hostile input over TCP (issue 10): each test performs an attack and shows it fail.
+
+Lone surrogates, deeply nested JSON and ids that are not ASCII digits are refused at the
+boundary with a BAD_REQUEST of the 101xx family; nothing a client stored can make a view fail
+for other users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import ServerThread, run, user
+
+from privchat_tcp.client import Client
+from privchat_tcp.errors import ErrorCode, Status
+from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.rpc.routes import all_routes
+from privchat_tcp.wire.commands import Cmd
+
+Answer = tuple[int, int, bytes]
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def rpc_item(route: str, body: bytes) -> tuple[int, bytes]:
+    return Cmd.RPC, pb.RpcRequest(route=route, body=body).SerializeToString()
+
+
+async def pipelined(
+    client: Client, items: list[tuple[int, bytes]], timeout: float = 20.0
+) -> list[Answer]:
+    """Send several requests in ONE write (the server reads them in one turn)."""
+    loop = asyncio.get_running_loop()
+    futs: list[asyncio.Future[Answer]] = []
+    data = b""
+    for command, body in items:
+        seq = client.next_seq()
+        data += client.pack(command, body, 0, seq)
+        fut: asyncio.Future[Answer] = loop.create_future()
+        client._waiters[seq] = fut
+        futs.append(fut)
+    assert client._proto is not None and client._proto.transport is not None
+    client._proto.transport.write(data)
+    return list(await asyncio.wait_for(asyncio.gather(*futs), timeout))
+
+
+async def raw_rpc(client: Client, route: str, body: bytes) -> tuple[int, Any]:
+    """(status, Error or the reply's JSON) of one RPC with a body given as bytes."""
+    status, _, data = await client.request(*rpc_item(route, body), timeout=20)
+    if status:
+        return status, pb.Error.FromString(data)
+    resp = pb.RpcResponse.FromString(data)
+    return status, json.loads(resp.data) if resp.data else None
+
+
+def bad_request(answer: Answer) -> pb.Error:
+    status, _, data = answer
+    err = pb.Error.FromString(data)
+    assert status == Status.BAD_REQUEST, (status, err)
+    assert 100 <= err.code <= 105 or 10100 <= err.code <= 10199, err
+    return err
+
+
+def ms_item(channel_id: int, payload: bytes, content: pb.MessageContent | None = None) -> bytes:
+    req = pb.SendMessageRequest(client_seq=1, channel_id=channel_id, payload=payload)
+    if content is not None:
+        req.content.CopyFrom(content)
+    return req.SerializeToString()
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The server's log (its thread runs in this process): the test ends by asserting it
+    has no traceback and no error, unless the test cleared ``caplog`` itself."""
+    caplog.set_level(logging.INFO, logger="privchat_tcp")
+    yield caplog
+    assert_no_traceback(caplog)
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    bad = tracebacks(caplog) + [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not bad, [(r.name, r.getMessage()[:200]) for r in bad]
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+# ---- finding 4: lone surrogates ---------------------------------------------------------------
+def test_lone_surrogates_are_refused_and_the_other_frames_of_the_read_are_answered(
+    server: ServerThread, server_log: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        anon = await Client.connect("127.0.0.1", server.port)
+        # before login: account/auth/refresh answered INTERNAL
+        answers = await pipelined(
+            anon,
+            [
+                rpc_item("account/auth/refresh", b'{"refresh_token":"\\ud800"}'),
+                (Cmd.PING, b""),
+                rpc_item("account/auth/refresh", b'{"refresh_token":"\xed\xa0\x80"}'),
+                rpc_item("account/user/register", b'{"username":"\\udfff"}'),
+                rpc_item("system/health", b""),
+            ],
+        )
+        assert bad_request(answers[0]).code == ErrorCode.INVALID_JSON
+        assert answers[1][0] == 0
+        assert bad_request(answers[2]).code == ErrorCode.INVALID_JSON
+        bad_request(answers[3])
+        assert answers[4][0] == 0
+
+        alice = await user(server.port, "alice")
+        bob = await user(server.port, "bob")
+        # entity_type was echoed into the error: building it raised out of data_received,
+        # the connection dropped and the frames after it in the read were lost
+        answers = await pipelined(
+            alice,
+            [
+                rpc_item("entity/sync_entities", b'{"entity_type":"\\ud800"}'),
+                (Cmd.PING, b""),
+                rpc_item("entity/sync_entities", b'{"entity_type":"\xed\xa0\x80"}'),
+                rpc_item("group/group/create", b'{"name":"g\\ud800"}'),
+                rpc_item("group/group/create", b'{"name":"g","description":"\\udc00"}'),
+                rpc_item(
+                    "account/user/register",
+                    json.dumps({"username": "x" * 3, "nickname": "\ud800"}).encode(),
+                ),
+                rpc_item("entity/sync_entities", b'{"entity_type":"channel"}'),
+            ],
+        )
+        for i in (0, 2, 3, 4, 5):
+            bad_request(answers[i])
+        assert answers[1][0] == 0 and answers[6][0] == 0
+        # the group was not created (it was committed, then answered INTERNAL)
+        items = json.loads(pb.RpcResponse.FromString(answers[6][2]).data)["items"]
+        assert items == []
+        # the SDK's substring survives; the value sent is not echoed
+        status, err = await raw_rpc(alice, "entity/sync_entities", b'{"entity_type":"zzz-mine"}')
+        assert status == Status.BAD_REQUEST and "不支持的 entity_type" in err.message
+        assert "zzz-mine" not in err.message
+        # control characters where they make no sense; multi-line text keeps its lines
+        status, err = await raw_rpc(alice, "group/group/create", b'{"name":"a\\u0000b"}')
+        assert status == Status.BAD_REQUEST and err.code == ErrorCode.INVALID_FORMAT
+        status, err = await raw_rpc(alice, "group/group/create", b'{"name":"a\\u001b[2Jb"}')
+        assert status == Status.BAD_REQUEST and err.code == ErrorCode.INVALID_FORMAT
+        status, g = await raw_rpc(
+            alice, "group/group/create", b'{"name":"ok \\ud83d\\ude00","description":"a\\nb"}'
+        )
+        assert status == 0 and g["name"] == "ok \U0001f600" and g["description"] == "a\nb"
+        # an MS envelope or metadata with a lone surrogate is refused: the views parse them
+        dm = (await alice.rpc("channel/direct/get_or_create", {"target_user_id": bob.user_id}))[
+            "channel_id"
+        ]
+        answers = await pipelined(
+            alice,
+            [
+                (Cmd.MS, ms_item(dm, b'{"content":"\\ud800"}')),
+                (Cmd.MS, ms_item(dm, b'{"content":"\xed\xa0\x80"}')),
+                (Cmd.MS, ms_item(dm, b"", pb.MessageContent(metadata='{"k":"\\udbff"}'))),
+                (Cmd.MS, ms_item(dm, b'{"content":"\\ud83d\\ude00"}')),
+                (
+                    Cmd.RPC,
+                    pb.RpcRequest(
+                        route="sync/submit",
+                        body=b'{"local_message_id":0,"channel_id":%d,"payload":{"text":"\\ud800"}}'
+                        % dm,
+                    ).SerializeToString(),
+                ),
+            ],
+        )
+        for i in (0, 1, 2, 4):
+            assert bad_request(answers[i]).code == ErrorCode.INVALID_JSON
+        assert answers[3][0] == 0 and pb.SendMessageResponse.FromString(answers[3][2]).message_seq
+        assert await alice.ping() and await bob.ping()
+        for c in (anon, alice, bob):
+            await c.close()
+
+    run(main())
+
+
+def test_stored_hostile_data_never_fails_a_view_for_other_members(
+    server: ServerThread, server_log: pytest.LogCaptureFixture
+) -> None:
+    """Data stored without the checks (before them, or by a path that skips them): a
+    nickname and a group name with a lone surrogate, payloads and metadata 100,000 deep,
+    with surrogates, NaN or a 5,000-digit number. Every view still answers, for everyone."""
+
+    async def main() -> None:
+        owner = await user(server.port, "owner")
+        member = await user(server.port, "member")
+        assert server.server is not None
+        services = server.server.services
+        mallory = server.call(
+            lambda: services.accounts.create("mallory", "", "bad\ud800nick", None, None)
+        )
+        gid = (
+            await owner.rpc("group/group/create", {"name": "g", "member_ids": [member.user_id]})
+        )["group_id"]
+        await owner.rpc("group/member/add", {"group_id": gid, "user_id": mallory.user_id})
+        evil = server.call(
+            lambda: services.channels.create_group(
+                mallory.user_id, "evil\udc00", "d\ud800", [member.user_id]
+            )
+        )
+        channel = server.call(lambda: services.channels.channel(gid))
+        payloads = [
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"content":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            b'{"content":"\\ud800"}',
+            b'{"content":"\xed\xa0\x80"}',
+            b'{"content":1,"n":NaN}',
+            b'{"content":' + b"1" * 5000 + b"}",
+            b'{"content":1e999}',
+        ]
+        contents = [
+            pb.MessageContent(searchable_content="m", metadata="[" * 100_000),
+            pb.MessageContent(searchable_content="m", metadata='{"a":"\\ud800"}'),
+        ]
+        for payload in payloads:
+            server.call(
+                lambda p=payload: services.messages.send(  # type: ignore[misc]
+                    mallory.user_id, "dev", channel, 0, 0, p, b"", False, None
+                )
+            )
+        for content in contents:
+            server.call(
+                lambda c=content: services.messages.send(  # type: ignore[misc]
+                    mallory.user_id, "dev", channel, 0, 0, b"", c.SerializeToString(), False, None
+                )
+            )
+        n = len(payloads) + len(contents)
+        for viewer in (owner, member):
+            diff = await viewer.rpc(
+                "sync/get_difference", {"channel_id": gid, "last_pts": 0, "limit": 100}
+            )
+            commits = diff["commits"]
+            assert [c["pts"] for c in commits] == list(range(1, n + 1))
+            assert all(isinstance(c["content"], dict) for c in commits)
+            assert commits[0]["content"]["content"].startswith("[[[")  # as its text
+            assert commits[0]["sender_info"]["nickname"] == "bad?nick"
+            assert "metadata" not in commits[-1]["content"]
+            members = await viewer.rpc("group/member/list", {"group_id": gid})
+            assert {m["nickname"] for m in members["members"]} >= {"bad?nick"}
+            entities = await viewer.rpc("entity/sync_entities", {"entity_type": "channel"})
+            assert len(entities["items"]) >= 1
+        info = await member.rpc("group/group/info", {"group_id": evil.channel_id})
+        assert info["name"] == "evil?" and info["description"] == "d?"
+        entities = await member.rpc("entity/sync_entities", {"entity_type": "channel"})
+        assert {i["payload"]["name"] for i in entities["items"]} == {"g", "evil?"}
+        pulled = await member.pull(gid, 0, 100)  # MP relays the bytes as stored
+        assert [m.payload for m in pulled.messages][: len(payloads)] == payloads
+        for c in (owner, member):
+            await c.close()
+
+    run(main())
+
+
+# ---- finding 5: deeply nested JSON ------------------------------------------------------------
+def test_deep_json_is_refused_before_login_and_after_without_a_log_flood(
+    server: ServerThread, server_log: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        anon = await Client.connect("127.0.0.1", server.port)
+        deep = b"[" * 2000 + b"]" * 2000
+        names = all_routes().names()
+        answers = await pipelined(anon, [rpc_item(r, deep) for r in names] + [(Cmd.PING, b"")])
+        for route, answer in zip(names, answers, strict=False):
+            if all_routes().get(route).anonymous:  # type: ignore[union-attr]
+                assert bad_request(answer).code == ErrorCode.INVALID_JSON, route
+            else:
+                assert answer[0] == Status.UNAUTHENTICATED, route
+        assert answers[-1][0] == 0
+
+        alice = await user(server.port, "alice")
+        bob = await user(server.port, "bob")
+        dm = (await alice.rpc("channel/direct/get_or_create", {"target_user_id": bob.user_id}))[
+            "channel_id"
+        ]
+
+        def nested(levels: int) -> bytes:  # an object at the top: `levels` levels in all
+            return b'{"text":"x","n":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+        very_deep = b"[" * 100_000 + b"]" * 100_000
+        answers = await pipelined(
+            alice,
+            [
+                (Cmd.MS, ms_item(dm, b'{"content":"x","n":' + very_deep + b"}")),
+                (Cmd.MS, ms_item(dm, b"", pb.MessageContent(metadata=very_deep.decode()))),
+                (Cmd.MS, ms_item(dm, nested(33))),
+                (Cmd.MS, ms_item(dm, nested(32))),  # the limit itself is fine
+                rpc_item(
+                    "sync/submit",
+                    b'{"local_message_id":0,"channel_id":%d,"payload":%s}' % (dm, very_deep),
+                ),
+                rpc_item(
+                    "sync/submit",
+                    b'{"local_message_id":0,"channel_id":%d,"payload":%s}' % (dm, nested(31)),
+                ),
+                rpc_item(
+                    "sync/submit",
+                    b'{"local_message_id":0,"channel_id":%d,"payload":%s}' % (dm, nested(32)),
+                ),
+                (Cmd.MS, ms_item(dm, very_deep)),  # not an envelope: opaque bytes
+            ],
+        )
+        for i in (0, 1, 2, 6):
+            err = bad_request(answers[i])
+            assert err.code == ErrorCode.INVALID_JSON and "32 levels" in err.message, i
+        for i in (3, 5, 7):
+            assert answers[i][0] == 0, i
+        diff = await bob.rpc("sync/get_difference", {"channel_id": dm, "last_pts": 0})
+        assert len(diff["commits"]) == 3
+        first, second, third = (c["content"] for c in diff["commits"])
+        assert first["text"] == "x" and isinstance(first["n"], list)  # 32 levels, as sent
+        assert second["content"] == "x"
+        assert third["content"].startswith("[[[")  # the opaque payload, as its text
+        assert await alice.ping() and await bob.ping()
+        for c in (anon, alice, bob):
+            await c.close()
+
+    run(main())
+
+
+def test_json_max_depth_is_a_setting(make_server: Any) -> None:
+    srv = make_server(json_max_depth=4)
+
+    async def main() -> None:
+        alice = await user(srv.port, "alice")
+        status, err = await raw_rpc(alice, "system/health", b'{"a":[[[[]]]]}')
+        assert status == Status.BAD_REQUEST and "4 levels" in err.message
+        status, _ = await raw_rpc(alice, "system/health", b'{"a":[[[]]]}')
+        assert status == 0
+        await alice.close()
+
+    run(main())
+
+
+# ---- finding 9: ids as strings ----------------------------------------------------------------
+def test_ids_must_be_ascii_digits_of_bounded_length(
+    server: ServerThread, server_log: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        alice = await user(server.port, "alice")
+        gid = (await alice.rpc("group/group/create", {"name": "g"}))["group_id"]
+        cases: list[tuple[bytes, int]] = [
+            ('{"group_id":"²"}'.encode(), ErrorCode.INVALID_PARAM_TYPE),
+            ('{"group_id":"١٢٣"}'.encode(), ErrorCode.INVALID_PARAM_TYPE),  # was 123
+            (b'{"group_id":"\\u0661\\u0662\\u0663"}', ErrorCode.INVALID_PARAM_TYPE),
+            (b'{"group_id":"' + b"1" * 4301 + b'"}', ErrorCode.PARAM_OUT_OF_RANGE),
+            (b'{"group_id":"' + b"1" * 21 + b'"}', ErrorCode.PARAM_OUT_OF_RANGE),
+            (b'{"group_id":' + b"1" * 5000 + b"}", ErrorCode.INVALID_JSON),
+            (b'{"group_id":' + b"9" * 21 + b"}", ErrorCode.PARAM_OUT_OF_RANGE),
+            (b'{"group_id":' + b"9" * 22 + b"}", ErrorCode.INVALID_JSON),
+            (b'{"group_id":18446744073709551616}', ErrorCode.PARAM_OUT_OF_RANGE),
+            (b'{"group_id":"-1"}', ErrorCode.INVALID_PARAM_TYPE),
+            (b'{"group_id":" 1"}', ErrorCode.INVALID_PARAM_TYPE),
+            (b'{"group_id":"1.0"}', ErrorCode.INVALID_PARAM_TYPE),
+            (b'{"group_id":1e3}', ErrorCode.INVALID_PARAM_TYPE),
+            (b'{"group_id":NaN}', ErrorCode.INVALID_JSON),
+        ]
+        answers = await pipelined(
+            alice, [rpc_item("group/group/info", body) for body, _ in cases] + [(Cmd.PING, b"")]
+        )
+        for (body, code), answer in zip(cases, answers, strict=False):
+            assert bad_request(answer).code == code, body[:40]
+        assert answers[-1][0] == 0
+        # ids as ASCII digit strings still work (PrivChat clients send some)
+        info = await alice.rpc("group/group/info", {"group_id": str(gid)})
+        assert info["group_id"] == gid
+        await alice.close()
+
+    run(main())
