@@ -2,7 +2,8 @@
 
 Lone surrogates, deeply nested JSON and ids that are not ASCII digits are refused at the
 boundary with a BAD_REQUEST of the 101xx family; nothing a client stored can make a view fail
-for other users.
+for other users; no exception escapes one frame's handling, and the log never gets a
+traceback flood.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from conftest import ServerThread, run, user
 
 from privchat_tcp.client import Client
 from privchat_tcp.errors import ErrorCode, Status
+from privchat_tcp.net import tcp as tcp_module
 from privchat_tcp.proto import privchat_pb2 as pb
 from privchat_tcp.rpc.routes import all_routes
+from privchat_tcp.rpc.table import Route, RpcContext
+from privchat_tcp.session import session as session_module
+from privchat_tcp.session.session import FailureLog, Session
 from privchat_tcp.wire.commands import Cmd
 
 Answer = tuple[int, int, bytes]
@@ -377,3 +382,98 @@ def test_ids_must_be_ascii_digits_of_bounded_length(
         await alice.close()
 
     run(main())
+
+
+# ---- no exception escapes a frame's handling ---------------------------------------------------
+@pytest.fixture
+def fresh_failures(monkeypatch: pytest.MonkeyPatch) -> FailureLog:
+    """A FailureLog of its own, so that this test sees each kind's first traceback."""
+    failures = FailureLog(logging.getLogger("privchat_tcp.session"))
+    monkeypatch.setattr(session_module, "FAILURES", failures)
+    monkeypatch.setattr(tcp_module, "FAILURES", failures)
+    return failures
+
+
+def test_an_unexpected_failure_answers_internal_for_its_frame_only(
+    server: ServerThread,
+    caplog: pytest.LogCaptureFixture,
+    fresh_failures: FailureLog,
+) -> None:
+    """A bug in a route (simulated), or a reply that cannot be encoded: that frame is
+    answered INTERNAL, the other frames of the read are answered, the connection stays
+    open, and each kind of failure logs one traceback, not one per frame."""
+    caplog.set_level(logging.INFO, logger="privchat_tcp")
+
+    def boom(ctx: RpcContext, body: dict[str, Any]) -> Any:
+        raise RuntimeError("secret " + "x" * 3)  # the message is not logged
+
+    def nan(ctx: RpcContext, body: dict[str, Any]) -> Any:
+        return {"x": float("nan")}
+
+    async def unencodable(ctx: RpcContext, body: dict[str, Any]) -> Any:
+        return {"x": object()}
+
+    assert server.server is not None
+    routes = server.server.routes
+    for name, fn in (("test/boom", boom), ("test/nan", nan), ("test/async", unencodable)):
+        server.call(lambda n=name, f=fn: routes.add(Route(n, f, True)))  # type: ignore[misc]
+
+    async def main() -> None:
+        c = await Client.connect("127.0.0.1", server.port)
+        items = [
+            rpc_item("test/boom", b""),
+            (Cmd.PING, b""),
+            rpc_item("test/boom", b""),
+            rpc_item("test/nan", b""),
+            rpc_item("system/health", b""),
+            rpc_item("test/async", b""),
+            rpc_item("test/boom", b""),
+        ]
+        answers = await pipelined(c, items)
+        assert [a[0] for a in answers] == [15, 0, 15, 15, 0, 15, 15]
+        assert pb.Error.FromString(answers[0][2]).message == "internal error"
+        assert await c.ping()
+        await c.close()
+
+    run(main())
+    assert fresh_failures.total == 5
+    logged = tracebacks(caplog)
+    assert len(logged) == 3, [r.getMessage() for r in logged]  # boom, nan, async: once each
+    assert all(r.exc_info is None and "secret xxx" not in r.getMessage() for r in logged)
+    assert "in boom" in logged[0].getMessage()
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
+
+
+def test_a_failure_outside_the_frames_closes_cleanly_after_the_answers(
+    server: ServerThread,
+    caplog: pytest.LogCaptureFixture,
+    fresh_failures: FailureLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The adapter's guard: an exception past the per-frame handling (simulated after the
+    frames were handled) does not reach the event loop ("Fatal error on transport"): it is
+    logged once, what was answered is written, and the connection closes."""
+    caplog.set_level(logging.INFO, logger="privchat_tcp")
+    mark = pb.PingRequest(timestamp=424242).SerializeToString()
+    handle = Session.handle
+
+    def failing_handle(self: Session, frames: Any) -> None:
+        handle(self, frames)
+        if any(f[1] == Cmd.PING and f[4] == mark for f in frames):
+            raise RuntimeError("past the frames")
+
+    monkeypatch.setattr(Session, "handle", failing_handle)
+
+    async def main() -> None:
+        bystander = await user(server.port, "bystander")
+        c = await Client.connect("127.0.0.1", server.port)
+        answers = await pipelined(c, [rpc_item("system/health", b""), (Cmd.PING, mark)])
+        assert [a[0] for a in answers] == [0, 0]
+        await c.wait_closed()
+        assert await bystander.ping()
+        await bystander.close()
+
+    run(main())
+    assert fresh_failures.total == 1
+    assert len(tracebacks(caplog)) == 1
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
