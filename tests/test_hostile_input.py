@@ -3,7 +3,8 @@
 Lone surrogates, deeply nested JSON and ids that are not ASCII digits are refused at the
 boundary with a BAD_REQUEST of the 101xx family; nothing a client stored can make a view fail
 for other users; no exception escapes one frame's handling, and the log never gets a
-traceback flood.
+traceback flood; a revoke has one id in both
+views.
 """
 
 from __future__ import annotations
@@ -380,6 +381,36 @@ def test_ids_must_be_ascii_digits_of_bounded_length(
         info = await alice.rpc("group/group/info", {"group_id": str(gid)})
         assert info["group_id"] == gid
         await alice.close()
+
+    run(main())
+
+
+# ---- finding 13: a revoke event's id -----------------------------------------------------------
+def test_a_revoke_has_the_revoked_messages_id_in_both_views(server: ServerThread) -> None:
+    async def main() -> None:
+        alice = await user(server.port, "alice")
+        bob = await user(server.port, "bob")
+        dm = (await alice.rpc("channel/direct/get_or_create", {"target_user_id": bob.user_id}))[
+            "channel_id"
+        ]
+        sent = await alice.send(dm, "oops")
+        mid = sent.server_message_id
+        revoke = await alice.revoke(dm, mid)
+        assert revoke.pts == 2
+        pulled = await bob.pull(dm, 0, 10)
+        event = pulled.messages[1]
+        assert event.message_seq == 2 and event.topic == "message.revoke"
+        assert event.server_message_id == mid and event.msg_key == f"revoke_{mid}"
+        diff = await bob.rpc("sync/get_difference", {"channel_id": dm, "last_pts": 0})
+        tomb, commit = diff["commits"]
+        assert tomb["server_msg_id"] == mid and tomb["content"]["revoked"] is True
+        assert commit["pts"] == 2 and commit["message_type"] == "system"
+        assert commit["server_msg_id"] == mid == event.server_message_id
+        assert commit["content"]["message_id"] == mid
+        assert commit["content"]["event"] == "message.revoke"
+        assert commit["content"]["revoked_by"] == alice.user_id
+        for c in (alice, bob):
+            await c.close()
 
     run(main())
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -72,13 +71,22 @@ def public_user(services: Services, user_id: int) -> dict[str, Any]:
 
 
 def commit_json(services: Services, record: Record) -> dict[str, Any]:
-    """A record as PrivChat's ServerCommit."""
+    """A record as PrivChat's ServerCommit. A revoke event's ``server_msg_id`` is the revoked
+    message's id, as in its push (``server_message_id``): the id a client finds the message by;
+    the event itself is known by its pts."""
     content: Any
     if record.kind == KIND_REVOKE:
-        content = json.loads(record.payload)
-        content["event"] = "message.revoke"
+        message_id = record.target_message_id
+        content = {
+            "message_id": message_id,
+            "channel_id": record.channel_id,
+            "revoked_by": record.sender_id,
+            "revoked_at": record.timestamp,
+            "event": "message.revoke",
+        }
         message_type = "system"
     else:
+        message_id = record.message_id
         message_type = (
             CONTENT_TYPES[record.message_type]
             if record.message_type < len(CONTENT_TYPES)
@@ -87,7 +95,7 @@ def commit_json(services: Services, record: Record) -> dict[str, Any]:
         content = envelope(record, services.settings.json_max_depth)
     return {
         "pts": record.pts,
-        "server_msg_id": record.message_id,
+        "server_msg_id": message_id,
         "local_message_id": record.local_message_id or None,
         "channel_id": record.channel_id,
         "channel_type": record.channel_type,
