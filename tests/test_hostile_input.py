@@ -3,7 +3,7 @@
 Lone surrogates, deeply nested JSON and ids that are not ASCII digits are refused at the
 boundary with a BAD_REQUEST of the 101xx family; nothing a client stored can make a view fail
 for other users; no exception escapes one frame's handling, and the log never gets a
-traceback flood; a revoke has one id in both
+traceback flood; typing events reach only current members; a revoke has one id in both
 views.
 """
 
@@ -381,6 +381,99 @@ def test_ids_must_be_ascii_digits_of_bounded_length(
         info = await alice.rpc("group/group/info", {"group_id": str(gid)})
         assert info["group_id"] == gid
         await alice.close()
+
+    run(main())
+
+
+# ---- finding 6: typing events reach only current members ---------------------------------------
+async def no_pub(client: Client) -> None:
+    """After a PING round trip, nothing was published to ``client`` (a PUB would have been
+    written in the same turn as the one its positive control received, before the pong)."""
+    assert await client.ping()
+    pubs = [p for p in client.drain_pushes() if p.command == Cmd.PUB]
+    assert pubs == [], pubs
+
+
+async def next_pub(client: Client) -> pb.PublishRequest:
+    while True:
+        push = await client.next_push(5)
+        if push.command == Cmd.PUB:
+            message: pb.PublishRequest = push.message
+            return message
+
+
+def test_an_outsider_cannot_subscribe_to_typing_events(make_server: Any) -> None:
+    srv = make_server(typing_interval=0)
+
+    async def main() -> None:
+        owner = await user(srv.port, "owner")
+        member = await user(srv.port, "member")
+        outsider = await user(srv.port, "outsider")
+        gid = (
+            await owner.rpc("group/group/create", {"name": "g", "member_ids": [member.user_id]})
+        )["group_id"]
+        dm = (await owner.rpc("channel/direct/get_or_create", {"target_user_id": member.user_id}))[
+            "channel_id"
+        ]
+        # the attack: SUB with channel_type 2 (room) skipped the membership check
+        for channel_id in (gid, dm):
+            for channel_type in (2, 1, 0):
+                sub = await outsider.subscribe(channel_id, channel_type=channel_type)
+                assert sub.reason_code == 4, (channel_id, channel_type)
+        # the members do subscribe (room numbering included): the positive control
+        assert (await member.subscribe(gid, channel_type=2)).reason_code == 0
+        assert (await owner.subscribe(dm, channel_type=2)).reason_code == 0
+        await owner.rpc("presence/typing", {"channel_id": gid, "channel_type": 2})
+        await member.rpc("presence/typing", {"channel_id": dm, "channel_type": 1})
+        got = await next_pub(member)
+        assert got.channel_id == gid and got.publisher == str(owner.user_id)
+        got = await next_pub(owner)
+        assert got.channel_id == dm and got.publisher == str(member.user_id)
+        await no_pub(outsider)
+        # nor may the outsider type there
+        status, err = await raw_rpc(
+            outsider, "presence/typing", b'{"channel_id":%d,"channel_type":2}' % gid
+        )
+        assert status == Status.FORBIDDEN
+        for c in (owner, member, outsider):
+            await c.close()
+
+    run(main())
+
+
+def test_removed_and_leaving_members_stop_receiving_typing_events(make_server: Any) -> None:
+    srv = make_server(typing_interval=0)
+
+    async def main() -> None:
+        owner = await user(srv.port, "owner")
+        removed = await user(srv.port, "removed")
+        leaver = await user(srv.port, "leaver")
+        watcher = await user(srv.port, "watcher")
+        gid = (
+            await owner.rpc(
+                "group/group/create",
+                {
+                    "name": "g",
+                    "member_ids": [removed.user_id, leaver.user_id, watcher.user_id],
+                },
+            )
+        )["group_id"]
+        for c in (removed, leaver, watcher):
+            assert (await c.subscribe(gid, channel_type=1)).reason_code == 0
+        await owner.rpc("presence/typing", {"channel_id": gid, "channel_type": 2})
+        for c in (removed, leaver, watcher):
+            assert (await next_pub(c)).channel_id == gid
+        await owner.rpc("group/member/remove", {"group_id": gid, "user_id": removed.user_id})
+        await leaver.rpc("group/member/leave", {"group_id": gid})
+        await owner.rpc("presence/typing", {"channel_id": gid, "channel_type": 2})
+        assert (await next_pub(watcher)).channel_id == gid
+        await no_pub(removed)
+        await no_pub(leaver)
+        # and they cannot subscribe again
+        assert (await removed.subscribe(gid, channel_type=2)).reason_code == 4
+        assert (await leaver.subscribe(gid, channel_type=1)).reason_code == 4
+        for c in (owner, removed, leaver, watcher):
+            await c.close()
 
     run(main())
 
