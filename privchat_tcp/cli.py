@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import pathlib
 import sys
@@ -121,6 +120,7 @@ HELP = """commands:
 
 async def chat(host: str, port: int) -> None:
     from .client import Client
+    from .rpc import safejson
     from .wire.commands import Cmd
 
     client = await Client.connect(host, port)
@@ -131,11 +131,20 @@ async def chat(host: str, port: int) -> None:
         print(f"\r{msg}\n> ", end="", flush=True)
 
     def text_of(m: object) -> str:
+        """A message's text; the payload is another user's input (any depth, any bytes)."""
         payload = getattr(m, "payload", b"")
+        if not isinstance(payload, bytes):
+            return ""
         try:
-            return str(json.loads(payload).get("content", ""))
-        except (ValueError, AttributeError):
-            return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            value = safejson.loads(payload, what="payload")
+        except PrivchatError:
+            value = None
+        text = (
+            str(value.get("content", ""))
+            if isinstance(value, dict)
+            else payload.decode("utf-8", "replace")
+        )
+        return text.encode("utf-8", "replace").decode()  # printable whatever it holds
 
     async def watch() -> None:
         async for push in client.pushes():

@@ -187,6 +187,12 @@ class Settings:
     encrypted_login_burst_per_ip: int = _f(
         100, "token bucket size for encrypted_login_rate_per_ip, LOGINs"
     )
+    # hostile input (issue 10): JSON from the network
+    json_max_depth: int = _f(
+        32,
+        "deepest nesting of arrays and objects in an RPC body, an MS payload envelope or "
+        "MessageContent.metadata; deeper is BAD_REQUEST 10105 (1-256)",
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -244,6 +250,8 @@ class Settings:
             < 1
         ):
             raise ConfigError("login bursts must be at least 1")
+        if not 1 <= self.json_max_depth <= 256:
+            raise ConfigError("json_max_depth must be 1-256")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
 

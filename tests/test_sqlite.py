@@ -128,3 +128,24 @@ def test_backup_is_a_consistent_copy(tmp_path: pathlib.Path) -> None:
         assert again.current_pts(cid) == 30
     finally:
         again.close()
+
+
+def test_text_utf8_cannot_hold_is_stored_repaired_not_fatal(tmp_path: pathlib.Path) -> None:
+    """A lone surrogate that reached the store by a path skipping the boundary's checks does
+    not stop the writer (every later write would never become durable): it is stored with
+    U+FFFD in its place, and the writes after it are durable too."""
+    store = SQLiteStore(tmp_path, window=8)
+    bad = store.create_user("mallory", "h", "bad\ud800nick", None, None, NOW)
+    good = store.create_user("bob", "h", "Bob?", None, None, NOW)
+    store.flush()
+    assert store.durable_seq == store.write_seq
+    store.close()
+    again = SQLiteStore(tmp_path, window=8)
+    try:
+        user = again.find_user("mallory")
+        assert user is not None and user.user_id == bad.user_id
+        assert user.nickname == "bad\ufffdnick"
+        bob = again.find_user("bob")
+        assert bob is not None and bob.user_id == good.user_id and bob.nickname == "Bob?"
+    finally:
+        again.close()

@@ -29,7 +29,7 @@ from time import perf_counter as _perf
 
 from ..config import Settings
 from ..errors import ErrorCode, Status
-from ..session.session import Session, SessionDeps
+from ..session.session import FAILURES, Session, SessionDeps
 from ..wire.frame import Frame
 from ..wire.proxy import ProxyError, ProxyParser
 from .limits import RateLimits, TokenBucket, UserBucket
@@ -216,47 +216,64 @@ class TcpConnection(asyncio.Protocol):
 
     # ---- input ---------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        ctx = self.ctx
-        session = self.session
-        session.last_rx = ctx.now
-        if self.proxy is not None:
-            data = self._proxy_header(data)
-            if not data:
-                return
-        frames = session.conn.receive_data(data)
-        if frames:
-            stats = ctx.stats
-            n = len(frames)
-            stats.frames_in += n
-            by_cmd = stats.frames_in_by_command
-            if n == 1:
-                by_cmd[frames[0][1]] += 1
-            else:
-                for f in frames:
-                    by_cmd[f[1]] += 1
-            limits = ctx.limits
-            if limits.rate or (session.user_id and limits.user_rate):
-                # token buckets; the slow path holds or refuses what is over them
-                now = ctx.clock()
-                if session.user_id and limits.user_rate and self.ubucket is None:
-                    self.bucket_user = session.user_id
-                    self.ubucket = limits.user_bucket(session.user_id, now)
-                if self._refill(now) >= n and not self.held:
-                    self._take(n)
-                    self.throttled_since = 0.0
-                else:
-                    frames = self._limit(frames, now)
+        """Split, limit and dispatch what arrived, then write the answers once. Nothing
+        raised here escapes to the event loop (which would drop the connection with a
+        traceback): frames are guarded one by one in ``Session.handle``; past that, the
+        failure is logged once per kind, what was answered is written, and the connection
+        closes."""
+        try:
+            ctx = self.ctx
+            session = self.session
+            session.last_rx = ctx.now
+            if self.proxy is not None:
+                data = self._proxy_header(data)
+                if not data:
+                    return
+            frames = session.conn.receive_data(data)
             if frames:
-                stats.reads += 1
-                if stats.reads & 15 != 1:
-                    session.handle(frames)
-                else:  # the latency histogram samples one read in 16
-                    t0 = _perf()
-                    session.handle(frames)
-                    dt = _perf() - t0
-                    stats.latency_sum += dt
-                    stats.latency_buckets[_bisect(LATENCY_BUCKETS, dt)] += 1
-        self.transmit()
+                stats = ctx.stats
+                n = len(frames)
+                stats.frames_in += n
+                by_cmd = stats.frames_in_by_command
+                if n == 1:
+                    by_cmd[frames[0][1]] += 1
+                else:
+                    for f in frames:
+                        by_cmd[f[1]] += 1
+                limits = ctx.limits
+                if limits.rate or (session.user_id and limits.user_rate):
+                    # token buckets; the slow path holds or refuses what is over them
+                    now = ctx.clock()
+                    if session.user_id and limits.user_rate and self.ubucket is None:
+                        self.bucket_user = session.user_id
+                        self.ubucket = limits.user_bucket(session.user_id, now)
+                    if self._refill(now) >= n and not self.held:
+                        self._take(n)
+                        self.throttled_since = 0.0
+                    else:
+                        frames = self._limit(frames, now)
+                if frames:
+                    stats.reads += 1
+                    if stats.reads & 15 != 1:
+                        session.handle(frames)
+                    else:  # the latency histogram samples one read in 16
+                        t0 = _perf()
+                        session.handle(frames)
+                        dt = _perf() - t0
+                        stats.latency_sum += dt
+                        stats.latency_buckets[_bisect(LATENCY_BUCKETS, dt)] += 1
+            self.transmit()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        FAILURES.report("reading a connection", exc)
+        try:
+            self.session.close()
+            self.transmit()
+        except Exception as again:  # noqa: BLE001 - the connection cannot be trusted
+            FAILURES.report("closing a connection", again)
+            self.abort()
 
     def _proxy_header(self, data: bytes) -> bytes:
         assert self.proxy is not None

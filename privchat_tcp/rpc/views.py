@@ -1,16 +1,22 @@
 """JSON shapes of the model (PrivChat reference section 7): the one place a record, a user or a
-group becomes JSON."""
+group becomes JSON.
+
+Stored payloads and metadata are parsed here with ``safejson.loads``: whatever a sender managed
+to store, a view renders it (as text at worst) and never fails for the other members."""
 
 from __future__ import annotations
 
 import base64
 import datetime
-import json
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from ..errors import ServiceError
 from ..proto import privchat_pb2 as pb
 from ..service import Services
 from ..service.model import KIND_REVOKE, ROLE_NAMES, Channel, Record
+from .safejson import MAX_DEPTH, is_envelope, loads
 
 __all__ = [
     "CONTENT_TYPES",
@@ -65,22 +71,31 @@ def public_user(services: Services, user_id: int) -> dict[str, Any]:
 
 
 def commit_json(services: Services, record: Record) -> dict[str, Any]:
-    """A record as PrivChat's ServerCommit."""
+    """A record as PrivChat's ServerCommit. A revoke event's ``server_msg_id`` is the revoked
+    message's id, as in its push (``server_message_id``): the id a client finds the message by;
+    the event itself is known by its pts."""
     content: Any
     if record.kind == KIND_REVOKE:
-        content = json.loads(record.payload)
-        content["event"] = "message.revoke"
+        message_id = record.target_message_id
+        content = {
+            "message_id": message_id,
+            "channel_id": record.channel_id,
+            "revoked_by": record.sender_id,
+            "revoked_at": record.timestamp,
+            "event": "message.revoke",
+        }
         message_type = "system"
     else:
+        message_id = record.message_id
         message_type = (
             CONTENT_TYPES[record.message_type]
             if record.message_type < len(CONTENT_TYPES)
             else "text"
         )
-        content = envelope(record)
+        content = envelope(record, services.settings.json_max_depth)
     return {
         "pts": record.pts,
-        "server_msg_id": record.message_id,
+        "server_msg_id": message_id,
         "local_message_id": record.local_message_id or None,
         "channel_id": record.channel_id,
         "channel_type": record.channel_type,
@@ -92,8 +107,10 @@ def commit_json(services: Services, record: Record) -> dict[str, Any]:
     }
 
 
-def envelope(record: Record) -> dict[str, Any]:
-    """The message as PrivChat's payload envelope (never parsed when end-to-end)."""
+def envelope(record: Record, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """The message as PrivChat's payload envelope (never parsed when end-to-end). A payload
+    that is not a JSON object within the limits is its text (invalid UTF-8 replaced);
+    metadata that is not JSON within them is left out."""
     if record.revoked:
         return {"content": "", "revoked": True}
     if record.e2e:
@@ -102,19 +119,24 @@ def envelope(record: Record) -> dict[str, Any]:
             "data": base64.b64encode(record.payload or record.content).decode(),
         }
     if record.payload:
-        try:
-            value = json.loads(record.payload)
-        except (ValueError, UnicodeDecodeError):
-            value = None
+        value: Any = None
+        if is_envelope(record.payload):
+            try:
+                value = loads(record.payload, max_depth, "payload")
+            except ServiceError:
+                pass
         if isinstance(value, dict):
             return value
         return {"content": record.payload.decode("utf-8", "replace")}
-    content = pb.MessageContent.FromString(record.content)
+    try:
+        content = pb.MessageContent.FromString(record.content)
+    except DecodeError:
+        return {"content": ""}
     env: dict[str, Any] = {"content": content.searchable_content}
     if content.metadata:
         try:
-            env["metadata"] = json.loads(content.metadata)
-        except ValueError:
+            env["metadata"] = loads(content.metadata, max_depth, "metadata")
+        except ServiceError:
             pass
     if content.reply_to_message_id:
         env["reply_to_message_id"] = str(content.reply_to_message_id)

@@ -14,6 +14,7 @@ from .._version import __version__
 from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.params import parse_body
+from ..rpc.safejson import check_stored, is_envelope
 from ..service.model import Channel, Record
 from ..wire import compression as _compression
 from ..wire import pbwire
@@ -142,16 +143,27 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
         channel = services.channels.resolve_target(
             session.user_id, 0, req.channel_type, conv.type, conv.target_id
         )
-    content = req.content.SerializeToString() if req.HasField("content") else b""
+    e2e = flags & ENC_MASK == ENC_E2E
+    payload = req.payload
+    if req.HasField("content"):
+        if req.content.metadata and not e2e:
+            check_stored(
+                req.content.metadata.encode(), session.deps.settings.json_max_depth, "metadata"
+            )
+        content = req.content.SerializeToString()
+    else:
+        content = b""
+    if not e2e and payload and is_envelope(payload):  # what the JSON views will parse
+        check_stored(payload, session.deps.settings.json_max_depth)
     result = services.messages.send(
         session.user_id,
         session.device_id,
         channel,
         req.local_message_id,
         req.message_type,
-        req.payload,
+        payload,
         content,
-        flags & ENC_MASK == ENC_E2E,
+        e2e,
         session.session_id,
     )
     session.reply(
@@ -250,7 +262,7 @@ def rpc(session: Session, seq: int, flags: int, body: bytes) -> None:
         raise ServiceError(ErrorCode.RESOURCE_NOT_FOUND, "route not found", Status.UNSUPPORTED)
     if not route.anonymous and not session.user_id:
         raise ServiceError(ErrorCode.AUTH_REQUIRED, "login required")
-    args = parse_body(req.body)
+    args = parse_body(req.body, deps.settings.json_max_depth)
     route.check_keys(args)
     result = route.handler(session.rpc_context(), args)
     if inspect.iscoroutine(result):  # an async route, or one that must read off the loop

@@ -7,6 +7,11 @@ replies on the sans-IO connection; the adapter (``net/tcp.py``) writes once per 
 here awaits and nothing here touches a socket: the adapter is reached through ``Link``, and the
 only asynchronous work, RPC routes that hash passwords, runs through ``deps.spawn``.
 
+No exception escapes one frame's handling: the expected ones (``ServiceError``,
+``ProtocolViolation``, a body that does not decode) are answered with their status; anything
+else, raised by a handler or while answering, is logged by ``FAILURES`` (a traceback once per
+kind, then a line a minute) and that frame alone is answered INTERNAL.
+
 States (``SessionState``)::
 
     ANONYMOUS --login()--> AUTHENTICATED --session_ready()--> READY
@@ -20,10 +25,10 @@ from __future__ import annotations
 
 import enum
 import itertools
-import json
 import logging
 import secrets
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -31,6 +36,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import STATUS_NAMES, AuthRequired, ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
+from ..rpc.safejson import dumps as _json_dumps
 from ..rpc.table import PasswordGuard, RpcContext, UnlimitedPasswords
 from ..wire import pbwire
 from ..wire.commands import ENC_MASK, ENC_RSA, TRANSFORM_MASK, Cmd
@@ -56,6 +62,8 @@ __all__ = [
     "LoginGuard",
     "UnlimitedLogins",
     "MPB_MAX_BYTES",
+    "FailureLog",
+    "FAILURES",
     "rpc_ok",
     "pong",
 ]
@@ -64,6 +72,66 @@ log = logging.getLogger("privchat_tcp.session")
 
 MPB_MAX_BYTES = 256 << 10
 MAX_ASYNC_RPC = 4
+
+
+class FailureLog:
+    """Unexpected exceptions, logged without a flood: the first of each kind (the exception's
+    type and the line that raised it) with its traceback (the frames and their source lines),
+    repeats as one line per kind at most every ``interval`` seconds, with how many there were.
+    Never the exception's message or arguments, which may quote hostile input."""
+
+    MAX_KINDS = 256
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.total = 0
+        #: kind -> [when last logged, repeats since]
+        self._kinds: dict[tuple[str, str, int], list[float]] = {}
+
+    def report(self, what: str, exc: BaseException) -> None:
+        self.total += 1
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ("?", 0)
+        kind = (type(exc).__qualname__, *where)
+        now = self.clock()
+        seen = self._kinds.get(kind)
+        if seen is None:
+            if len(self._kinds) >= self.MAX_KINDS:
+                self._kinds.clear()
+            self._kinds[kind] = [now, 0]
+            self.logger.error(
+                "%s failed: %s (the first of its kind; repeats are counted)\n"
+                "Traceback (most recent call last):\n%s%s",
+                what,
+                kind[0],
+                "".join(traceback.format_tb(exc.__traceback__)),
+                kind[0],
+            )
+            return
+        seen[1] += 1
+        if now - seen[0] >= self.interval:
+            self.logger.error(
+                "%s failed: %s at %s:%d, %d times since last logged",
+                what,
+                kind[0],
+                kind[1],
+                kind[2],
+                seen[1],
+            )
+            seen[0], seen[1] = now, 0
+
+
+#: the process's log of unexpected exceptions in handling frames
+FAILURES = FailureLog(log)
 
 
 class SessionState(enum.IntEnum):
@@ -358,7 +426,19 @@ class Session:
     def error(self, seq: int, command: int, status: int, code: int, message: str) -> None:
         if self.pending:
             self.materialize()
+        if not message.isascii():  # a lone surrogate cannot be encoded: send "?" instead
+            message = message.encode("utf-8", "replace").decode()
         self.conn.send_error(seq, command, status, code, message)
+
+    def internal_error(self, seq: int, command: int, exc: BaseException) -> None:
+        """The last resort for a frame whose handling failed unexpectedly: log it (``FAILURES``)
+        and answer that frame INTERNAL; if even that fails, close the connection."""
+        FAILURES.report(f"command {command}", exc)
+        try:
+            self.error(seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error")
+        except Exception as again:  # noqa: BLE001 - nothing else can be sent
+            FAILURES.report("answering INTERNAL", again)
+            self.conn.close()
 
     # ---- dispatch ------------------------------------------------------------------------------
     def handle(self, frames: list[Frame]) -> None:
@@ -404,44 +484,42 @@ class Session:
                     queue(head + seq.to_bytes(4, "big") + tail)
                     continue
             try:
-                if flags & TRANSFORM_MASK or conn.cipher is not None:
-                    if (
-                        command == Cmd.LOGIN
-                        and flags & ENC_MASK == ENC_RSA
-                        and conn.cipher is None
-                        and not conn.encrypted
-                    ):
-                        commands.login_encrypted(self, seq, flags, status, body)
-                        continue
-                    body = conn.open_body(seq, command, flags, status, body)
-                handler = handlers.get(command)
-                if handler is None:
-                    raise ServiceError(
-                        ErrorCode.UNSUPPORTED_PROTOCOL, "unknown command", Status.UNSUPPORTED
+                try:
+                    if flags & TRANSFORM_MASK or conn.cipher is not None:
+                        if (
+                            command == Cmd.LOGIN
+                            and flags & ENC_MASK == ENC_RSA
+                            and conn.cipher is None
+                            and not conn.encrypted
+                        ):
+                            commands.login_encrypted(self, seq, flags, status, body)
+                            continue
+                        body = conn.open_body(seq, command, flags, status, body)
+                    handler = handlers.get(command)
+                    if handler is None:
+                        raise ServiceError(
+                            ErrorCode.UNSUPPORTED_PROTOCOL, "unknown command", Status.UNSUPPORTED
+                        )
+                    if not self.user_id and command not in _PRELOGIN:
+                        raise AuthRequired()
+                    handler(self, seq, flags, body)
+                except ServiceError as exc:
+                    self.error(seq, command, exc.status, exc.code, exc.message)
+                except ProtocolViolation as exc:
+                    self.error(seq, command, exc.status, exc.code, exc.message)
+                    if exc.close:
+                        conn.close()
+                        return
+                except DecodeError:
+                    self.error(
+                        seq,
+                        command,
+                        Status.BAD_REQUEST,
+                        ErrorCode.DECODING_ERROR,
+                        "body does not decode",
                     )
-                if not self.user_id and command not in _PRELOGIN:
-                    raise AuthRequired()
-                handler(self, seq, flags, body)
-            except ServiceError as exc:
-                self.error(seq, command, exc.status, exc.code, exc.message)
-            except ProtocolViolation as exc:
-                self.error(seq, command, exc.status, exc.code, exc.message)
-                if exc.close:
-                    conn.close()
-                    return
-            except DecodeError:
-                self.error(
-                    seq,
-                    command,
-                    Status.BAD_REQUEST,
-                    ErrorCode.DECODING_ERROR,
-                    "body does not decode",
-                )
-            except Exception:
-                log.exception("handler for command %d failed", command)
-                self.error(
-                    seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
-                )
+            except Exception as exc:  # a handler failed, or answering it did: this frame only
+                self.internal_error(seq, command, exc)
 
     def refuse(self, frames: list[Frame], status: int, code: int, message: str) -> None:
         """Answer each frame with an error without handling it (the rate limit). On an
@@ -499,22 +577,22 @@ class Session:
         encode: Callable[[Any], tuple[bytes, bool]],
     ) -> None:
         try:
-            result = await coro
-            body, e2e = encode(result)
-        except ServiceError as exc:
-            if not self.closed:
-                self.error(seq, command, exc.status, exc.code, exc.message)
-        except Exception:
-            log.exception("command %d failed", command)
-            if not self.closed:
-                self.error(
-                    seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
-                )
-        else:
-            if not self.closed:
-                self.reply(seq, command, body, e2e)
-                self.hold_for_pending_writes()
-                self.after_reply()
+            try:
+                result = await coro
+                body, e2e = encode(result)
+            except ServiceError as exc:
+                if not self.closed:
+                    self.error(seq, command, exc.status, exc.code, exc.message)
+            else:
+                if not self.closed:
+                    self.reply(seq, command, body, e2e)
+                    self.hold_for_pending_writes()
+                    self.after_reply()
+        except Exception as exc:  # the route failed, or encoding its answer did
+            if self.closed:
+                FAILURES.report(f"command {command}", exc)
+            else:
+                self.internal_error(seq, command, exc)
         finally:
             self.async_rpcs -= 1
         if not self.closed:
@@ -541,8 +619,5 @@ def pong() -> bytes:
 
 
 def rpc_ok(data: Any) -> bytes:
-    return pb.RpcResponse(
-        code=0,
-        message="OK",
-        data=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
-    ).SerializeToString()
+    """RpcResponse{0, "OK", data}; the JSON never fails on a string (``safejson.dumps``)."""
+    return pb.RpcResponse(code=0, message="OK", data=_json_dumps(data)).SerializeToString()

@@ -28,6 +28,7 @@ import heapq
 import logging
 import os
 import pathlib
+import re
 import secrets
 import sqlite3
 import threading
@@ -151,6 +152,20 @@ def _connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
     return db
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(params: Any) -> Any:
+    """``params`` with every str that UTF-8 cannot encode repaired (lone surrogates replaced)."""
+    if isinstance(params, str):
+        return _SURROGATE.sub("\ufffd", params)
+    if isinstance(params, tuple | list):
+        return type(params)(_encodable(p) for p in params)
+    if isinstance(params, dict):
+        return {k: _encodable(v) for k, v in params.items()}
+    return params
+
+
 class _Writer(threading.Thread):
     """Commits queued statements in batches; reports each batch to the loop."""
 
@@ -184,8 +199,15 @@ class _Writer(threading.Thread):
                 upto = self.committed + len(ops)
             t0 = time.perf_counter()
             try:
-                self._commit(ops)
-            except sqlite3.Error as exc:
+                try:
+                    self._commit(ops)
+                except UnicodeEncodeError:
+                    # A string no UTF-8 can hold (a lone surrogate) reached the store by a path
+                    # that skipped the boundary's checks: store it with U+FFFD in its place
+                    # rather than lose the batch (the views show such text with "?" anyway).
+                    ops = [(sql, _encodable(params)) for sql, params in ops]
+                    self._commit(ops)
+            except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
                 with self.cond:  # keep them, in order, in front of what came meanwhile
                     self.ops = ops + self.ops
                 if not self.failing:

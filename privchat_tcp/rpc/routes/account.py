@@ -56,7 +56,7 @@ def _device(body: dict[str, Any]) -> str:
 )
 async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
     username = text(body, "username", 64).strip()
-    password = text(body, "password", 256)
+    password = text(body, "password", 256, opaque=True)
     device_id = _device(body)
     nickname = opt_text(body, "nickname", 64)
     phone = opt_text(body, "phone", 32)
@@ -82,7 +82,7 @@ async def register(ctx: RpcContext, body: dict[str, Any]) -> Any:
 )
 async def login(ctx: RpcContext, body: dict[str, Any]) -> Any:
     name = text(body, "username", 320)
-    password = text(body, "password", 256)
+    password = text(body, "password", 256, opaque=True)
     device_id = _device(body)
     accounts = ctx.services.accounts
     guard = ctx.passwords

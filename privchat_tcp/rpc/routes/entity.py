@@ -12,15 +12,18 @@ from ..views import envelope
 
 routes = RouteTable()
 
-UNSUPPORTED_ENTITY = "不支持的 entity_type: {}（当前支持 channel）"
+#: the SDK skips an optional entity type on this substring (reference 11.7); the value the
+#: client sent is not echoed (it is hostile input)
+UNSUPPORTED_ENTITY = "不支持的 entity_type（当前支持 channel）"
 
 
 @routes.route("entity/sync_entities", keys=("entity_type", "since_version", "scope", "limit"))
 def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
     entity_type = text(body, "entity_type", 64)
     if entity_type != "channel":
-        raise InvalidParams(UNSUPPORTED_ENTITY.format(entity_type))
+        raise InvalidParams(UNSUPPORTED_ENTITY)
     services = ctx.services
+    depth = ctx.settings.json_max_depth
     items = []
     for channel in services.channels.user_channels(ctx.user_id):
         cid = channel.channel_id
@@ -43,7 +46,7 @@ def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
                     "name": name,
                     "avatar": "",
                     "unread_count": 0,
-                    "last_msg_content": envelope(last).get("content", "") if last else "",
+                    "last_msg_content": envelope(last, depth).get("content", "") if last else "",
                     "last_msg_timestamp": last.timestamp if last else 0,
                     "top": 0,
                     "mute": 0,

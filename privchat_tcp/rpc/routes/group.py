@@ -22,7 +22,7 @@ def direct_get_or_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
 @routes.route("group/group/create", keys=("name", "description", "member_ids", "creator_id"))
 def group_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
     name = text(body, "name", 128)
-    description = opt_text(body, "description", 1024)
+    description = opt_text(body, "description", 1024, multiline=True)
     members = u64_list(body, "member_ids", ctx.settings.max_group_members)
     group = ctx.services.channels.create_group(ctx.user_id, name, description, members)
     return {
