@@ -4,7 +4,8 @@ Lone surrogates, deeply nested JSON and ids that are not ASCII digits are refuse
 boundary with a BAD_REQUEST of the 101xx family; nothing a client stored can make a view fail
 for other users; no exception escapes one frame's handling, and the log never gets a
 traceback flood; typing events reach only current members; a revoke has one id in both
-views.
+views. ``test_every_route_refuses_the_hostile_table`` sends the table of hostile values to
+every route, one pipelined write per route.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from conftest import ServerThread, run, user
 
 from privchat_tcp.client import Client
 from privchat_tcp.errors import ErrorCode, Status
+from privchat_tcp.harness import Harness
 from privchat_tcp.net import tcp as tcp_module
 from privchat_tcp.proto import privchat_pb2 as pb
 from privchat_tcp.rpc.routes import all_routes
 from privchat_tcp.rpc.table import Route, RpcContext
 from privchat_tcp.session import session as session_module
-from privchat_tcp.session.session import FailureLog, Session
+from privchat_tcp.session.session import MAX_ASYNC_RPC, FailureLog, Session
 from privchat_tcp.wire.commands import Cmd
 
 Answer = tuple[int, int, bytes]
@@ -603,3 +605,204 @@ def test_a_failure_outside_the_frames_closes_cleanly_after_the_answers(
     assert fresh_failures.total == 1
     assert len(tracebacks(caplog)) == 1
     assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
+
+
+# ---- the table: every route, every key it reads, every hostile value ---------------------------
+ID, IDS, TEXT, SECRET, FLAG, ANY, CHANNELS = "id", "ids", "text", "secret", "flag", "any", "chans"
+
+#: the keys each route reads, by kind, with a value its getter accepts
+ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
+    "system/health": {},
+    "system/info": {},
+    "account/user/register": {
+        "username": (TEXT, "someone"),
+        "password": (SECRET, "secret-password"),
+        "device_id": (TEXT, "00000000-0000-4000-8000-000000000000"),
+        "nickname": (TEXT, "nick"),
+        "phone": (TEXT, "123"),
+        "email": (TEXT, "a@b.c"),
+    },
+    "account/auth/login": {
+        "username": (TEXT, "someone"),
+        "password": (SECRET, "secret-password"),
+        "device_id": (TEXT, "00000000-0000-4000-8000-000000000000"),
+    },
+    "account/auth/refresh": {"refresh_token": (TEXT, "x.y.z"), "device_id": (TEXT, "d")},
+    "account/auth/logout": {},
+    "channel/direct/get_or_create": {"target_user_id": (ID, 1)},
+    "group/group/create": {
+        "name": (TEXT, "g"),
+        "description": (TEXT, "d"),
+        "member_ids": (IDS, [1]),
+    },
+    "group/group/info": {"group_id": (ID, 1)},
+    "group/member/add": {"group_id": (ID, 1), "user_id": (ID, 1), "role": (TEXT, "member")},
+    "group/member/remove": {"group_id": (ID, 1), "user_id": (ID, 1)},
+    "group/member/list": {"group_id": (ID, 1)},
+    "group/member/leave": {"group_id": (ID, 1)},
+    "message/revoke": {"channel_id": (ID, 1), "server_message_id": (ID, 1)},
+    "sync/submit": {
+        "local_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "channel_type": (ID, 1),
+        "last_pts": (ID, 0),
+        "command_type": (TEXT, "text"),
+        "payload": (ANY, {"text": "hi"}),
+    },
+    "sync/get_difference": {
+        "channel_type": (ID, 1),
+        "channel_id": (ID, 1),
+        "last_pts": (ID, 0),
+        "limit": (ID, 10),
+    },
+    "sync/get_channel_pts": {"channel_id": (ID, 1), "channel_type": (ID, 1)},
+    "sync/batch_get_channel_pts": {"channels": (CHANNELS, [{"channel_id": 1}])},
+    "sync/session_ready": {},
+    "presence/typing": {
+        "action_type": (TEXT, "Typing"),
+        "channel_id": (ID, 1),
+        "channel_type": (ID, 1),
+        "is_typing": (FLAG, True),
+    },
+    "entity/sync_entities": {"entity_type": (TEXT, "channel")},
+}
+
+SURROGATES = [b'"\\ud800"', b'"x\\udfffy"', b'"\xed\xa0\x80"', b'"\\udc00\\ud800"']
+DEEP_VALUE = b"[" * 3000 + b"]" * 3000
+HUGE_IDS = [
+    b'"' + b"1" * 5000 + b'"',
+    b"1" * 5000,
+    b'"' + b"9" * 21 + b'"',
+    b"18446744073709551616",
+]
+NOT_ASCII_IDS = ['"²"', '"١٢٣"', '"１２３"', '"\\u0663"']
+CONTROLS = [b'"a\\u0000b"', b'"a\\u001bb"', b'"\\u007f"', b'"a\\u0085b"']
+#: for the body as a whole, whatever the route reads
+BODIES = [
+    DEEP,
+    b'{"a":' + DEEP_VALUE + b"}",
+    b'{"\\ud800":1}',
+    b'{"n":' + b"1" * 5000 + b"}",
+    b'{"n":NaN}',
+    b'{"n":-Infinity}',
+    b'{"n":1e999}',
+    b'{"s":"\xed\xa0\x80"}',
+    b'{"s":"\xff"}',
+]
+
+
+def hostile_values(kind: str) -> list[bytes]:
+    values = [*SURROGATES, DEEP_VALUE]
+    ids = HUGE_IDS + [v.encode() for v in NOT_ASCII_IDS]
+    if kind == ID:
+        values += ids
+    elif kind == IDS:
+        values += [b"[" + v + b"]" for v in ids]
+    elif kind == TEXT:
+        values += CONTROLS
+    elif kind == CHANNELS:
+        values += [b'[{"channel_id":' + v + b"}]" for v in ids]
+        values += [b'[{"channel_id":1,"channel_type":' + v + b"}]" for v in ids]
+    elif kind == FLAG:
+        values += [v.encode() for v in NOT_ASCII_IDS]
+    return values
+
+
+def body_with(keys: dict[str, tuple[str, Any]], key: str, value: bytes) -> bytes:
+    """The route's valid body with ``key`` set to the (raw JSON) hostile ``value``."""
+    parts = [
+        json.dumps(k).encode() + b":" + (value if k == key else json.dumps(v[1]).encode())
+        for k, v in keys.items()
+    ]
+    return b"{" + b",".join(parts) + b"}"
+
+
+def hostile_bodies(route: str) -> list[bytes]:
+    keys = ROUTE_KEYS[route]
+    out = list(BODIES)
+    for key, (kind, _) in keys.items():
+        out += [body_with(keys, key, value) for value in hostile_values(kind)]
+    return out
+
+
+def test_the_table_lists_every_route_and_every_key_it_reads() -> None:
+    """Discovery by trying, in memory: each route is called with its listed body in a dict
+    that records the keys read: exactly the keys the table lists are read."""
+    assert sorted(ROUTE_KEYS) == all_routes().names()
+
+    class Recording(dict[str, Any]):
+        def __init__(self, value: dict[str, Any]) -> None:
+            super().__init__(value)
+            self.read: set[str] = set()
+
+        def get(self, key: str, default: Any = None) -> Any:
+            self.read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> Any:
+            self.read.add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key: object) -> bool:
+            self.read.add(str(key))
+            return super().__contains__(key)
+
+    h = Harness()
+    dev = h.login(h.user("prober"))
+    ctx = dev.session.rpc_context()
+    for route in all_routes():
+        if route.name == "account/auth/logout":
+            continue  # reads nothing, and would revoke the prober's token
+        body = Recording({k: v for k, (_, v) in ROUTE_KEYS[route.name].items()})
+        try:
+            result = route.handler(ctx, body)
+            if route.is_async:
+                result.send(None)
+        except StopIteration:
+            pass
+        except Exception:  # noqa: BLE001,S110 - refusals are fine: only the keys matter
+            pass
+        assert body.read == set(ROUTE_KEYS[route.name]), (route.name, body.read)
+
+
+def test_every_route_refuses_the_hostile_table(
+    server: ServerThread, server_log: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        alice = await user(server.port, "alice")
+        anon = await Client.connect("127.0.0.1", server.port)
+        table = all_routes()
+        sent = 0
+        for name in table.names():
+            route = table.get(name)
+            assert route is not None
+            bodies = hostile_bodies(name)
+            # async routes run at most MAX_ASYNC_RPC at a time per session (more are
+            # refused 10303): they get one pipelined write per MAX_ASYNC_RPC bodies
+            step = MAX_ASYNC_RPC if route.is_async else len(bodies)
+            clients = [alice, anon] if route.anonymous else [alice]
+            for client in clients:
+                for i in range(0, len(bodies), step):
+                    chunk = bodies[i : i + step]
+                    answers = await pipelined(
+                        client, [rpc_item(name, b) for b in chunk] + [(Cmd.PING, b"")]
+                    )
+                    for body, answer in zip(chunk, answers, strict=False):
+                        status, _, data = answer
+                        assert status == Status.BAD_REQUEST, (
+                            name,
+                            body[:80],
+                            status,
+                            pb.Error.FromString(data),
+                        )
+                        err = pb.Error.FromString(data)
+                        assert 10100 <= err.code <= 10199, (name, body[:80], err)
+                    assert answers[-1][0] == 0  # the PING after them: the connection is open
+                    sent += len(chunk)
+        assert sent > 700
+        assert alice.connected and anon.connected
+        assert await alice.ping() and await anon.ping()
+        await alice.close()
+        await anon.close()
+
+    run(main(), timeout=120)
