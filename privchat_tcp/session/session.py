@@ -62,6 +62,7 @@ log = logging.getLogger("privchat_tcp.session")
 
 MPB_MAX_BYTES = 256 << 10
 MAX_ASYNC_RPC = 4
+_UNBOUNDED = 1 << 62
 
 
 class SessionState(enum.IntEnum):
@@ -168,6 +169,7 @@ class Session:
         "peer",
         "token_jti",
         "async_rpcs",
+        "out_room",
         "_rpc",
         "__weakref__",
     )
@@ -191,6 +193,9 @@ class Session:
         self.peer: str = ""
         self.token_jti = ""
         self.async_rpcs = 0
+        #: ``handle`` stops once the connection's queued output passes this many bytes (the
+        #: adapter's output budget, set before each call; unbounded by default)
+        self.out_room = _UNBOUNDED
         self._rpc: RpcContext | None = None  # made at the first RPC
 
     # ---- state changes -------------------------------------------------------------------------
@@ -291,15 +296,19 @@ class Session:
         self.conn.send_error(seq, command, status, code, message)
 
     # ---- dispatch ------------------------------------------------------------------------------
-    def handle(self, frames: list[Frame]) -> None:
+    def handle(self, frames: list[Frame]) -> list[Frame]:
+        """Handle ``frames`` in order; return those left unhandled because the replies queued
+        passed ``out_room`` bytes (the adapter holds them and hands them back once the peer has
+        read). At least one frame is handled per call, so a single large reply gets through."""
         conn = self.conn
         commands = self.deps.commands
         handlers = commands.handlers
         head = tail = b""
         queue = conn.queue_frame
-        for seq, command, flags, status, body in frames:
+        it = iter(frames)
+        for seq, command, flags, status, body in it:
             if conn.closing:
-                return
+                return []
             if command == 3 and not flags and not body and conn.cipher is None:
                 # PING with an empty body (health checks, heartbeats): the hot, trivial frame.
                 # The reply differs only in seq, so it is built once per batch.
@@ -339,7 +348,7 @@ class Session:
                 self.error(seq, command, exc.status, exc.code, exc.message)
                 if exc.close:
                     conn.close()
-                    return
+                    return []
             except DecodeError:
                 self.error(
                     seq,
@@ -353,6 +362,9 @@ class Session:
                 self.error(
                     seq, command, Status.INTERNAL, ErrorCode.INTERNAL_ERROR, "internal error"
                 )
+            if conn.out_bytes > self.out_room:
+                return list(it)
+        return []
 
     def refuse(self, frames: list[Frame], status: int, code: int, message: str) -> None:
         """Answer each frame with an error without handling it (the rate limit). On an

@@ -27,6 +27,10 @@ __all__ = ["MemoryStore"]
 
 FIRST_USER_ID = 100_000_000
 FIRST_CHANNEL_ID = 1_000
+#: what a record costs this store beyond its payload and content (the compiled Record, its log
+#: slot and index entry, two bytes headers): measured ~280 bytes per 1,000-byte message
+#: (``python -m benchmarks.bounds stored``); counted in ``user_bytes``
+RECORD_BYTES = 256
 
 
 class MemoryStore(Store):
@@ -45,6 +49,7 @@ class MemoryStore(Store):
         self._by_message: ShardedMap[int, Record] = ShardedMap()
         self._dedup: ShardedMap[tuple[int, str, int], DedupEntry] = ShardedMap()
         self._acks: dict[tuple[int, str], dict[int, int]] = {}
+        self._user_bytes: dict[int, int] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -154,6 +159,11 @@ class MemoryStore(Store):
         log = self._logs[record.channel_id]
         record.pts = len(log) + 1
         log.append(record)
+        sender = record.sender_id
+        user_bytes = self._user_bytes
+        user_bytes[sender] = (
+            user_bytes.get(sender, 0) + len(record.payload) + len(record.content) + RECORD_BYTES
+        )
         if record.kind == KIND_MESSAGE:
             mid = record.message_id
             self._by_message.shards[hash(mid) % SHARDS][mid] = record
@@ -169,6 +179,9 @@ class MemoryStore(Store):
             return []
         # pts == index + 1, so the slice is direct
         return log[after_pts : after_pts + limit]
+
+    def user_bytes(self, user_id: int) -> int:
+        return self._user_bytes.get(user_id, 0)
 
     def find_message(self, channel_id: int, message_id: int) -> Record | None:
         record = self._by_message.get(message_id)
