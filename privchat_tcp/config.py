@@ -193,6 +193,29 @@ class Settings:
         "deepest nesting of arrays and objects in an RPC body, an MS payload envelope or "
         "MessageContent.metadata; deeper is BAD_REQUEST 10105 (1-256)",
     )
+    # memory and output bounds (issue 10): reply pages in bytes, per-user message quotas,
+    # the frame deadline
+    max_reply_bytes: int = _f(
+        1 << 20,
+        "an MP / sync/get_difference page, and the pushes of the READY catch-up, stop at about "
+        "this many bytes of messages (at least one message always; has_more / MN for the rest)",
+    )
+    rate_bytes_per_user: float = _f(
+        float(1 << 20),
+        "message bytes per second one user may send with MS and sync/submit (token bucket, "
+        "payload + content); over it: RATE_LIMITED (20009). 0 = off",
+    )
+    burst_bytes_per_user: int = _f(16 << 20, "token bucket size for rate_bytes_per_user, bytes")
+    max_stored_bytes_per_user: int = _f(
+        256 << 20,
+        "bytes the store may hold for one user's messages; a send past it is answered "
+        "TOO_LARGE (20606 StorageQuotaExceeded). 0 = off",
+    )
+    frame_timeout: float = _f(
+        30.0,
+        "seconds a frame may take from its first byte to its last while the server reads; "
+        "past it the session ends with TIMEOUT. 0 = off",
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -254,6 +277,16 @@ class Settings:
             raise ConfigError("json_max_depth must be 1-256")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        # memory and output bounds
+        if self.max_reply_bytes < 1024:
+            raise ConfigError("max_reply_bytes must be at least 1024")
+        if min(self.rate_bytes_per_user, self.max_stored_bytes_per_user, self.frame_timeout) < 0:
+            raise ConfigError(
+                "rate_bytes_per_user, max_stored_bytes_per_user and frame_timeout must not be "
+                "negative"
+            )
+        if self.burst_bytes_per_user < 1:
+            raise ConfigError("burst_bytes_per_user must be at least 1")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [

@@ -122,6 +122,7 @@ class ErrorCode:
     MEMBER_ALREADY_IN_GROUP: Final = 20308
     CANNOT_REMOVE_OWNER: Final = 20309
     CHANNEL_NOT_FOUND: Final = 20500
+    STORAGE_QUOTA_EXCEEDED: Final = 20606
     DEVICE_LIMIT_EXCEEDED: Final = 20801
 
 
@@ -159,6 +160,7 @@ _EXACT: Final[dict[int, int]] = {
     20402: Status.FORBIDDEN,
     20403: Status.FORBIDDEN,
     20602: Status.TOO_LARGE,
+    20606: Status.TOO_LARGE,  # the stored-bytes quota (max_stored_bytes_per_user)
     20801: Status.BUSY,
 }
 

@@ -230,6 +230,18 @@ class StoreContract:
         assert store.entity_version("friend:1") == 4
 
     # ---- durability ---------------------------------------------------------------------------
+    def test_user_bytes_count_each_committed_record_of_its_sender(self, store: Store) -> None:
+        assert store.user_bytes(100_000_001) == 0
+        cid = store.create_group(100_000_001, "g", None, [], NOW, 50).channel_id
+        one = store.commit(record(cid, 1))
+        after_one = store.user_bytes(100_000_001)
+        assert after_one >= len(one.payload) + len(one.content)
+        two = store.commit(record(cid, 2))
+        assert store.user_bytes(100_000_001) - after_one >= len(two.payload)
+        store.mark_revoked(cid, 1, 100_000_001, NOW + 5)  # a revoked record stays stored
+        assert store.user_bytes(100_000_001) >= after_one + len(two.payload)
+        assert store.user_bytes(100_000_002) == 0
+
     def test_epoch_names_the_store(self, store: Store) -> None:
         assert isinstance(store.epoch, str) and store.epoch
 

@@ -590,3 +590,90 @@ def test_reconnect_storm(spawn: type[ServerProcess]) -> None:
             await asyncio.sleep(0.2)
 
     run(main(), timeout=120)
+
+
+# ---- 4. pipelined pulls without reading ----------------------------------------------------------
+
+
+def test_pipelined_pulls_are_paused_not_buffered(spawn: type[ServerProcess]) -> None:
+    """Ten MPs of ~40 bytes each over 30 messages of 1 MB, in one write, never read: before the
+    output budget the server queued 10 x 30 MB (RSS +300 MB here, +1.9 GB with 100 messages:
+    ``python -m benchmarks.bounds pipelined``). Now each page stops near ``max_reply_bytes``
+    and the frames after the first replies wait, reading paused, until the client reads."""
+    n_messages, size, n_pulls = 30, 1_000_000, 10
+    srv = spawn("--rate-bytes-per-user", "0", "--heartbeat-interval", "300")
+
+    async def main() -> None:
+        a = await register(srv.port, "puller")
+        b = await register(srv.port, "stored-to")
+        payload = b"p" * size
+        channel = 0
+        for _ in range(n_messages // 5):
+            sent = await asyncio.gather(
+                *(a.send(to_user=b.user_id, payload=payload) for _ in range(5))
+            )
+            channel = sent[0].channel_id
+        token, device_id = a.token, a.device_id
+        await a.close()
+        await b.close()
+        loop = asyncio.get_running_loop()
+        m0 = await loop.run_in_executor(None, srv.metrics)
+        held_before = m0.get("privchat_output_held_total", 0)
+        await asyncio.sleep(0.3)
+        rss_before = srv.rss_kib()
+
+        def attack() -> tuple[int, list[tuple[int, int, bool]]]:
+            """Returns the peak RSS while not reading, then every MP reply (status, records,
+            has_more) once it reads."""
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect((HOST, srv.port))
+                s.settimeout(20)
+                s.sendall(frame(Cmd.LOGIN, login_body(token, device_id)))
+                login = _recv_frame(s)
+                assert login[1] == Cmd.LOGIN and login[3] == 0, login
+                body = pb.GetDifferenceRequest(
+                    channel_id=channel, last_pts=0, limit=1000
+                ).SerializeToString()
+                s.sendall(b"".join(frame(Cmd.MP, body, 10 + i) for i in range(n_pulls)))
+                peak = rss_before
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:  # read nothing for 2 s
+                    peak = max(peak, srv.rss_kib())
+                    time.sleep(0.02)
+                replies: list[tuple[int, int, bool]] = []
+                buf = b""
+                while len(replies) < n_pulls:
+                    chunk = s.recv(1 << 20)
+                    assert chunk, "closed before every MP was answered"
+                    buf += chunk
+                    frames, used, violation, _, _ = split_frames(buf, 64 << 20, False)
+                    assert violation == 0
+                    buf = buf[used:]
+                    for _, command, _, status, data in frames:
+                        if command != Cmd.MP:
+                            continue
+                        diff = pb.GetDifferenceResponse.FromString(data) if not status else None
+                        replies.append(
+                            (status, len(diff.messages), diff.has_more)
+                            if diff is not None
+                            else (status, 0, False)
+                        )
+                return peak, replies
+
+        peak, replies = await loop.run_in_executor(None, attack)
+        m1 = await loop.run_in_executor(None, srv.metrics)
+        growth_mib = (peak - rss_before) / 1024
+        print(
+            f"\n[pipelined pulls] {n_pulls} MPs over {n_messages} x {size} B, not read for 2 s: "
+            f"server RSS +{growth_mib:.1f} MiB; replies (status, records, has_more) {replies[:3]}"
+            f"...; reads held {m1['privchat_output_held_total'] - held_before:.0f}"
+        )
+        # served in pieces: every reply is a page of about max_reply_bytes (1 MiB): one record
+        assert replies == [(0, 1, True)] * n_pulls, replies
+        # paused, not buffered: the frames after the first replies waited for the client
+        assert m1["privchat_output_held_total"] > held_before
+        # the budget (push_high_water 1 MiB) plus a page or two, and the interpreter's own
+        assert growth_mib < 32, growth_mib
+
+    run(main(), timeout=120)

@@ -38,6 +38,7 @@ def test_everything_survives_a_restart(tmp_path: pathlib.Path) -> None:
     again = SQLiteStore(tmp_path, window=8)
     try:
         assert again.epoch == epoch
+        assert again.user_bytes(uid + 1) == store.user_bytes(uid + 1) > 0  # the quota's count
         user = again.find_user("a@x.org")
         assert user is not None and user.user_id == uid and user.nickname == "Alice"
         assert again.create_user("bob", "h", "Bob", None, None, NOW).user_id == uid + 1

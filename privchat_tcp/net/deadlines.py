@@ -1,6 +1,6 @@
 """Deadlines, swept once a second for every connection at once (no timer per connection):
-the PROXY header deadline, the slow-consumer timeout, the login deadline, the heartbeat and
-the expiry of the session's access token."""
+the PROXY header deadline, the slow-consumer timeout, the frame deadline, the login deadline,
+the heartbeat and the expiry of the session's access token."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def sweep(ctx: TcpContext, now: float) -> None:
     proxy_deadline = now - s.proxy_timeout
     slow_deadline = now - s.slow_consumer_timeout
     wall = time.time()  # token expiry is in unix seconds
+    frame_deadline = now - s.frame_timeout if s.frame_timeout else -1.0
     ctx.limits.sweep(now)
     stats = ctx.stats
     for conn in list(ctx.connections):
@@ -38,6 +39,14 @@ def sweep(ctx: TcpContext, now: float) -> None:
             continue
         if conn.slow_since and conn.slow_since < slow_deadline:
             conn.slow_end()
+            continue
+        if 0.0 < conn.partial_since < frame_deadline and not conn.read_paused:
+            # a frame started and never finished (slowloris): its bytes are not liveness
+            stats.timeouts += 1
+            log.info(
+                "%s (user %d) ends: frame not completed in time", session.peer, session.user_id
+            )
+            session.end(Status.TIMEOUT, ErrorCode.TIMEOUT, "frame not completed in time")
             continue
         if not session.user_id:
             if session.connected_at < login_deadline:

@@ -78,6 +78,7 @@ class ServerStats:
         "latency_buckets",
         "latency_sum",
         "reads",
+        "output_held",
     )
 
     def __init__(self) -> None:
@@ -97,6 +98,8 @@ class ServerStats:
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.reads = 0
+        #: reads whose later frames waited: the replies before them passed the output budget
+        self.output_held = 0
 
 
 class MetricsSource(Protocol):
@@ -200,8 +203,15 @@ def render_metrics(server: MetricsSource) -> str:
     metric(
         "privchat_timeouts_total",
         "counter",
-        "Sessions ended for a missed login deadline or heartbeat.",
+        "Sessions ended for a missed login deadline, heartbeat or frame deadline.",
         [("", st.timeouts)],
+    )
+    metric(
+        "privchat_output_held_total",
+        "counter",
+        "Reads whose remaining frames waited (reading paused) because the replies queued "
+        "passed the output budget (push_high_water).",
+        [("", st.output_held)],
     )
     try:
         store_stats = server.store.stats()

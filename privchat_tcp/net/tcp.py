@@ -14,6 +14,14 @@ that it enforces the per-connection limits:
   in the session (pending pushes and queued frames) and reading pauses; more than
   ``push_hard_limit`` buffered in all, or ``slow_consumer_timeout`` seconds above the soft limit
   (``deadlines.py``), ends the session with SLOW_CONSUMER;
+- replies count against the same budget: once what a read's frames queued, plus what the
+  transport still buffers, passes ``push_high_water``, the rest of the read's frames wait in
+  ``backlog`` and reading pauses; they are handled on a later loop turn if the kernel took the
+  output, else when the peer has read it (``resume_writing``). A client that pipelines large
+  pulls without reading is paused, not buffered;
+- only whole frames count as liveness (``last_rx``, the heartbeat), and a frame started must
+  complete within ``frame_timeout`` while reading is not paused (``partial_since``, swept by
+  ``deadlines.py``);
 - an optional PROXY protocol header before the first frame (``wire/proxy.py``).
 """
 
@@ -66,6 +74,7 @@ class TcpContext:
         self.proxy_source_allowed = proxy_source_allowed
         self.connections: set[TcpConnection] = set()
         self.hard_limit = settings.push_hard_limit
+        self.high_water = settings.push_high_water
 
 
 class TcpConnection(asyncio.Protocol):
@@ -87,6 +96,10 @@ class TcpConnection(asyncio.Protocol):
         "ubucket",
         "bucket_user",
         "waiting_durable",
+        "backlog",
+        "backlog_refused",
+        "backlog_scheduled",
+        "partial_since",
     )
 
     def __init__(self, ctx: TcpContext) -> None:
@@ -106,6 +119,13 @@ class TcpConnection(asyncio.Protocol):
         self.ubucket: UserBucket | None = None
         self.bucket_user = 0
         self.waiting_durable = False
+        #: frames read but not handled yet: their replies would pass the output budget
+        self.backlog: list[Frame] = []
+        #: frames over the rate limit released while a backlog waited: refused after it
+        self.backlog_refused: list[Frame] = []
+        self.backlog_scheduled = False
+        #: when the partial frame in the receive buffer was started (0: at a frame boundary)
+        self.partial_since = 0.0
 
     @property
     def peer(self) -> str:
@@ -165,6 +185,8 @@ class TcpConnection(asyncio.Protocol):
         self.session.lost()
         self._unregister()
         self.held = []
+        self.backlog = []
+        self.backlog_refused = []
 
     def close(self) -> None:
         """Close after the queued output; abort if the peer does not read it within 5 s."""
@@ -224,13 +246,19 @@ class TcpConnection(asyncio.Protocol):
         try:
             ctx = self.ctx
             session = self.session
-            session.last_rx = ctx.now
             if self.proxy is not None:
                 data = self._proxy_header(data)
                 if not data:
                     return
-            frames = session.conn.receive_data(data)
+            conn = session.conn
+            frames = conn.receive_data(data)
+            if conn.buffered:  # a frame is started: its deadline runs from its first read
+                if frames or not self.partial_since:
+                    self.partial_since = ctx.clock()
+            else:
+                self.partial_since = 0.0
             if frames:
+                session.last_rx = ctx.now  # whole frames only are liveness (the heartbeat)
                 stats = ctx.stats
                 n = len(frames)
                 stats.frames_in += n
@@ -255,10 +283,10 @@ class TcpConnection(asyncio.Protocol):
                 if frames:
                     stats.reads += 1
                     if stats.reads & 15 != 1:
-                        session.handle(frames)
+                        self._handle(frames)
                     else:  # the latency histogram samples one read in 16
                         t0 = _perf()
-                        session.handle(frames)
+                        self._handle(frames)
                         dt = _perf() - t0
                         stats.latency_sum += dt
                         stats.latency_buckets[_bisect(LATENCY_BUCKETS, dt)] += 1
@@ -274,6 +302,49 @@ class TcpConnection(asyncio.Protocol):
         except Exception as again:  # noqa: BLE001 - the connection cannot be trusted
             FAILURES.report("closing a connection", again)
             self.abort()
+
+    def _handle(self, frames: list[Frame]) -> None:
+        """Hand frames to the session in order, within the output budget: what the session
+        leaves unhandled (its replies passed the budget) waits in ``backlog``, reading paused."""
+        if self.backlog:  # behind frames that still wait: keep the order
+            self.backlog.extend(frames)
+            return
+        transport = self.transport
+        assert transport is not None
+        session = self.session
+        session.out_room = self.ctx.high_water - transport.get_write_buffer_size()
+        rest = session.handle(frames)
+        if rest and not session.conn.closing:
+            self.ctx.stats.output_held += 1
+            self.backlog = rest
+            self._pause(4)
+
+    def _schedule_backlog(self) -> None:
+        """The output went to the kernel and the socket takes more: handle the backlog on the
+        next loop turn (other connections run in between)."""
+        if not self.backlog_scheduled:
+            self.backlog_scheduled = True
+            self.ctx.loop.call_soon(self._run_backlog)
+
+    def _run_backlog(self) -> None:
+        self.backlog_scheduled = False
+        session = self.session
+        if session.closed or self.read_paused & 2:
+            return  # resume_writing calls transmit, which schedules it again
+        frames, self.backlog = self.backlog, []
+        self._handle(frames)
+        if not self.backlog:
+            refused, self.backlog_refused = self.backlog_refused, []
+            if refused and not session.conn.closing:
+                self._refuse(refused)
+            self._unpause(4)
+        self.transmit()
+
+    def _refuse(self, frames: list[Frame]) -> None:
+        self.ctx.stats.rate_limited += len(frames)
+        self.session.refuse(
+            frames, Status.RATE_LIMITED, ErrorCode.RATE_LIMIT_EXCEEDED, "rate limit exceeded"
+        )
 
     def _proxy_header(self, data: bytes) -> bytes:
         assert self.proxy is not None
@@ -361,13 +432,12 @@ class TcpConnection(asyncio.Protocol):
         self.held = []
         self._refill(self.ctx.clock())  # the served ones took their tokens when they were held
         if ok:
-            session.handle(held[:ok])
+            self._handle(held[:ok])
         if len(held) > ok and not session.conn.closing:
-            refused = held[ok:]
-            self.ctx.stats.rate_limited += len(refused)
-            session.refuse(
-                refused, Status.RATE_LIMITED, ErrorCode.RATE_LIMIT_EXCEEDED, "rate limit exceeded"
-            )
+            if self.backlog:  # refused in order, once the frames before them are answered
+                self.backlog_refused.extend(held[ok:])
+            else:
+                self._refuse(held[ok:])
         self._unpause(1)
         self.transmit()
 
@@ -380,6 +450,8 @@ class TcpConnection(asyncio.Protocol):
         if self.read_paused & bit:
             self.read_paused &= ~bit
             if not self.read_paused and self.transport is not None and not self.session.closed:
+                if self.partial_since:  # the peer could not send the rest while we did not read
+                    self.partial_since = self.ctx.clock()
                 self.transport.resume_reading()
 
     # ---- output (the session's Link) -----------------------------------------------------------
@@ -398,7 +470,7 @@ class TcpConnection(asyncio.Protocol):
                 return
             session.hold = 0
         conn = session.conn
-        if conn.pending_violation is not None and not self.held:
+        if conn.pending_violation is not None and not self.held and not self.backlog:
             conn.finish_violation()
         if self.slow_since and not conn.closing:
             self._check_held()
@@ -431,6 +503,8 @@ class TcpConnection(asyncio.Protocol):
             transport.write(data)
         if conn.closing:
             self.close()
+        elif self.backlog and not self.read_paused & 2:
+            self._schedule_backlog()
 
     def _durable(self) -> None:
         self.waiting_durable = False

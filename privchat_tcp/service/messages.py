@@ -27,8 +27,18 @@ from .model import (
     Record,
 )
 from .ports import CursorStore, DedupStore, Delivery, MessageLog
+from .quotas import SendQuota
 
-__all__ = ["MessageService", "SendResult"]
+__all__ = ["MessageService", "SendResult", "record_bytes", "RECORD_FIELDS_BYTES"]
+
+#: about what a record's fields other than payload and content take in a page (ids, pts,
+#: times, the device id ...), so that a page of tiny messages is bounded by bytes too
+RECORD_FIELDS_BYTES = 64
+
+
+def record_bytes(record: Record) -> int:
+    """About what one record takes in a page or a push: the bound of ``max_reply_bytes``."""
+    return len(record.payload) + len(record.content) + RECORD_FIELDS_BYTES
 
 
 class SendResult:
@@ -69,6 +79,7 @@ class MessageService:
         self.ids = Snowflake(settings.snowflake_datacenter_id, settings.snowflake_machine_id)
         self._typing: dict[tuple[int, int], float] = {}
         self._last_sweep = clock()
+        self.quota = SendQuota(settings, log, monotonic)
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -85,7 +96,8 @@ class MessageService:
     ) -> SendResult:
         """Commit one message (idempotent on sender, device, local_id) and deliver it.
 
-        A retry of a committed key answers the original's id, pts and time (``duplicate``)."""
+        A retry of a committed key answers the original's id, pts and time (``duplicate``);
+        a new message must fit the sender's quotas (``SendQuota``)."""
         if local_id:
             seen = self._dedup.dedup_get(sender, device, local_id)
             if seen is not None:
@@ -99,6 +111,7 @@ class MessageService:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
             if channel.all_muted and member.role == ROLE_MEMBER:
                 raise ServiceError(ErrorCode.GROUP_MUTED, "the group is muted")
+        self.quota.take(sender, len(payload) + len(content))
         message_id = self.ids.next(ts)
         channel_id = channel.channel_id
         record = self._log.commit(
@@ -191,14 +204,29 @@ class MessageService:
     def pull(
         self, user_id: int, channel_id: int, last_pts: int, limit: int, channel_type: int = 0
     ) -> tuple[Channel, list[Record], int, bool]:
-        """(channel, records after ``last_pts``, current pts, has_more) for a member."""
+        """(channel, records after ``last_pts``, current pts, has_more) for a member.
+
+        A page holds at most ``limit`` (up to ``max_pull_limit``) records and about
+        ``max_reply_bytes`` of them (``record_bytes``), but always one record if there is
+        one, so a message larger than the bound still gets through; ``has_more`` pages on."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
         current = self._log.current_pts(channel_id)
-        records = self._log.read_log(channel_id, last_pts, self._page_limit(limit))
+        records = self._bounded(self._log.read_log(channel_id, last_pts, self._page_limit(limit)))
         return channel, records, current, bool(records) and records[-1].pts < current
 
     def _page_limit(self, limit: int) -> int:
         return min(100 if limit <= 0 else limit, self.settings.max_pull_limit)
+
+    def _bounded(self, records: list[Record]) -> list[Record]:
+        """The first records of a page that fit ``max_reply_bytes`` (``record_bytes``), and
+        always the first one, so a message larger than the bound still gets through."""
+        budget = self.settings.max_reply_bytes
+        size = 0
+        for i, record in enumerate(records):
+            size += record_bytes(record)
+            if size > budget and i:
+                return records[:i]
+        return records
 
     def in_memory(self, channel_id: int, last_pts: int) -> bool:
         """Whether a pull from ``last_pts`` is answered from memory (else ``pull_async``)."""
@@ -210,6 +238,7 @@ class MessageService:
         """``pull`` for history that may be outside the store's working set (off the loop)."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
         records = await self._log.load_log(channel_id, last_pts, self._page_limit(limit))
+        records = self._bounded(records)
         current = self._log.current_pts(channel_id)
         return channel, records, current, bool(records) and records[-1].pts < current
 

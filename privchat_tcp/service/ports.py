@@ -159,6 +159,14 @@ class MessageLog(abc.ABC):
         not, callers on the event loop use ``load_log`` instead."""
         return True
 
+    @abc.abstractmethod
+    def user_bytes(self, user_id: int) -> int:
+        """Bytes the store holds for the records ``user_id`` committed as sender (messages and
+        revoke events, in every channel): at least the payload and content of each, plus the
+        store's own cost per record. A committed record counts from ``commit`` on, revoked or
+        not (its record stays); 0 for a user who committed nothing. The per-user stored-bytes
+        quota (``max_stored_bytes_per_user``) reads it on every send: O(1)."""
+
     async def load_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
         """``read_log`` for history that may be outside the working set, answered off the
         event loop by a store that keeps only recent records in memory. Same contract."""

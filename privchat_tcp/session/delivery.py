@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import Settings
 from ..proto import privchat_pb2 as pb
+from ..service.messages import record_bytes
 from ..service.model import GROUP, KIND_REVOKE, SYSTEM_MESSAGE, Channel, Record
 from ..service.ports import Durability
 from ..wire import pbwire
@@ -170,20 +171,29 @@ class Deliverer:
     # ---- catch-up and pulls -------------------------------------------------------------
     def catch_up(self, session: Session) -> None:
         """At READY: what the device missed since its cursor, under the same policy as live
-        pushes (too much, or a large group: an MN to pull instead)."""
+        pushes (too much, or a large group: an MN to pull instead). The pushes of one catch-up
+        stop at about ``max_reply_bytes`` of messages (at least one message): each channel
+        whose messages do not fit gets an MN from there on, and the device pulls the rest."""
         services = session.deps.services
         limit = self.settings.catchup_push_limit
+        budget = self.settings.max_reply_bytes
+        size = 0
         for channel, acked, current in services.messages.pending(
             session.user_id, session.device_id
         ):
             missing = current - acked
+            notify = pbwire.notify(channel.channel_id, channel.channel_type, current)
             old = not services.messages.in_memory(channel.channel_id, acked)
-            if old or self.large(channel) or missing > limit:  # old history: the device pulls
-                session.push_now(
-                    Cmd.MN, pbwire.notify(channel.channel_id, channel.channel_type, current)
-                )
+            if old or self.large(channel) or missing > limit or size >= budget:
+                # old history, a large group, too much, or past the catch-up's bytes: it pulls
+                session.push_now(Cmd.MN, notify)
                 continue
             for record in services.messages.read_log(channel.channel_id, acked, missing):
+                n = record_bytes(record)
+                if size and size + n > budget:
+                    session.push_now(Cmd.MN, notify)
+                    break
+                size += n
                 queue(session, self.mode(channel, record), push_body(record))
 
     def difference(

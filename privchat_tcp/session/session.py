@@ -72,6 +72,7 @@ log = logging.getLogger("privchat_tcp.session")
 
 MPB_MAX_BYTES = 256 << 10
 MAX_ASYNC_RPC = 4
+_UNBOUNDED = 1 << 62
 
 
 class FailureLog:
@@ -264,6 +265,7 @@ class Session:
         "async_rpcs",
         "hold",
         "end_reason",
+        "out_room",
         "_rpc",
         "__weakref__",
     )
@@ -297,6 +299,9 @@ class Session:
         self.hold = 0
         #: why the session ended, for the log ("" while it runs)
         self.end_reason = ""
+        #: ``handle`` stops once the connection's queued output passes this many bytes (the
+        #: adapter's output budget, set before each call; unbounded by default)
+        self.out_room = _UNBOUNDED
         self._rpc: RpcContext | None = None  # made at the first RPC
 
     @property
@@ -441,13 +446,18 @@ class Session:
             self.conn.close()
 
     # ---- dispatch ------------------------------------------------------------------------------
-    def handle(self, frames: list[Frame]) -> None:
-        """Handle the frames of one read; what they wrote to the store holds the output."""
+    def handle(self, frames: list[Frame]) -> list[Frame]:
+        """Handle ``frames`` in order; what they wrote to the store holds the output.
+
+        Return those left unhandled because the replies queued passed ``out_room`` bytes (the
+        adapter keeps them and hands them back once the peer has read). At least one frame is
+        handled per call, so a single large reply gets through."""
         durability = self.deps.services.durability
         before = durability.write_seq
-        self._handle(frames)
+        rest = self._handle(frames)
         if durability.write_seq != before:
             self.hold = durability.write_seq
+        return rest
 
     def hold_for_pending_writes(self) -> None:
         """Hold the queued output until every write so far is durable (what it shows may
@@ -456,16 +466,17 @@ class Session:
         if durability.write_seq > durability.durable_seq:
             self.hold = durability.write_seq
 
-    def _handle(self, frames: list[Frame]) -> None:
+    def _handle(self, frames: list[Frame]) -> list[Frame]:
         conn = self.conn
         commands = self.deps.commands
         handlers = commands.handlers
         head = tail = b""
         fast_ping = True  # False: the handler answers PINGs, not the fast path
         queue = conn.queue_frame
-        for seq, command, flags, status, body in frames:
+        it = iter(frames)
+        for seq, command, flags, status, body in it:
             if conn.closing:
-                return
+                return []
             if command == 3 and not flags and not body and conn.cipher is None and fast_ping:
                 # PING with an empty body (health checks, heartbeats): the hot, trivial frame.
                 # The reply differs only in seq, so it is built once per batch.
@@ -509,7 +520,7 @@ class Session:
                     self.error(seq, command, exc.status, exc.code, exc.message)
                     if exc.close:
                         conn.close()
-                        return
+                        return []
                 except DecodeError:
                     self.error(
                         seq,
@@ -520,6 +531,9 @@ class Session:
                     )
             except Exception as exc:  # a handler failed, or answering it did: this frame only
                 self.internal_error(seq, command, exc)
+            if conn.out_bytes > self.out_room:
+                return list(it)
+        return []
 
     def refuse(self, frames: list[Frame], status: int, code: int, message: str) -> None:
         """Answer each frame with an error without handling it (the rate limit). On an

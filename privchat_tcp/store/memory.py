@@ -27,6 +27,10 @@ __all__ = ["MemoryStore"]
 
 FIRST_USER_ID = 100_000_000
 FIRST_CHANNEL_ID = 1_000
+#: what a record costs this store beyond its payload and content (the compiled Record, its log
+#: slot and index entry, two bytes headers): measured ~280 bytes per 1,000-byte message
+#: (``python -m benchmarks.bounds stored``); counted in ``user_bytes``
+RECORD_BYTES = 256
 
 
 class MemoryStore(Store):
@@ -48,6 +52,7 @@ class MemoryStore(Store):
         # entity versions: family -> (entity_id -> (version, deleted)), kept in version order
         self._entities: dict[str, dict[str, tuple[int, bool]]] = {}
         self._entity_versions: dict[str, int] = {}
+        self._user_bytes: dict[int, int] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -157,6 +162,7 @@ class MemoryStore(Store):
         log = self._logs[record.channel_id]
         record.pts = len(log) + 1
         log.append(record)
+        self._count_bytes(record)
         if record.kind == KIND_MESSAGE:
             mid = record.message_id
             self._by_message.shards[hash(mid) % SHARDS][mid] = record
@@ -172,6 +178,16 @@ class MemoryStore(Store):
             return []
         # pts == index + 1, so the slice is direct
         return log[after_pts : after_pts + limit]
+
+    def user_bytes(self, user_id: int) -> int:
+        return self._user_bytes.get(user_id, 0)
+
+    def _count_bytes(self, record: Record) -> None:
+        sender = record.sender_id
+        user_bytes = self._user_bytes
+        user_bytes[sender] = (
+            user_bytes.get(sender, 0) + len(record.payload) + len(record.content) + RECORD_BYTES
+        )
 
     def find_message(self, channel_id: int, message_id: int) -> Record | None:
         record = self._by_message.get(message_id)

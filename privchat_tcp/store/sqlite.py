@@ -45,7 +45,7 @@ from ..service.model import (
     Record,
     User,
 )
-from .memory import MemoryStore
+from .memory import RECORD_BYTES, MemoryStore
 
 __all__ = ["SQLiteStore", "StoreOpenError", "SCHEMA_VERSION", "DB_NAME", "backup"]
 
@@ -431,6 +431,11 @@ class SQLiteStore(MemoryStore):
             (since,),
         ):
             MemoryStore.dedup_put(self, sender, dev, int(local), DedupEntry(mid, p, cid, ts))
+        for sender, nbytes, count in db.execute(
+            "SELECT sender_id, SUM(LENGTH(payload) + LENGTH(content)), COUNT(*) FROM messages"
+            " GROUP BY sender_id"
+        ):
+            self._user_bytes[sender] = nbytes + count * RECORD_BYTES
         n = 0
         for cid in self._channels:
             current = pts.get(cid, 0)
@@ -594,6 +599,7 @@ class SQLiteStore(MemoryStore):
         base = self._base.get(cid, 0)
         record.pts = pts = base + len(log_) + 1
         log_.append(record)
+        self._count_bytes(record)
         if record.kind == KIND_MESSAGE:
             self._by_message[record.message_id] = record
         self._put(

@@ -18,7 +18,10 @@ it is bounded by ``max_body + 12 + one read``.
 in that order. ``send`` builds a frame: compress (when the peer accepted it and the body is over
 the threshold), encrypt (when the session is encrypted), write the header with the final length,
 and queue it. ``data_to_send`` returns all queued bytes as one buffer, so the adapter makes one
-write per read however many frames it answered.
+write per read however many frames it answered; ``out_bytes`` is what ``send`` and its callers
+queued since (not the frames queued with ``queue_frame``: the PING fast path's pongs, bounded by
+the frames read), so the adapter can stop handling a read's frames once their replies pass its
+output budget.
 
 States (``State``)::
 
@@ -107,6 +110,7 @@ class Connection:
         "request_seq",
         "_out",
         "queue_frame",
+        "out_bytes",
         "closing",
         "pending_violation",
         "encrypted",
@@ -130,6 +134,8 @@ class Connection:
         #: queue one whole encoded frame (the bound ``append`` of the output list: the hot
         #: paths call it once per frame without a Python-level call in between)
         self.queue_frame: Callable[[bytes], None] = self._out.append
+        #: bytes queued by ``send`` and its callers since the last ``data_to_send``
+        self.out_bytes = 0
         self.closing = False
         # (V_* code, seq, command) of a broken header that followed frames still to answer
         self.pending_violation: tuple[int, int, int] | None = None
@@ -183,6 +189,7 @@ class Connection:
         """Forget every queued frame; True if any of them was sealed (its counter is spent)."""
         sealed = self.cipher is not None and bool(self._out)
         self._out.clear()
+        self.out_bytes = 0
         return sealed
 
     # ---- receiving -----------------------------------------------------------------------------
@@ -217,7 +224,8 @@ class Connection:
 
     @property
     def buffered(self) -> int:
-        """Bytes of a frame started but not complete."""
+        """Bytes of a frame started but not complete (0 at a frame boundary): the adapter
+        times a started frame against its deadline (``frame_timeout``) while this is not 0."""
         return len(self._buf)
 
     def take_buffered(self) -> bytes:
@@ -324,10 +332,12 @@ class Connection:
             self._out.append(header + body)
         else:
             self._out.append(_encode_header(len(body), seq, command, flags, status) + body)
+        self.out_bytes += len(body) + 12
 
     def send_response(self, seq: int, command: int, body: bytes, e2e: bool = False) -> None:
         if self.cipher is None and not self.compression:  # the common case, inline
             self._out.append(_encode_header(len(body), seq, command, FLOW_RESPONSE, 0) + body)
+            self.out_bytes += len(body) + 12
         else:
             self.send(seq, command, FLOW_RESPONSE, 0, body, e2e)
 
@@ -387,4 +397,5 @@ class Connection:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.out_bytes = 0
         return data
