@@ -20,6 +20,8 @@ from privchat_tcp.service.model import (
     ROLE_MEMBER,
     ROLE_OWNER,
     DedupEntry,
+    FriendRequest,
+    QRCode,
     Record,
 )
 from privchat_tcp.service.ports import Store
@@ -241,6 +243,90 @@ class StoreContract:
         store.mark_revoked(cid, 1, 100_000_001, NOW + 5)  # a revoked record stays stored
         assert store.user_bytes(100_000_001) >= after_one + len(two.payload)
         assert store.user_bytes(100_000_002) == 0
+
+    # ---- accounts and contacts ----------------------------------------------------------------
+    def test_update_user_sets_only_what_is_given(self, store: Store) -> None:
+        u = store.create_user("pat", "h", "Pat", "+15550001", None, NOW)
+        assert store.update_user(u.user_id, "Patty", None).nickname == "Patty"
+        user = store.update_user(u.user_id, None, "https://x.org/a.png")
+        assert (user.nickname, user.avatar_url) == ("Patty", "https://x.org/a.png")
+        got = store.get_user(u.user_id)
+        assert got is not None and got.nickname == "Patty"
+
+    def test_find_by_phone_is_exact(self, store: Store) -> None:
+        u = store.create_user("ph", "h", "Ph", "+15550002", None, NOW)
+        found = store.find_by_phone("+15550002")
+        assert found is not None and found.user_id == u.user_id
+        assert store.find_by_phone("15550002") is None
+        assert store.find_by_phone("+15550003") is None
+
+    def test_docs_are_per_user_and_kind_and_replaced(self, store: Store) -> None:
+        assert store.get_doc(1, "privacy") == {}
+        store.put_doc(1, "privacy", {"a": True})
+        store.put_doc(1, "profile", {"bio": "x"})
+        store.put_doc(2, "privacy", {"a": False})
+        store.put_doc(1, "privacy", {"b": 1})
+        assert store.get_doc(1, "privacy") == {"b": 1}
+        assert store.get_doc(1, "profile") == {"bio": "x"}
+        assert store.get_doc(2, "privacy") == {"a": False}
+
+    def test_friend_requests_replace_per_pair_and_keep_the_order_made(self, store: Store) -> None:
+        store.put_friend_request(FriendRequest(1, 9, "hi", "search", "5", NOW))
+        store.put_friend_request(FriendRequest(2, 9, None, None, None, NOW + 1))
+        store.put_friend_request(FriendRequest(1, 8, None, None, None, NOW + 2))
+        store.put_friend_request(FriendRequest(1, 9, "again", None, None, NOW + 3))
+        assert [(r.from_user_id, r.message) for r in store.friend_requests_to(9)] == [
+            (2, None),
+            (1, "again"),
+        ]
+        got = store.get_friend_request(1, 9)
+        assert got is not None and got.created_at == NOW + 3
+        assert store.get_friend_request(9, 1) is None  # one direction
+        store.delete_friend_request(1, 9)
+        store.delete_friend_request(1, 9)  # no-op
+        assert [r.from_user_id for r in store.friend_requests_to(9)] == [2]
+        assert store.friend_requests_to(7) == []
+
+    def test_friendships_are_symmetric_and_ordered(self, store: Store) -> None:
+        store.add_friends(1, 2, NOW)
+        store.add_friends(3, 1, NOW + 1)
+        store.add_friends(2, 1, NOW + 5)  # no-op: already friends
+        assert store.friends_since(2, 1) == NOW and store.friends_since(1, 2) == NOW
+        assert store.friends_of(1) == [(2, NOW), (3, NOW + 1)]
+        store.remove_friends(2, 1)
+        store.remove_friends(2, 1)  # no-op
+        assert store.friends_since(1, 2) is None
+        assert store.friends_of(1) == [(3, NOW + 1)] and store.friends_of(2) == []
+
+    def test_blacklists_are_one_way_and_keep_the_first_time(self, store: Store) -> None:
+        store.block(1, 2, NOW)
+        store.block(1, 3, NOW + 1)
+        store.block(1, 2, NOW + 9)
+        assert store.blocked_at(1, 2) == NOW and store.blocked_at(2, 1) is None
+        assert store.blacklist(1) == [(2, NOW), (3, NOW + 1)]
+        store.unblock(1, 2)
+        store.unblock(1, 2)  # no-op
+        assert store.blocked_at(1, 2) is None and store.blacklist(1) == [(3, NOW + 1)]
+
+    def test_qrcodes_by_key_and_creator_and_replaced(self, store: Store) -> None:
+        a = QRCode("k1", "user", 1, 1, "t", NOW, max_usage=2)
+        store.put_qrcode(a)
+        store.put_qrcode(QRCode("k2", "group", 50, 1, "t2", NOW + 1))
+        store.put_qrcode(QRCode("k3", "user", 2, 2, "t3", NOW + 2))
+        store.put_qrcode(QRCode("k1", "user", 1, 1, "t", NOW, max_usage=2, used_count=1))
+        got = store.get_qrcode("k1")
+        assert got is not None and got.used_count == 1 and got.max_usage == 2
+        assert [c.qr_key for c in store.qrcodes_of(1)] == ["k1", "k2"]
+        assert store.get_qrcode("nope") is None and store.qrcodes_of(9) == []
+
+    def test_search_sessions_until_swept(self, store: Store) -> None:
+        store.put_search_session(11, 1, 2, NOW + 10)
+        store.put_search_session(12, 1, 3, NOW + 20)
+        assert store.get_search_session(11) == (1, 2, NOW + 10)
+        assert store.sweep_search_sessions(NOW + 15) == 1
+        assert store.get_search_session(11) is None
+        assert store.get_search_session(12) == (1, 3, NOW + 20)
+        assert store.get_search_session(13) is None
 
     def test_epoch_names_the_store(self, store: Store) -> None:
         assert isinstance(store.epoch, str) and store.epoch

@@ -11,7 +11,7 @@ import sys
 import pytest
 from store_contract import NOW, record
 
-from privchat_tcp.service.model import DedupEntry
+from privchat_tcp.service.model import DedupEntry, FriendRequest, QRCode
 from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore, StoreOpenError, backup
 
 
@@ -148,5 +148,51 @@ def test_text_utf8_cannot_hold_is_stored_repaired_not_fatal(tmp_path: pathlib.Pa
         assert user.nickname == "bad\ufffdnick"
         bob = again.find_user("bob")
         assert bob is not None and bob.user_id == good.user_id and bob.nickname == "Bob?"
+    finally:
+        again.close()
+
+
+def test_accounts_and_contacts_survive_a_restart(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path)
+    a = store.create_user("ann", "h", "Ann", "+15551234", None, NOW)
+    store.update_user(a.user_id, "Annie", "https://x.org/a.png")
+    store.put_doc(a.user_id, "privacy", {"allow_search_by_phone": False})
+    store.put_friend_request(FriendRequest(5, a.user_id, "hi", "search", "77", NOW))
+    store.put_friend_request(FriendRequest(6, a.user_id, None, None, None, NOW + 1))
+    store.put_friend_request(FriendRequest(5, a.user_id, "again", None, None, NOW + 2))
+    store.delete_friend_request(6, a.user_id)
+    store.add_friends(a.user_id, 7, NOW)
+    store.add_friends(a.user_id, 8, NOW + 1)
+    store.remove_friends(8, a.user_id)
+    store.block(a.user_id, 9, NOW)
+    store.block(a.user_id, 10, NOW + 1)
+    store.unblock(a.user_id, 9)
+    store.put_qrcode(QRCode("key", "user", a.user_id, a.user_id, "tok", NOW, max_usage=3))
+    store.put_qrcode(QRCode("key", "user", a.user_id, a.user_id, "tok", NOW, 0, 3, 1, NOW + 5))
+    store.put_search_session(99, a.user_id, 7, 2**50)
+    store.flush()
+    store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        user = again.find_by_phone("+15551234")
+        assert user is not None and (user.nickname, user.avatar_url) == (
+            "Annie",
+            "https://x.org/a.png",
+        )
+        assert again.get_doc(a.user_id, "privacy") == {"allow_search_by_phone": False}
+        assert [(r.from_user_id, r.message) for r in again.friend_requests_to(a.user_id)] == [
+            (5, "again")
+        ]
+        assert again.friends_of(a.user_id) == [(7, NOW)] and again.friends_since(7, a.user_id)
+        assert again.blacklist(a.user_id) == [(10, NOW + 1)]
+        code = again.get_qrcode("key")
+        assert code is not None and (code.used_count, code.revoked_at, code.token) == (
+            1,
+            NOW + 5,
+            "tok",
+        )
+        assert again.get_search_session(99) == (a.user_id, 7, 2**50)
+        again.put_friend_request(FriendRequest(11, a.user_id, None, None, None, NOW + 9))
+        assert [r.from_user_id for r in again.friend_requests_to(a.user_id)] == [5, 11]
     finally:
         again.close()

@@ -34,6 +34,9 @@ __all__ = [
     "ROLE_ADMIN",
     "ROLE_MEMBER",
     "ROLE_NAMES",
+    "SYSTEM_USER_ID",
+    "FriendRequest",
+    "QRCode",
 ]
 
 KIND_MESSAGE = 0  # Record.kind
@@ -84,3 +87,34 @@ class Channel:
     updated_at: int = 0
     all_muted: bool = False
     max_members: int = 500
+
+
+# ---- accounts and contacts -------------------------------------------------------------------
+SYSTEM_USER_ID = 1  # the sender of notices (reference 5.6: ids 1-99 are system users)
+
+
+@dataclasses.dataclass(slots=True)
+class FriendRequest:
+    from_user_id: int
+    to_user_id: int
+    message: str | None
+    source: str | None
+    source_id: str | None
+    created_at: int  # unix ms
+
+
+@dataclasses.dataclass(slots=True)
+class QRCode:
+    """A QR code (or a shared contact card, ``qr_type`` "card"): a capability naming a target."""
+
+    qr_key: str
+    qr_type: str  # user, group, auth, feature, card
+    target_id: int
+    creator_id: int
+    token: str
+    created_at: int  # unix ms
+    expire_at: int = 0  # unix ms; 0 = never
+    max_usage: int = 0  # 0 = unlimited
+    used_count: int = 0
+    revoked_at: int = 0  # unix ms; 0 = not revoked
+    metadata: str = ""  # JSON text, the creator's

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
-from .model import Channel, DedupEntry, Member, Record, User
+from .model import Channel, DedupEntry, FriendRequest, Member, QRCode, Record, User
 
 __all__ = [
     "AccountStore",
@@ -38,6 +38,10 @@ __all__ = [
     "DedupStore",
     "CursorStore",
     "EntityLog",
+    "ProfileStore",
+    "SocialStore",
+    "QRCodeStore",
+    "SearchSessionStore",
     "Durability",
     "Store",
     "Delivery",
@@ -228,6 +232,118 @@ class EntityLog(abc.ABC):
         """The family's latest version; 0 if nothing was ever bumped."""
 
 
+class ProfileStore(abc.ABC):
+    """What a user says about themself beyond the account: display fields, per-user documents
+    (``kind`` "profile", "privacy", "settings"), and the phone numbers that find users."""
+
+    @abc.abstractmethod
+    def update_user(self, user_id: int, nickname: str | None, avatar_url: str | None) -> User:
+        """Set the user's nickname and/or avatar URL (None: leave it) and return the user. The
+        caller checked the user exists."""
+
+    @abc.abstractmethod
+    def find_by_phone(self, phone: str) -> User | None:
+        """The user registered with exactly this phone number, or None."""
+
+    @abc.abstractmethod
+    def get_doc(self, user_id: int, kind: str) -> dict[str, Any]:
+        """The user's document of that kind ({} if never put); the caller must not change it."""
+
+    @abc.abstractmethod
+    def put_doc(self, user_id: int, kind: str, doc: dict[str, Any]) -> None:
+        """Replace the user's document of that kind (JSON values only)."""
+
+
+class SocialStore(abc.ABC):
+    """Friend requests, friendships (symmetric) and blacklists (one-way)."""
+
+    @abc.abstractmethod
+    def put_friend_request(self, request: FriendRequest) -> None:
+        """Store the pending request from ``from_user_id`` to ``to_user_id``, replacing an
+        earlier one of the same pair (which then counts as made last)."""
+
+    @abc.abstractmethod
+    def get_friend_request(self, from_user_id: int, to_user_id: int) -> FriendRequest | None:
+        """The pending request of that pair (that direction), or None."""
+
+    @abc.abstractmethod
+    def delete_friend_request(self, from_user_id: int, to_user_id: int) -> None:
+        """Forget the pending request of that pair; a no-op if there is none."""
+
+    @abc.abstractmethod
+    def friend_requests_to(self, user_id: int) -> list[FriendRequest]:
+        """The pending requests to ``user_id``, in the order they were (last) made."""
+
+    @abc.abstractmethod
+    def add_friends(self, user_a: int, user_b: int, now_ms: int) -> None:
+        """Make the pair friends (both ways) since ``now_ms``; a no-op if they are."""
+
+    @abc.abstractmethod
+    def remove_friends(self, user_a: int, user_b: int) -> None:
+        """End the friendship (both ways); a no-op if there is none."""
+
+    @abc.abstractmethod
+    def friends_since(self, user_a: int, user_b: int) -> int | None:
+        """When the pair became friends (the same either way round), or None."""
+
+    @abc.abstractmethod
+    def friends_of(self, user_id: int) -> list[tuple[int, int]]:
+        """(friend id, since) of every friend, in the order they became friends."""
+
+    @abc.abstractmethod
+    def block(self, user_id: int, target_id: int, now_ms: int) -> None:
+        """``user_id`` blacklists ``target_id`` (one way); blocking again keeps the first
+        time."""
+
+    @abc.abstractmethod
+    def unblock(self, user_id: int, target_id: int) -> None:
+        """Take ``target_id`` off ``user_id``'s blacklist; a no-op if not there."""
+
+    @abc.abstractmethod
+    def blocked_at(self, user_id: int, target_id: int) -> int | None:
+        """When ``user_id`` blocked ``target_id``, or None (one way only)."""
+
+    @abc.abstractmethod
+    def blacklist(self, user_id: int) -> list[tuple[int, int]]:
+        """(blocked id, when) of ``user_id``'s blacklist, in the order they were blocked."""
+
+
+class QRCodeStore(abc.ABC):
+    """QR codes and shared contact cards, by key."""
+
+    @abc.abstractmethod
+    def put_qrcode(self, code: QRCode) -> None:
+        """Insert the code, or replace the stored code with the same ``qr_key`` (its
+        changed fields: uses, revocation)."""
+
+    @abc.abstractmethod
+    def get_qrcode(self, qr_key: str) -> QRCode | None:
+        """The code with that key (revoked or expired ones too), or None."""
+
+    @abc.abstractmethod
+    def qrcodes_of(self, creator_id: int) -> list[QRCode]:
+        """Every code ``creator_id`` made, in the order they were first put."""
+
+
+class SearchSessionStore(abc.ABC):
+    """``search_session_id``s of ``account/search/query`` results: who found whom, until when."""
+
+    @abc.abstractmethod
+    def put_search_session(
+        self, session_id: int, searcher_id: int, target_id: int, expires_at: int
+    ) -> None:
+        """Remember that ``searcher_id`` found ``target_id`` under ``session_id`` (unique, the
+        caller's random id) until ``expires_at`` (unix ms)."""
+
+    @abc.abstractmethod
+    def get_search_session(self, session_id: int) -> tuple[int, int, int] | None:
+        """(searcher, target, expires_at) of the session, or None (never put, or swept)."""
+
+    @abc.abstractmethod
+    def sweep_search_sessions(self, now_ms: int) -> int:
+        """Forget sessions that expired before ``now_ms``; returns how many."""
+
+
 class Durability(abc.ABC):
     """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
 
@@ -279,6 +395,10 @@ class Store(
     DedupStore,
     CursorStore,
     EntityLog,
+    ProfileStore,
+    SocialStore,
+    QRCodeStore,
+    SearchSessionStore,
     Durability,
 ):
     """Every concern at once: what the composition root hands to the services."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from ..service.model import (
     DIRECT,
@@ -16,7 +17,9 @@ from ..service.model import (
     ROLE_OWNER,
     Channel,
     DedupEntry,
+    FriendRequest,
     Member,
+    QRCode,
     Record,
     User,
 )
@@ -53,6 +56,15 @@ class MemoryStore(Store):
         self._entities: dict[str, dict[str, tuple[int, bool]]] = {}
         self._entity_versions: dict[str, int] = {}
         self._user_bytes: dict[int, int] = {}
+        # accounts and contacts
+        self._phones: dict[str, int] = {}
+        self._docs: dict[tuple[int, str], dict[str, Any]] = {}
+        self._requests: dict[int, dict[int, FriendRequest]] = {}  # to -> from -> request
+        self._friends: dict[int, dict[int, int]] = {}  # user -> friend -> since
+        self._blocked: dict[int, dict[int, int]] = {}  # user -> blocked -> when
+        self._qrcodes: dict[str, QRCode] = {}
+        self._qr_by_creator: dict[int, dict[str, None]] = {}
+        self._searches: dict[int, tuple[int, int, int]] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -72,6 +84,8 @@ class MemoryStore(Store):
         self._logins[username.lower()] = user.user_id
         if email:
             self._logins.setdefault(email.lower(), user.user_id)
+        if phone:
+            self._phones.setdefault(phone, user.user_id)
         return user
 
     def get_user(self, user_id: int) -> User | None:
@@ -250,6 +264,100 @@ class MemoryStore(Store):
 
     def entity_version(self, family: str) -> int:
         return self._entity_versions.get(family, 0)
+
+    # profiles --------------------------------------------------------------------
+    def update_user(self, user_id: int, nickname: str | None, avatar_url: str | None) -> User:
+        user = self._users[user_id]
+        if nickname is not None:
+            user.nickname = nickname
+        if avatar_url is not None:
+            user.avatar_url = avatar_url
+        return user
+
+    def find_by_phone(self, phone: str) -> User | None:
+        uid = self._phones.get(phone)
+        return None if uid is None else self._users.get(uid)
+
+    def get_doc(self, user_id: int, kind: str) -> dict[str, Any]:
+        return self._docs.get((user_id, kind), {})
+
+    def put_doc(self, user_id: int, kind: str, doc: dict[str, Any]) -> None:
+        self._docs[(user_id, kind)] = dict(doc)
+
+    # friends and blacklists ------------------------------------------------------
+    def put_friend_request(self, request: FriendRequest) -> None:
+        inbox = self._requests.setdefault(request.to_user_id, {})
+        inbox.pop(request.from_user_id, None)
+        inbox[request.from_user_id] = request
+
+    def get_friend_request(self, from_user_id: int, to_user_id: int) -> FriendRequest | None:
+        return self._requests.get(to_user_id, {}).get(from_user_id)
+
+    def delete_friend_request(self, from_user_id: int, to_user_id: int) -> None:
+        inbox = self._requests.get(to_user_id)
+        if inbox is not None:
+            inbox.pop(from_user_id, None)
+
+    def friend_requests_to(self, user_id: int) -> list[FriendRequest]:
+        return list(self._requests.get(user_id, {}).values())
+
+    def add_friends(self, user_a: int, user_b: int, now_ms: int) -> None:
+        if self.friends_since(user_a, user_b) is not None:
+            return
+        self._friends.setdefault(user_a, {})[user_b] = now_ms
+        self._friends.setdefault(user_b, {})[user_a] = now_ms
+
+    def remove_friends(self, user_a: int, user_b: int) -> None:
+        self._friends.get(user_a, {}).pop(user_b, None)
+        self._friends.get(user_b, {}).pop(user_a, None)
+
+    def friends_since(self, user_a: int, user_b: int) -> int | None:
+        return self._friends.get(user_a, {}).get(user_b)
+
+    def friends_of(self, user_id: int) -> list[tuple[int, int]]:
+        return list(self._friends.get(user_id, {}).items())
+
+    def block(self, user_id: int, target_id: int, now_ms: int) -> None:
+        self._blocked.setdefault(user_id, {}).setdefault(target_id, now_ms)
+
+    def unblock(self, user_id: int, target_id: int) -> None:
+        self._blocked.get(user_id, {}).pop(target_id, None)
+
+    def blocked_at(self, user_id: int, target_id: int) -> int | None:
+        return self._blocked.get(user_id, {}).get(target_id)
+
+    def blacklist(self, user_id: int) -> list[tuple[int, int]]:
+        return list(self._blocked.get(user_id, {}).items())
+
+    # QR codes and search sessions ------------------------------------------------
+    def put_qrcode(self, code: QRCode) -> None:
+        self._qrcodes[code.qr_key] = code
+        self._qr_by_creator.setdefault(code.creator_id, {})[code.qr_key] = None
+
+    def get_qrcode(self, qr_key: str) -> QRCode | None:
+        return self._qrcodes.get(qr_key)
+
+    def qrcodes_of(self, creator_id: int) -> list[QRCode]:
+        return [self._qrcodes[k] for k in self._qr_by_creator.get(creator_id, ())]
+
+    def put_search_session(
+        self, session_id: int, searcher_id: int, target_id: int, expires_at: int
+    ) -> None:
+        self._searches[session_id] = (searcher_id, target_id, expires_at)
+
+    def get_search_session(self, session_id: int) -> tuple[int, int, int] | None:
+        return self._searches.get(session_id)
+
+    def sweep_search_sessions(self, now_ms: int) -> int:
+        # put with one lifetime, so in expiry order: the expired ones lead
+        old = []
+        for k, v in self._searches.items():
+            if v[2] >= now_ms:
+                break
+            old.append(k)
+        for k in old:
+            del self._searches[k]
+        return len(old)
 
     def flush(self) -> None:
         """Nothing to write: this store keeps everything in memory (``--memory-only``)."""

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import fcntl
 import heapq
+import json
 import logging
 import os
 import pathlib
@@ -41,7 +42,9 @@ from ..service.model import (
     KIND_MESSAGE,
     Channel,
     DedupEntry,
+    FriendRequest,
     Member,
+    QRCode,
     Record,
     User,
 )
@@ -94,6 +97,26 @@ CREATE TABLE IF NOT EXISTS entities (
 CREATE TABLE IF NOT EXISTS acks (
     user_id INTEGER NOT NULL, device_id TEXT NOT NULL, channel_id INTEGER NOT NULL,
     pts INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, channel_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_docs (
+    user_id INTEGER NOT NULL, kind TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (user_id, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS friend_requests (
+    from_id INTEGER NOT NULL, to_id INTEGER NOT NULL, message TEXT, source TEXT, source_id TEXT,
+    created_at INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (from_id, to_id));
+CREATE TABLE IF NOT EXISTS friends (
+    a INTEGER NOT NULL, b INTEGER NOT NULL, since INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (a, b));
+CREATE TABLE IF NOT EXISTS blacklist (
+    user_id INTEGER NOT NULL, target_id INTEGER NOT NULL, blocked_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (user_id, target_id));
+CREATE TABLE IF NOT EXISTS qrcodes (
+    qr_key TEXT PRIMARY KEY, qr_type TEXT NOT NULL, target_id INTEGER NOT NULL,
+    creator_id INTEGER NOT NULL, token TEXT NOT NULL, created_at INTEGER NOT NULL,
+    expire_at INTEGER NOT NULL, max_usage INTEGER NOT NULL, used_count INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL, metadata TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS search_sessions (
+    session_id INTEGER PRIMARY KEY, searcher_id INTEGER NOT NULL, target_id INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL);
 """
 
 # older schema version -> the statements that bring it to the next one
@@ -300,6 +323,7 @@ class SQLiteStore(MemoryStore):
         self._base: dict[int, int] = {}  # channel -> pts of the record before its window
         self._pts_writes: collections.deque[tuple[int, int, int]] = collections.deque()
         self._member_seq = 0
+        self._social_seq = 0  # the order of friend requests, friends, blacklists, QR codes
         try:
             self._db = _connect(self.path, synchronous.upper())
             self._open(dedup_retention)
@@ -424,6 +448,7 @@ class SQLiteStore(MemoryStore):
         ):
             self._entities.setdefault(family, {})[entity_id] = (version, bool(deleted))
             self._entity_versions[family] = version
+        self._load_social(db)
         since = int(time.time() * 1000) - dedup_retention * 1000
         for sender, dev, local, mid, p, cid, ts in db.execute(
             "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
@@ -461,6 +486,43 @@ class SQLiteStore(MemoryStore):
             n,
             self.path,
             time.monotonic() - t0,
+        )
+
+    def _load_social(self, db: sqlite3.Connection) -> None:
+        """Accounts and contacts: phones, documents, friends, blacklists, QR codes, searches."""
+        for user in self._users.values():
+            if user.phone:
+                self._phones.setdefault(user.phone, user.user_id)
+        for uid, kind, doc in db.execute("SELECT user_id, kind, doc FROM user_docs"):
+            self._docs[(uid, kind)] = json.loads(doc)
+        for row in db.execute(
+            "SELECT from_id, to_id, message, source, source_id, created_at FROM friend_requests"
+            " ORDER BY seq"
+        ):
+            MemoryStore.put_friend_request(self, FriendRequest(*row))
+        for a, b, since in db.execute("SELECT a, b, since FROM friends ORDER BY seq"):
+            MemoryStore.add_friends(self, a, b, since)
+        for uid, target, at in db.execute(
+            "SELECT user_id, target_id, blocked_at FROM blacklist ORDER BY seq"
+        ):
+            MemoryStore.block(self, uid, target, at)
+        for row in db.execute(
+            "SELECT qr_key, qr_type, target_id, creator_id, token, created_at, expire_at,"
+            " max_usage, used_count, revoked_at, metadata FROM qrcodes ORDER BY seq"
+        ):
+            MemoryStore.put_qrcode(self, QRCode(*row))
+        now = int(time.time() * 1000)
+        for sid, searcher, target, exp in db.execute(
+            "SELECT session_id, searcher_id, target_id, expires_at FROM search_sessions"
+            " WHERE expires_at >= ? ORDER BY expires_at",
+            (now,),
+        ):
+            self._searches[sid] = (searcher, target, exp)
+        self._social_seq = max(
+            [
+                db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {t}").fetchone()[0]
+                for t in ("friend_requests", "friends", "blacklist", "qrcodes")
+            ]
         )
 
     # ---- writes --------------------------------------------------------------------------------
@@ -769,6 +831,141 @@ class SQLiteStore(MemoryStore):
             (family, entity_id, version, int(deleted)),
         )
         return version
+
+    # ---- accounts and contacts -----------------------------------------------------------------
+    def _next_social(self) -> int:
+        self._social_seq += 1
+        return self._social_seq
+
+    def update_user(self, user_id: int, nickname: str | None, avatar_url: str | None) -> User:
+        self._check()
+        user = super().update_user(user_id, nickname, avatar_url)
+        self._put(
+            "UPDATE users SET nickname = ?, avatar_url = ? WHERE user_id = ?",
+            (user.nickname, user.avatar_url, user_id),
+        )
+        return user
+
+    def put_doc(self, user_id: int, kind: str, doc: dict[str, Any]) -> None:
+        self._check()
+        super().put_doc(user_id, kind, doc)
+        self._put(
+            "INSERT OR REPLACE INTO user_docs (user_id, kind, doc) VALUES (?,?,?)",
+            (user_id, kind, json.dumps(doc, separators=(",", ":"))),
+        )
+
+    def put_friend_request(self, request: FriendRequest) -> None:
+        self._check()
+        super().put_friend_request(request)
+        self._put(
+            "INSERT OR REPLACE INTO friend_requests (from_id, to_id, message, source, source_id,"
+            " created_at, seq) VALUES (?,?,?,?,?,?,?)",
+            (
+                request.from_user_id,
+                request.to_user_id,
+                request.message,
+                request.source,
+                request.source_id,
+                request.created_at,
+                self._next_social(),
+            ),
+        )
+
+    def delete_friend_request(self, from_user_id: int, to_user_id: int) -> None:
+        if self.get_friend_request(from_user_id, to_user_id) is None:
+            return
+        self._check()
+        super().delete_friend_request(from_user_id, to_user_id)
+        self._put(
+            "DELETE FROM friend_requests WHERE from_id = ? AND to_id = ?",
+            (from_user_id, to_user_id),
+        )
+
+    def add_friends(self, user_a: int, user_b: int, now_ms: int) -> None:
+        if self.friends_since(user_a, user_b) is not None:
+            return
+        self._check()
+        super().add_friends(user_a, user_b, now_ms)
+        self._put(
+            "INSERT OR REPLACE INTO friends (a, b, since, seq) VALUES (?,?,?,?)",
+            (user_a, user_b, now_ms, self._next_social()),
+        )
+
+    def remove_friends(self, user_a: int, user_b: int) -> None:
+        if self.friends_since(user_a, user_b) is None:
+            return
+        self._check()
+        super().remove_friends(user_a, user_b)
+        self._put(
+            "DELETE FROM friends WHERE (a = ? AND b = ?) OR (a = ? AND b = ?)",
+            (user_a, user_b, user_b, user_a),
+        )
+
+    def block(self, user_id: int, target_id: int, now_ms: int) -> None:
+        if self.blocked_at(user_id, target_id) is not None:
+            return
+        self._check()
+        super().block(user_id, target_id, now_ms)
+        self._put(
+            "INSERT OR REPLACE INTO blacklist (user_id, target_id, blocked_at, seq)"
+            " VALUES (?,?,?,?)",
+            (user_id, target_id, now_ms, self._next_social()),
+        )
+
+    def unblock(self, user_id: int, target_id: int) -> None:
+        if self.blocked_at(user_id, target_id) is None:
+            return
+        self._check()
+        super().unblock(user_id, target_id)
+        self._put("DELETE FROM blacklist WHERE user_id = ? AND target_id = ?", (user_id, target_id))
+
+    def put_qrcode(self, code: QRCode) -> None:
+        self._check()
+        known = self.get_qrcode(code.qr_key) is not None
+        super().put_qrcode(code)
+        if known:
+            self._put(
+                "UPDATE qrcodes SET used_count = ?, revoked_at = ?, expire_at = ?, max_usage = ?"
+                " WHERE qr_key = ?",
+                (code.used_count, code.revoked_at, code.expire_at, code.max_usage, code.qr_key),
+            )
+            return
+        self._put(
+            "INSERT INTO qrcodes (qr_key, qr_type, target_id, creator_id, token, created_at,"
+            " expire_at, max_usage, used_count, revoked_at, metadata, seq)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                code.qr_key,
+                code.qr_type,
+                code.target_id,
+                code.creator_id,
+                code.token,
+                code.created_at,
+                code.expire_at,
+                code.max_usage,
+                code.used_count,
+                code.revoked_at,
+                code.metadata,
+                self._next_social(),
+            ),
+        )
+
+    def put_search_session(
+        self, session_id: int, searcher_id: int, target_id: int, expires_at: int
+    ) -> None:
+        self._check()
+        super().put_search_session(session_id, searcher_id, target_id, expires_at)
+        self._put(
+            "INSERT OR REPLACE INTO search_sessions (session_id, searcher_id, target_id,"
+            " expires_at) VALUES (?,?,?,?)",
+            (session_id, searcher_id, target_id, expires_at),
+        )
+
+    def sweep_search_sessions(self, now_ms: int) -> int:
+        dropped = super().sweep_search_sessions(now_ms)
+        if dropped and not self._failing:
+            self._put("DELETE FROM search_sessions WHERE expires_at < ?", (now_ms,))
+        return dropped
 
     # ---- durability ----------------------------------------------------------------------------
     def attach(self, notify: Callable[[Callable[..., None], tuple[Any, ...]], None]) -> None:
