@@ -21,6 +21,7 @@ from privchat_tcp.service.model import (
     ROLE_OWNER,
     DedupEntry,
     FriendRequest,
+    GroupQR,
     QRCode,
     Record,
 )
@@ -230,6 +231,114 @@ class StoreContract:
         assert store.entities_since("friend:1", 0, 1) == [("b", 2, False)]
         assert store.entities_since("friend:1", 4, 10) == []
         assert store.entity_version("friend:1") == 4
+
+    # ---- groups and messages (issue 12) -------------------------------------------------------
+    def _group(self, store: Store) -> int:
+        return store.create_group(1, "g", None, [2, 3], NOW, 10).channel_id
+
+    def test_a_member_added_later_joins_at_the_current_pts(self, store: Store) -> None:
+        g = self._group(store)
+        channel = store.get_channel(g)
+        assert channel is not None and channel.members[2].join_pts == 0
+        store.commit(record(g, 1))
+        store.commit(record(g, 2))
+        assert store.add_member(g, 4, ROLE_MEMBER, NOW).join_pts == 2
+        assert channel.members[4].join_pts == 2
+
+    def test_message_count_leaves_out_revoke_events(self, store: Store) -> None:
+        cid = self._channel(store)
+        assert store.message_count(cid) == 0 and store.message_count(999_999) == 0
+        store.commit(record(cid, 1))
+        store.commit(record(cid, 2))
+        store.mark_revoked(cid, 1, 7, NOW)
+        store.commit(record(cid, 3, KIND_REVOKE))
+        assert store.current_pts(cid) == 3
+        assert store.message_count(cid) == 2
+
+    def test_find_message_in_any_channel_with_channel_0(self, store: Store) -> None:
+        cid = self._channel(store)
+        store.commit(record(cid, 5))
+        found = store.find_message(0, 5)
+        assert found is not None and found.channel_id == cid
+        assert store.find_message(0, 6) is None
+
+    def test_user_ack_is_the_highest_of_the_users_devices(self, store: Store) -> None:
+        assert store.get_user_ack(1, 1001) == 0
+        store.set_ack(1, "a", 1001, 4)
+        store.set_ack(1, "b", 1001, 9)
+        store.set_ack(1, "a", 1001, 6)
+        assert store.get_user_ack(1, 1001) == 9
+        assert store.get_user_ack(2, 1001) == 0
+
+    def test_update_group_sets_the_named_fields_only(self, store: Store) -> None:
+        g = self._group(store)
+        got = store.update_group(g, {"all_muted": True, "announcement": "hi"}, NOW + 5)
+        assert got.all_muted and got.announcement == "hi" and got.updated_at == NOW + 5
+        assert got.name == "g" and got.member_can_invite and not got.join_need_approval
+        with pytest.raises(KeyError):
+            store.update_group(g, {"channel_type": 1}, NOW)
+        assert got.channel_type == GROUP
+
+    def test_roles_and_mutes_keep_the_member_order(self, store: Store) -> None:
+        g = self._group(store)
+        store.set_member_role(g, 2, ROLE_ADMIN, NOW + 1)
+        store.set_member_mute(g, 3, -1)
+        channel = store.get_channel(g)
+        assert channel is not None
+        assert list(channel.members) == [1, 2, 3]
+        assert channel.members[2].role == ROLE_ADMIN and channel.members[3].mute_until == -1
+
+    def test_a_dissolved_group_has_no_members(self, store: Store) -> None:
+        g = self._group(store)
+        store.dissolve_group(g, NOW + 1)
+        channel = store.get_channel(g)
+        assert channel is not None and channel.dissolved and not channel.members
+        assert g not in store.user_channels(2)
+        assert store.create_group(1, "h", None, [], NOW, 10).channel_id != g
+
+    def test_join_requests_pend_until_resolved(self, store: Store) -> None:
+        g = self._group(store)
+        a = store.add_join_request(g, 5, 2, "", "please", NOW, NOW + 10)
+        b = store.add_join_request(g, 6, 0, "qk", None, NOW, NOW + 10)
+        assert b.request_id > a.request_id
+        assert [r.request_id for r in store.pending_join_requests(g, 10)] == [
+            a.request_id,
+            b.request_id,
+        ]
+        assert store.pending_join_requests(g, 1) == [a]
+        done = store.resolve_join_request(a.request_id, True, 1, NOW + 3)
+        assert done.status == 1 and done.handled_by == 1 and done.handled_at == NOW + 3
+        assert store.pending_join_requests(g, 10) == [b]
+        got = store.get_join_request(a.request_id)
+        assert got is not None and got.status == 1
+        assert store.get_join_request(999_999) is None
+
+    def test_group_qr_codes_by_key(self, store: Store) -> None:
+        g = self._group(store)
+        store.put_group_qr(GroupQR("k1", g, "t1", 1, NOW, NOW + 1000))
+        got = store.get_group_qr("k1")
+        assert got is not None and got.group_id == g and got.token == "t1"
+        assert store.get_group_qr("k2") is None
+
+    def test_read_positions_only_move_forward(self, store: Store) -> None:
+        assert store.get_read(1, 1001) == (0, 0)
+        assert store.set_read_pts(1, 1001, 5, NOW)
+        assert not store.set_read_pts(1, 1001, 5, NOW + 1)
+        assert not store.set_read_pts(1, 1001, 3, NOW + 2)
+        assert store.get_read(1, 1001) == (5, NOW)
+        assert store.get_read(2, 1001) == (0, 0)
+
+    def test_reactions_once_per_user_and_emoji_in_order(self, store: Store) -> None:
+        assert store.reactions(1) == {}
+        assert store.add_reaction(1, "👍", 7, NOW)
+        assert not store.add_reaction(1, "👍", 7, NOW)
+        assert store.add_reaction(1, "👍", 8, NOW)
+        assert store.add_reaction(1, "❤", 7, NOW)
+        assert store.reactions(1) == {"👍": [7, 8], "❤": [7]}
+        assert store.remove_reaction(1, "❤", 7)
+        assert not store.remove_reaction(1, "❤", 7)
+        assert store.reactions(1) == {"👍": [7, 8]}
+        assert store.reactions(2) == {}
 
     # ---- durability ---------------------------------------------------------------------------
     def test_user_bytes_count_each_committed_record_of_its_sender(self, store: Store) -> None:

@@ -11,7 +11,15 @@ import sys
 import pytest
 from store_contract import NOW, record
 
-from privchat_tcp.service.model import DedupEntry, FriendRequest, QRCode
+from privchat_tcp.service.model import (
+    KIND_REVOKE,
+    ROLE_ADMIN,
+    ROLE_MEMBER,
+    DedupEntry,
+    FriendRequest,
+    GroupQR,
+    QRCode,
+)
 from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore, StoreOpenError, backup
 
 
@@ -57,6 +65,55 @@ def test_everything_survives_a_restart(tmp_path: pathlib.Path) -> None:
         assert again.bump_entity("friend:1", "x") == 3
         assert again.commit(record(cid, 2000)).pts == 31  # pts go on, no reuse
         assert again.find_message(cid, 1001) is not None  # below the window: from disk
+    finally:
+        again.close()
+
+
+def test_groups_and_messages_state_survives_a_restart(tmp_path: pathlib.Path) -> None:
+    """Issue 12: settings, roles, mutes, join pts, requests, QR codes, reads, reactions and
+    revoke counts are written, and read back by a new process."""
+    store = SQLiteStore(tmp_path, window=4)
+    g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+    for i in range(6):
+        store.commit(record(g, 100 + i))
+    store.commit(record(g, 200, KIND_REVOKE))
+    store.add_member(g, 3, ROLE_MEMBER, NOW)
+    store.update_group(g, {"all_muted": True, "announcement": "a", "join_need_approval": True}, NOW)
+    store.set_member_role(g, 2, ROLE_ADMIN, NOW)
+    store.set_member_mute(g, 3, -1)
+    req = store.add_join_request(g, 4, 2, "", "hi", NOW, 2**50)
+    done = store.add_join_request(g, 5, 0, "k", None, NOW, 2**50)
+    store.resolve_join_request(done.request_id, False, 1, NOW + 1)
+    store.put_group_qr(GroupQR("k", g, "tok", 1, NOW, 2**50))
+    store.set_read_pts(2, g, 5, NOW + 2)
+    store.add_reaction(101, "x", 2, NOW)
+    store.add_reaction(101, "x", 3, NOW)
+    store.add_reaction(101, "y", 2, NOW)
+    store.remove_reaction(101, "y", 2)
+    store.set_ack(3, "d1", g, 4)
+    h = store.create_group(1, "h", None, [], NOW, 50).channel_id
+    store.dissolve_group(h, NOW)
+    store.flush()
+    store.close()
+    again = SQLiteStore(tmp_path, window=4)
+    try:
+        channel = again.get_channel(g)
+        assert channel is not None
+        assert channel.all_muted and channel.announcement == "a" and channel.join_need_approval
+        assert channel.members[2].role == ROLE_ADMIN and channel.members[3].mute_until == -1
+        assert channel.members[3].join_pts == 7 and channel.members[2].join_pts == 0
+        assert [r.request_id for r in again.pending_join_requests(g, 9)] == [req.request_id]
+        rejected = again.get_join_request(done.request_id)
+        assert rejected is not None and rejected.status == 2
+        assert again.add_join_request(g, 6, 0, "", None, NOW, 2**50).request_id > done.request_id
+        qr = again.get_group_qr("k")
+        assert qr is not None and qr.token == "tok"
+        assert again.get_read(2, g) == (5, NOW + 2)
+        assert again.reactions(101) == {"x": [2, 3]}
+        assert again.message_count(g) == 6
+        assert again.get_user_ack(3, g) == 4
+        dissolved = again.get_channel(h)
+        assert dissolved is not None and dissolved.dissolved and not dissolved.members
     finally:
         again.close()
 

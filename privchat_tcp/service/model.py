@@ -37,6 +37,11 @@ __all__ = [
     "SYSTEM_USER_ID",
     "FriendRequest",
     "QRCode",
+    "JoinRequest",
+    "GroupQR",
+    "JOIN_PENDING",
+    "JOIN_APPROVED",
+    "JOIN_REJECTED",
 ]
 
 KIND_MESSAGE = 0  # Record.kind
@@ -50,6 +55,12 @@ ROLE_OWNER = 0  # PrivChat 0.1 numbering
 ROLE_ADMIN = 1
 ROLE_MEMBER = 2
 ROLE_NAMES = {ROLE_OWNER: "Owner", ROLE_ADMIN: "Admin", ROLE_MEMBER: "Member"}
+
+SYSTEM_USER_ID = 1  # the sender of System messages (PrivChat: user 1); no account has it
+
+JOIN_PENDING = 0  # JoinRequest.status
+JOIN_APPROVED = 1
+JOIN_REJECTED = 2
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,6 +82,7 @@ class Member:
     role: int
     joined_at: int  # unix ms
     mute_until: int = 0  # unix ms; -1 = permanent
+    join_pts: int = 0  # the channel's pts when the member joined: their history starts after it
 
 
 @dataclasses.dataclass(slots=True)
@@ -87,6 +99,39 @@ class Channel:
     updated_at: int = 0
     all_muted: bool = False
     max_members: int = 500
+    join_need_approval: bool = False
+    member_can_invite: bool = True
+    announcement: str | None = None
+    dissolved: bool = False  # its last member left: no longer found as a group
+
+
+@dataclasses.dataclass(slots=True)
+class JoinRequest:
+    """A request to join a group that waits for an owner's or admin's decision."""
+
+    request_id: int
+    group_id: int
+    user_id: int
+    inviter_id: int  # 0: by QR code
+    qr_key: str  # "" : by invitation
+    message: str | None
+    created_at: int  # unix ms
+    expires_at: int  # unix ms
+    status: int = JOIN_PENDING
+    handled_by: int = 0
+    handled_at: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class GroupQR:
+    """A group's join QR code: ``qr_key`` names it, ``token`` proves it was scanned."""
+
+    qr_key: str
+    group_id: int
+    token: str
+    creator_id: int
+    created_at: int  # unix ms
+    expires_at: int  # unix ms
 
 
 # ---- accounts and contacts -------------------------------------------------------------------

@@ -25,10 +25,20 @@ General rules of every contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from .model import Channel, DedupEntry, FriendRequest, Member, QRCode, Record, User
+from .model import (
+    Channel,
+    DedupEntry,
+    FriendRequest,
+    GroupQR,
+    JoinRequest,
+    Member,
+    QRCode,
+    Record,
+    User,
+)
 
 __all__ = [
     "AccountStore",
@@ -42,6 +52,11 @@ __all__ = [
     "SocialStore",
     "QRCodeStore",
     "SearchSessionStore",
+    "GroupAdminStore",
+    "GroupJoinStore",
+    "ReadStore",
+    "ReactionStore",
+    "GROUP_FIELDS",
     "Durability",
     "Store",
     "Delivery",
@@ -116,7 +131,8 @@ class ChannelStore(abc.ABC):
     @abc.abstractmethod
     def add_member(self, channel_id: int, user_id: int, role: int, now_ms: int) -> Member:
         """Add ``user_id`` (not yet a member) with ``role``; the channel appears in the user's
-        ``user_channels``."""
+        ``user_channels``. The member's ``join_pts`` is the channel's pts at that moment (their
+        history starts after it; 0 for the members a group is created with)."""
 
     @abc.abstractmethod
     def remove_member(self, channel_id: int, user_id: int) -> None:
@@ -149,14 +165,19 @@ class MessageLog(abc.ABC):
 
     @abc.abstractmethod
     def find_message(self, channel_id: int, message_id: int) -> Record | None:
-        """The message (kind 0) with ``message_id`` in that channel; None if it is not there (a
-        revoke event is not found by its own id)."""
+        """The message (kind 0) with ``message_id`` in that channel (``channel_id`` 0: in any
+        channel); None if it is not there (a revoke event is not found by its own id)."""
 
     @abc.abstractmethod
     def mark_revoked(self, channel_id: int, message_id: int, by: int, now_ms: int) -> Record:
         """Mark a message revoked (by user ``by`` at ``now_ms``) and return it: the one change
         the log allows to a committed record. Its pts and place stay; later reads see
         ``revoked``. The caller checked it exists and is not revoked."""
+
+    @abc.abstractmethod
+    def message_count(self, channel_id: int) -> int:
+        """How many messages (kind 0, revoked ones included) the channel's log holds: its pts
+        less its revoke events; 0 for an unknown channel."""
 
     def in_window(self, channel_id: int, after_pts: int) -> bool:
         """Whether ``read_log(channel_id, after_pts, ...)`` answers from memory; when it does
@@ -206,6 +227,10 @@ class CursorStore(abc.ABC):
     @abc.abstractmethod
     def set_ack(self, user_id: int, device_id: str, channel_id: int, pts: int) -> None:
         """Move the cursor forward to ``pts``; a lower value leaves it where it is."""
+
+    @abc.abstractmethod
+    def get_user_ack(self, user_id: int, channel_id: int) -> int:
+        """The highest cursor any device of the user has in the channel; 0 when none has."""
 
 
 class EntityLog(abc.ABC):
@@ -344,6 +369,116 @@ class SearchSessionStore(abc.ABC):
         """Forget sessions that expired before ``now_ms``; returns how many."""
 
 
+#: the group fields ``GroupAdminStore.update_group`` may change
+GROUP_FIELDS = frozenset(
+    (
+        "name",
+        "description",
+        "avatar_url",
+        "owner_id",
+        "all_muted",
+        "max_members",
+        "join_need_approval",
+        "member_can_invite",
+        "announcement",
+    )
+)
+
+
+class GroupAdminStore(abc.ABC):
+    """A group's settings, its members' roles and mutes, and its end."""
+
+    @abc.abstractmethod
+    def update_group(self, channel_id: int, changes: Mapping[str, object], now_ms: int) -> Channel:
+        """Set the group fields named in ``changes`` (keys of ``GROUP_FIELDS``; another key is
+        a ``KeyError`` and changes nothing) and ``updated_at`` to ``now_ms``; returns the
+        group. The caller checked the values."""
+
+    @abc.abstractmethod
+    def set_member_role(self, channel_id: int, user_id: int, role: int, now_ms: int) -> None:
+        """Give a member (the caller checked it is one) ``role``; ``updated_at`` becomes
+        ``now_ms``. The member keeps its place in the member order."""
+
+    @abc.abstractmethod
+    def set_member_mute(self, channel_id: int, user_id: int, mute_until: int) -> None:
+        """Set a member's ``mute_until`` (unix ms; 0 not muted, -1 until unmuted)."""
+
+    @abc.abstractmethod
+    def dissolve_group(self, channel_id: int, now_ms: int) -> None:
+        """End a group: it has no members left and is ``dissolved`` from now on (its id is
+        never reused; its log stays)."""
+
+
+class GroupJoinStore(abc.ABC):
+    """Join requests that wait for approval, and join QR codes."""
+
+    @abc.abstractmethod
+    def add_join_request(
+        self,
+        group_id: int,
+        user_id: int,
+        inviter_id: int,
+        qr_key: str,
+        message: str | None,
+        now_ms: int,
+        expires_at: int,
+    ) -> JoinRequest:
+        """A new pending request with a new id (ids increase, never reused)."""
+
+    @abc.abstractmethod
+    def get_join_request(self, request_id: int) -> JoinRequest | None:
+        """The request (pending or handled), or None."""
+
+    @abc.abstractmethod
+    def pending_join_requests(self, group_id: int, limit: int) -> list[JoinRequest]:
+        """Up to ``limit`` of the group's pending requests, oldest first."""
+
+    @abc.abstractmethod
+    def resolve_join_request(
+        self, request_id: int, approved: bool, by: int, now_ms: int
+    ) -> JoinRequest:
+        """Mark a pending request (the caller checked it is) approved or rejected by ``by`` at
+        ``now_ms``; it leaves the pending list. Returns it."""
+
+    @abc.abstractmethod
+    def put_group_qr(self, qr: GroupQR) -> None:
+        """Store a QR code under its ``qr_key`` (new: the caller made a random key)."""
+
+    @abc.abstractmethod
+    def get_group_qr(self, qr_key: str) -> GroupQR | None:
+        """The QR code, or None (also past its expiry: the caller checks ``expires_at``)."""
+
+
+class ReadStore(abc.ABC):
+    """Read positions: the pts up to which each user has read each channel."""
+
+    @abc.abstractmethod
+    def set_read_pts(self, user_id: int, channel_id: int, pts: int, now_ms: int) -> bool:
+        """Move the user's read position forward to ``pts`` (read at ``now_ms``); a lower or
+        equal value changes nothing. True if it moved."""
+
+    @abc.abstractmethod
+    def get_read(self, user_id: int, channel_id: int) -> tuple[int, int]:
+        """(read pts, unix ms it was set); (0, 0) when the user never read the channel."""
+
+
+class ReactionStore(abc.ABC):
+    """Emoji reactions to messages, by message id."""
+
+    @abc.abstractmethod
+    def add_reaction(self, message_id: int, emoji: str, user_id: int, now_ms: int) -> bool:
+        """Record that ``user_id`` reacted ``emoji``; False (and no change) if it already had."""
+
+    @abc.abstractmethod
+    def remove_reaction(self, message_id: int, emoji: str, user_id: int) -> bool:
+        """Take the reaction back; False if there was none."""
+
+    @abc.abstractmethod
+    def reactions(self, message_id: int) -> dict[str, list[int]]:
+        """emoji -> the user ids that reacted with it, both in the order first added; an emoji
+        nobody holds any more is left out."""
+
+
 class Durability(abc.ABC):
     """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
 
@@ -399,6 +534,10 @@ class Store(
     SocialStore,
     QRCodeStore,
     SearchSessionStore,
+    GroupAdminStore,
+    GroupJoinStore,
+    ReadStore,
+    ReactionStore,
     Durability,
 ):
     """Every concern at once: what the composition root hands to the services."""

@@ -6,24 +6,30 @@ It implements every interface of ``service.ports`` and passes ``tests/store_cont
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..service.model import (
     DIRECT,
     GROUP,
+    JOIN_APPROVED,
+    JOIN_PENDING,
+    JOIN_REJECTED,
     KIND_MESSAGE,
+    KIND_REVOKE,
     ROLE_MEMBER,
     ROLE_OWNER,
     Channel,
     DedupEntry,
     FriendRequest,
+    GroupQR,
+    JoinRequest,
     Member,
     QRCode,
     Record,
     User,
 )
-from ..service.ports import Store
+from ..service.ports import GROUP_FIELDS, Store
 from .sharded import SHARDS, ShardedMap
 
 __all__ = ["MemoryStore"]
@@ -65,6 +71,14 @@ class MemoryStore(Store):
         self._qrcodes: dict[str, QRCode] = {}
         self._qr_by_creator: dict[int, dict[str, None]] = {}
         self._searches: dict[int, tuple[int, int, int]] = {}
+        self._revokes: dict[int, int] = {}  # channel -> revoke events in its log
+        self._user_acks: dict[tuple[int, int], int] = {}  # (user, channel) -> highest cursor
+        self._join_requests: dict[int, JoinRequest] = {}
+        self._pending_joins: dict[int, dict[int, None]] = {}  # group -> pending request ids
+        self._next_join_request = 1
+        self._group_qrs: dict[str, GroupQR] = {}
+        self._reads: dict[tuple[int, int], tuple[int, int]] = {}
+        self._reactions: dict[int, dict[str, dict[int, None]]] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -155,7 +169,7 @@ class MemoryStore(Store):
 
     def add_member(self, channel_id: int, user_id: int, role: int, now_ms: int) -> Member:
         channel = self._channels[channel_id]
-        member = Member(user_id, role, now_ms)
+        member = Member(user_id, role, now_ms, join_pts=self.current_pts(channel_id))
         channel.members[user_id] = member
         channel.updated_at = now_ms
         self._user_channels.setdefault(user_id, {})[channel_id] = None
@@ -180,7 +194,12 @@ class MemoryStore(Store):
         if record.kind == KIND_MESSAGE:
             mid = record.message_id
             self._by_message.shards[hash(mid) % SHARDS][mid] = record
+        elif record.kind == KIND_REVOKE:
+            self._revokes[record.channel_id] = self._revokes.get(record.channel_id, 0) + 1
         return record
+
+    def message_count(self, channel_id: int) -> int:
+        return self.current_pts(channel_id) - self._revokes.get(channel_id, 0)
 
     def current_pts(self, channel_id: int) -> int:
         log = self._logs.get(channel_id)
@@ -205,7 +224,7 @@ class MemoryStore(Store):
 
     def find_message(self, channel_id: int, message_id: int) -> Record | None:
         record = self._by_message.get(message_id)
-        if record is None or record.channel_id != channel_id:
+        if record is None or (channel_id and record.channel_id != channel_id):
             return None
         return record
 
@@ -238,6 +257,132 @@ class MemoryStore(Store):
         acks = self._acks.setdefault((user_id, device_id), {})
         if pts > acks.get(channel_id, 0):
             acks[channel_id] = pts
+            key = (user_id, channel_id)
+            if pts > self._user_acks.get(key, 0):
+                self._user_acks[key] = pts
+
+    def get_user_ack(self, user_id: int, channel_id: int) -> int:
+        return self._user_acks.get((user_id, channel_id), 0)
+
+    # groups: settings, roles, mutes, the end --------------------------------------
+    def update_group(self, channel_id: int, changes: Mapping[str, object], now_ms: int) -> Channel:
+        unknown = set(changes) - GROUP_FIELDS
+        if unknown:
+            raise KeyError(sorted(unknown)[0])
+        channel = self._channels[channel_id]
+        for key, value in changes.items():
+            setattr(channel, key, value)
+        channel.updated_at = now_ms
+        return channel
+
+    def set_member_role(self, channel_id: int, user_id: int, role: int, now_ms: int) -> None:
+        channel = self._channels[channel_id]
+        channel.members[user_id].role = role
+        channel.updated_at = now_ms
+
+    def set_member_mute(self, channel_id: int, user_id: int, mute_until: int) -> None:
+        self._channels[channel_id].members[user_id].mute_until = mute_until
+
+    def dissolve_group(self, channel_id: int, now_ms: int) -> None:
+        channel = self._channels[channel_id]
+        for uid in list(channel.members):
+            self.remove_member(channel_id, uid)
+        channel.dissolved = True
+        channel.updated_at = now_ms
+
+    # join requests and QR codes ---------------------------------------------------
+    def add_join_request(
+        self,
+        group_id: int,
+        user_id: int,
+        inviter_id: int,
+        qr_key: str,
+        message: str | None,
+        now_ms: int,
+        expires_at: int,
+    ) -> JoinRequest:
+        req = JoinRequest(
+            self._next_join_request,
+            group_id,
+            user_id,
+            inviter_id,
+            qr_key,
+            message,
+            now_ms,
+            expires_at,
+        )
+        self._next_join_request += 1
+        self._join_requests[req.request_id] = req
+        self._pending_joins.setdefault(group_id, {})[req.request_id] = None
+        return req
+
+    def get_join_request(self, request_id: int) -> JoinRequest | None:
+        return self._join_requests.get(request_id)
+
+    def pending_join_requests(self, group_id: int, limit: int) -> list[JoinRequest]:
+        out: list[JoinRequest] = []
+        for rid in self._pending_joins.get(group_id, ()):
+            if len(out) >= limit:
+                break
+            out.append(self._join_requests[rid])
+        return out
+
+    def resolve_join_request(
+        self, request_id: int, approved: bool, by: int, now_ms: int
+    ) -> JoinRequest:
+        req = self._join_requests[request_id]
+        req.status = JOIN_APPROVED if approved else JOIN_REJECTED
+        req.handled_by = by
+        req.handled_at = now_ms
+        pending = self._pending_joins.get(req.group_id)
+        if pending is not None:
+            pending.pop(request_id, None)
+        return req
+
+    def put_group_qr(self, qr: GroupQR) -> None:
+        self._group_qrs[qr.qr_key] = qr
+
+    def get_group_qr(self, qr_key: str) -> GroupQR | None:
+        return self._group_qrs.get(qr_key)
+
+    def _load_join_request(self, req: JoinRequest) -> None:
+        self._join_requests[req.request_id] = req
+        if req.status == JOIN_PENDING:
+            self._pending_joins.setdefault(req.group_id, {})[req.request_id] = None
+        self._next_join_request = max(self._next_join_request, req.request_id + 1)
+
+    # read positions -----------------------------------------------------------------
+    def set_read_pts(self, user_id: int, channel_id: int, pts: int, now_ms: int) -> bool:
+        key = (user_id, channel_id)
+        if pts <= self._reads.get(key, (0, 0))[0]:
+            return False
+        self._reads[key] = (pts, now_ms)
+        return True
+
+    def get_read(self, user_id: int, channel_id: int) -> tuple[int, int]:
+        return self._reads.get((user_id, channel_id), (0, 0))
+
+    # reactions ------------------------------------------------------------------------
+    def add_reaction(self, message_id: int, emoji: str, user_id: int, now_ms: int) -> bool:
+        users = self._reactions.setdefault(message_id, {}).setdefault(emoji, {})
+        if user_id in users:
+            return False
+        users[user_id] = None
+        return True
+
+    def remove_reaction(self, message_id: int, emoji: str, user_id: int) -> bool:
+        by_emoji = self._reactions.get(message_id)
+        users = None if by_emoji is None else by_emoji.get(emoji)
+        if users is None or user_id not in users:
+            return False
+        del users[user_id]
+        if not users:
+            del by_emoji[emoji]  # type: ignore[union-attr]
+        return True
+
+    def reactions(self, message_id: int) -> dict[str, list[int]]:
+        by_emoji = self._reactions.get(message_id, {})
+        return {emoji: list(users) for emoji, users in by_emoji.items() if users}
 
     # entity versions -----------------------------------------------------------
     def bump_entity(self, family: str, entity_id: str, deleted: bool = False) -> int:

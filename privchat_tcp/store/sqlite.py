@@ -34,15 +34,18 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import PrivchatError, StorageUnavailable
 from ..service.model import (
     KIND_MESSAGE,
+    KIND_REVOKE,
     Channel,
     DedupEntry,
     FriendRequest,
+    GroupQR,
+    JoinRequest,
     Member,
     QRCode,
     Record,
@@ -117,6 +120,29 @@ CREATE TABLE IF NOT EXISTS qrcodes (
 CREATE TABLE IF NOT EXISTS search_sessions (
     session_id INTEGER PRIMARY KEY, searcher_id INTEGER NOT NULL, target_id INTEGER NOT NULL,
     expires_at INTEGER NOT NULL);
+-- groups and messages (issue 12): group settings beyond the channels row, join pts,
+-- join requests, QR codes, read positions, reactions, revoke counts
+CREATE TABLE IF NOT EXISTS group_settings (
+    channel_id INTEGER PRIMARY KEY, join_need_approval INTEGER NOT NULL,
+    member_can_invite INTEGER NOT NULL, announcement TEXT, dissolved INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS member_join (
+    channel_id INTEGER NOT NULL, user_id INTEGER NOT NULL, join_pts INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS join_requests (
+    request_id INTEGER PRIMARY KEY, group_id INTEGER NOT NULL, user_id INTEGER NOT NULL,
+    inviter_id INTEGER NOT NULL, qr_key TEXT NOT NULL, message TEXT,
+    created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, status INTEGER NOT NULL,
+    handled_by INTEGER NOT NULL, handled_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS group_qr (
+    qr_key TEXT PRIMARY KEY, group_id INTEGER NOT NULL, token TEXT NOT NULL,
+    creator_id INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reads (
+    user_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, pts INTEGER NOT NULL,
+    read_at INTEGER NOT NULL, PRIMARY KEY (user_id, channel_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactions (
+    message_id INTEGER NOT NULL, emoji TEXT NOT NULL, user_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, UNIQUE (message_id, emoji, user_id));
+CREATE TABLE IF NOT EXISTS revoke_counts (channel_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 """
 
 # older schema version -> the statements that bring it to the next one
@@ -372,7 +398,11 @@ class SQLiteStore(MemoryStore):
             db.execute("BEGIN")
             db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("epoch", self.epoch)],
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("epoch", self.epoch),
+                    ("revoke_counts", "1"),
+                ],
             )
             db.execute("COMMIT")
             log.info("created a new store in %s (epoch %s)", self.path, self.epoch)
@@ -443,6 +473,9 @@ class SQLiteStore(MemoryStore):
             "SELECT user_id, device_id, channel_id, pts FROM acks"
         ):
             self._acks.setdefault((uid, dev), {})[cid] = ack
+            if ack > self._user_acks.get((uid, cid), 0):
+                self._user_acks[(uid, cid)] = ack
+        self._load_groups(db)
         for family, entity_id, version, deleted in db.execute(
             "SELECT family, entity_id, version, deleted FROM entities ORDER BY family, version"
         ):
@@ -524,6 +557,57 @@ class SQLiteStore(MemoryStore):
                 for t in ("friend_requests", "friends", "blacklist", "qrcodes")
             ]
         )
+
+    def _load_groups(self, db: sqlite3.Connection) -> None:
+        """The tables of groups and messages (issue 12)."""
+        for cid, approval, invite, announcement, dissolved in db.execute(
+            "SELECT channel_id, join_need_approval, member_can_invite, announcement, dissolved"
+            " FROM group_settings"
+        ):
+            channel = self._channels.get(cid)
+            if channel is not None:
+                channel.join_need_approval = bool(approval)
+                channel.member_can_invite = bool(invite)
+                channel.announcement = announcement
+                channel.dissolved = bool(dissolved)
+        for cid, uid, join_pts in db.execute(
+            "SELECT channel_id, user_id, join_pts FROM member_join"
+        ):
+            channel = self._channels.get(cid)
+            member = None if channel is None else channel.members.get(uid)
+            if member is not None:
+                member.join_pts = join_pts
+        for row in db.execute(
+            "SELECT request_id, group_id, user_id, inviter_id, qr_key, message, created_at,"
+            " expires_at, status, handled_by, handled_at FROM join_requests ORDER BY request_id"
+        ):
+            self._load_join_request(JoinRequest(*row))
+        now_ms = int(time.time() * 1000)
+        for row in db.execute(
+            "SELECT qr_key, group_id, token, creator_id, created_at, expires_at FROM group_qr"
+            " WHERE expires_at >= ?",
+            (now_ms,),
+        ):
+            self._group_qrs[row[0]] = GroupQR(*row)
+        for uid, cid, read_pts, read_at in db.execute(
+            "SELECT user_id, channel_id, pts, read_at FROM reads"
+        ):
+            self._reads[(uid, cid)] = (read_pts, read_at)
+        for mid, emoji, uid in db.execute(
+            "SELECT message_id, emoji, user_id FROM reactions ORDER BY rowid"
+        ):
+            self._reactions.setdefault(mid, {}).setdefault(emoji, {})[uid] = None
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "revoke_counts" not in meta:  # a store from before the table: count once
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT OR REPLACE INTO revoke_counts (channel_id, n) SELECT channel_id,"
+                " count(*) FROM messages WHERE kind = ? GROUP BY channel_id",
+                (KIND_REVOKE,),
+            )
+            db.execute("INSERT INTO meta (key, value) VALUES ('revoke_counts', '1')")
+            db.execute("COMMIT")
+        self._revokes = dict(db.execute("SELECT channel_id, n FROM revoke_counts").fetchall())
 
     # ---- writes --------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -646,7 +730,154 @@ class SQLiteStore(MemoryStore):
         member = super().add_member(channel_id, user_id, role, now_ms)
         self._put_member(channel_id, member)
         self._put("UPDATE channels SET updated_at = ? WHERE channel_id = ?", (now_ms, channel_id))
+        self._put(
+            "INSERT OR REPLACE INTO member_join (channel_id, user_id, join_pts) VALUES (?,?,?)",
+            (channel_id, user_id, member.join_pts),
+        )
         return member
+
+    # ---- groups: settings, roles, mutes, the end (issue 12) ------------------------------------
+    def _put_group_settings(self, channel: Channel) -> None:
+        self._put(
+            "INSERT OR REPLACE INTO group_settings (channel_id, join_need_approval,"
+            " member_can_invite, announcement, dissolved) VALUES (?,?,?,?,?)",
+            (
+                channel.channel_id,
+                int(channel.join_need_approval),
+                int(channel.member_can_invite),
+                channel.announcement,
+                int(channel.dissolved),
+            ),
+        )
+
+    def update_group(self, channel_id: int, changes: Mapping[str, object], now_ms: int) -> Channel:
+        self._check()
+        channel = super().update_group(channel_id, changes, now_ms)
+        self._put(
+            "UPDATE channels SET name = ?, description = ?, avatar_url = ?, owner_id = ?,"
+            " all_muted = ?, max_members = ?, updated_at = ? WHERE channel_id = ?",
+            (
+                channel.name,
+                channel.description,
+                channel.avatar_url,
+                channel.owner_id,
+                int(channel.all_muted),
+                channel.max_members,
+                channel.updated_at,
+                channel_id,
+            ),
+        )
+        self._put_group_settings(channel)
+        return channel
+
+    def set_member_role(self, channel_id: int, user_id: int, role: int, now_ms: int) -> None:
+        self._check()
+        super().set_member_role(channel_id, user_id, role, now_ms)
+        self._put(
+            "UPDATE members SET role = ? WHERE channel_id = ? AND user_id = ?",
+            (role, channel_id, user_id),
+        )
+        self._put("UPDATE channels SET updated_at = ? WHERE channel_id = ?", (now_ms, channel_id))
+
+    def set_member_mute(self, channel_id: int, user_id: int, mute_until: int) -> None:
+        self._check()
+        super().set_member_mute(channel_id, user_id, mute_until)
+        self._put(
+            "UPDATE members SET mute_until = ? WHERE channel_id = ? AND user_id = ?",
+            (mute_until, channel_id, user_id),
+        )
+
+    def dissolve_group(self, channel_id: int, now_ms: int) -> None:
+        self._check()
+        super().dissolve_group(channel_id, now_ms)
+        channel = self._channels[channel_id]
+        self._put("UPDATE channels SET updated_at = ? WHERE channel_id = ?", (now_ms, channel_id))
+        self._put_group_settings(channel)
+
+    def add_join_request(
+        self,
+        group_id: int,
+        user_id: int,
+        inviter_id: int,
+        qr_key: str,
+        message: str | None,
+        now_ms: int,
+        expires_at: int,
+    ) -> JoinRequest:
+        self._check()
+        req = super().add_join_request(
+            group_id, user_id, inviter_id, qr_key, message, now_ms, expires_at
+        )
+        self._put_join_request(req)
+        return req
+
+    def _put_join_request(self, req: JoinRequest) -> None:
+        self._put(
+            "INSERT OR REPLACE INTO join_requests (request_id, group_id, user_id, inviter_id,"
+            " qr_key, message, created_at, expires_at, status, handled_by, handled_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                req.request_id,
+                req.group_id,
+                req.user_id,
+                req.inviter_id,
+                req.qr_key,
+                req.message,
+                req.created_at,
+                req.expires_at,
+                req.status,
+                req.handled_by,
+                req.handled_at,
+            ),
+        )
+
+    def resolve_join_request(
+        self, request_id: int, approved: bool, by: int, now_ms: int
+    ) -> JoinRequest:
+        self._check()
+        req = super().resolve_join_request(request_id, approved, by, now_ms)
+        self._put_join_request(req)
+        return req
+
+    def put_group_qr(self, qr: GroupQR) -> None:
+        self._check()
+        super().put_group_qr(qr)
+        self._put(
+            "INSERT OR REPLACE INTO group_qr (qr_key, group_id, token, creator_id, created_at,"
+            " expires_at) VALUES (?,?,?,?,?,?)",
+            (qr.qr_key, qr.group_id, qr.token, qr.creator_id, qr.created_at, qr.expires_at),
+        )
+
+    def set_read_pts(self, user_id: int, channel_id: int, pts: int, now_ms: int) -> bool:
+        self._check()
+        moved = super().set_read_pts(user_id, channel_id, pts, now_ms)
+        if moved:
+            self._put(
+                "INSERT OR REPLACE INTO reads (user_id, channel_id, pts, read_at) VALUES (?,?,?,?)",
+                (user_id, channel_id, pts, now_ms),
+            )
+        return moved
+
+    def add_reaction(self, message_id: int, emoji: str, user_id: int, now_ms: int) -> bool:
+        self._check()
+        added = super().add_reaction(message_id, emoji, user_id, now_ms)
+        if added:
+            self._put(
+                "INSERT OR IGNORE INTO reactions (message_id, emoji, user_id, created_at)"
+                " VALUES (?,?,?,?)",
+                (message_id, emoji, user_id, now_ms),
+            )
+        return added
+
+    def remove_reaction(self, message_id: int, emoji: str, user_id: int) -> bool:
+        self._check()
+        removed = super().remove_reaction(message_id, emoji, user_id)
+        if removed:
+            self._put(
+                "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
+                (message_id, emoji, user_id),
+            )
+        return removed
 
     def remove_member(self, channel_id: int, user_id: int) -> None:
         self._check()
@@ -664,6 +895,11 @@ class SQLiteStore(MemoryStore):
         self._count_bytes(record)
         if record.kind == KIND_MESSAGE:
             self._by_message[record.message_id] = record
+        elif record.kind == KIND_REVOKE:
+            self._revokes[cid] = n = self._revokes.get(cid, 0) + 1
+            self._put(
+                "INSERT OR REPLACE INTO revoke_counts (channel_id, n) VALUES (?, ?)", (cid, n)
+            )
         self._put(
             _INSERT_MESSAGE,
             (
@@ -761,7 +997,7 @@ class SQLiteStore(MemoryStore):
     def find_message(self, channel_id: int, message_id: int) -> Record | None:
         record = self._by_message.get(message_id)
         if record is not None:
-            return record if record.channel_id == channel_id else None
+            return record if not channel_id or record.channel_id == channel_id else None
         # not in the window (so durable): one indexed lookup
         with self._read_lock:
             row = self._reader.execute(
@@ -771,7 +1007,7 @@ class SQLiteStore(MemoryStore):
         if row is None:
             return None
         found = _record(row)
-        return found if found.channel_id == channel_id else None
+        return found if not channel_id or found.channel_id == channel_id else None
 
     def mark_revoked(self, channel_id: int, message_id: int, by: int, now_ms: int) -> Record:
         self._check()
