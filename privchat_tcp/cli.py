@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .config import add_arguments, load_settings
-from .errors import ConfigError, PrivchatError
+from .errors import ConfigError
 
 __all__ = ["main"]
 
@@ -106,116 +106,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-HELP = """commands:
-  /register USER PASS      create an account and log in
-  /login USER PASS         log in
-  /channels                list your channels
-  /dm USER_ID TEXT         send a direct message
-  /send CHANNEL_ID TEXT    send to a channel
-  /group NAME [USER_ID..]  create a group
-  /add GROUP_ID USER_ID    add a member
-  /history CHANNEL_ID      pull a channel's messages
-  /quit"""
-
-
 async def chat(host: str, port: int) -> None:
+    """Read lines from the terminal and run them (``privchat_tcp.chat.Shell``); print pushes
+    as they come."""
+    from .chat import HELP, Shell
     from .client import Client
-    from .rpc import safejson
-    from .wire.commands import Cmd
 
     client = await Client.connect(host, port)
+    shell = Shell(client)
     loop = asyncio.get_running_loop()
     print(f"connected to {host}:{port}\n{HELP}")
 
-    def show(msg: object) -> None:
-        print(f"\r{msg}\n> ", end="", flush=True)
-
-    def text_of(m: object) -> str:
-        """A message's text; the payload is another user's input (any depth, any bytes)."""
-        payload = getattr(m, "payload", b"")
-        if not isinstance(payload, bytes):
-            return ""
-        try:
-            value = safejson.loads(payload, what="payload")
-        except PrivchatError:
-            value = None
-        text = (
-            str(value.get("content", ""))
-            if isinstance(value, dict)
-            else payload.decode("utf-8", "replace")
-        )
-        return text.encode("utf-8", "replace").decode()  # printable whatever it holds
-
     async def watch() -> None:
         async for push in client.pushes():
-            m = push.message
-            if push.command == Cmd.MPS:
-                kind = "revoked" if m.deleted else "message"
-                show(
-                    f"[{kind}] channel {m.channel_id} pts {m.message_seq} from {m.from_uid}: "
-                    f"{text_of(m)}"
-                )
-            elif push.command == Cmd.LOGOUT:
-                show(f"[server ended the session] {m.message}")
-            else:
-                show(f"[push {push.command}] {m}")
+            line = await shell.describe_push(push.command, push.message)
+            print(f"\r{line}\n> ", end="", flush=True)
 
     watcher = loop.create_task(watch())
     try:
         while True:
             line = (await loop.run_in_executor(None, input, "> ")).strip()
-            if not line:
-                continue
-            parts = line.split(" ", 2)
-            cmd = parts[0]
+            if line == "/quit":
+                break
             try:
-                if cmd == "/quit":
-                    break
-                if cmd in ("/register", "/login"):
-                    if cmd == "/register":
-                        await client.register(parts[1], parts[2])
-                    else:
-                        await client.password_login(parts[1], parts[2])
-                    auth = await client.login()
-                    await client.ready()
-                    print(f"logged in as user {auth.user_id}")
-                elif cmd == "/channels":
-                    data = await client.rpc("entity/sync_entities", {"entity_type": "channel"})
-                    for item in data["items"]:
-                        p = item["payload"]
-                        kind = "direct" if p["channel_type"] == 1 else "group"
-                        print(f"  {p['channel_id']} {kind} {p['name']!r} pts {p['current_pts']}")
-                elif cmd == "/dm":
-                    r = await client.send(to_user=int(parts[1]), text=parts[2])
-                    print(f"sent: channel {r.channel_id} pts {r.message_seq}")
-                elif cmd == "/send":
-                    r = await client.send(int(parts[1]), parts[2])
-                    print(f"sent: pts {r.message_seq}")
-                elif cmd == "/group":
-                    rest = line.split()[1:]
-                    g = await client.rpc(
-                        "group/group/create",
-                        {"name": rest[0], "member_ids": [int(x) for x in rest[1:]]},
-                    )
-                    print(f"group {g['group_id']} created")
-                elif cmd == "/add":
-                    await client.rpc(
-                        "group/member/add", {"group_id": int(parts[1]), "user_id": int(parts[2])}
-                    )
-                    print("added")
-                elif cmd == "/history":
-                    diff = await client.pull(int(parts[1]), 0, 50)
-                    for m in diff.messages:
-                        print(f"  pts {m.message_seq} from {m.from_uid}: {text_of(m)}")
-                else:
-                    print(HELP)
-            except (IndexError, ValueError):
-                print(HELP)
-            except PrivchatError as exc:
-                print(f"error: {exc}")
+                out = await shell.run(line)
             except ConnectionError:
                 print("connection closed")
                 break
+            for text in out:
+                print(text)
     finally:
         watcher.cancel()
         await client.close()

@@ -73,7 +73,10 @@ def test_serve_answers_and_stops_on_sigterm(served: tuple[subprocess.Popen[str],
 
 def test_chat_client_registers_and_sends(served: tuple[subprocess.Popen[str], int]) -> None:
     _, port = served
-    script = "/register carol secret1\n/group friends\n/channels\n/send 1000 hello\n/quit\n"
+    script = (
+        "/register carol secret1\n/whoami\n/group friends\n/channels\n/send friends hello\n"
+        "/send 1000 again\n/send\n/nonsense\n/quit\n"
+    )
     out = subprocess.run(
         [sys.executable, "-m", "privchat_tcp", "chat", "--port", str(port)],
         input=script,
@@ -83,10 +86,15 @@ def test_chat_client_registers_and_sends(served: tuple[subprocess.Popen[str], in
         env=ENV,
     )
     assert out.returncode == 0, out.stderr
-    assert re.search(r"logged in as user 1000000\d\d", out.stdout), out.stdout
-    assert "group 1000 created" in out.stdout
-    assert re.search(r"1000 group 'friends' pts 0", out.stdout), out.stdout
-    assert "sent: pts 1" in out.stdout
+    assert re.search(r"logged in as carol \(user 1000000\d\d\)", out.stdout), out.stdout
+    assert re.search(r"carol \(user 1000000\d\d\)", out.stdout), out.stdout
+    assert "group #friends created with 1 member(s)" in out.stdout
+    assert "  #friends (group 1000)" in out.stdout, out.stdout
+    assert "sent to #friends (pts 1)" in out.stdout, out.stdout
+    assert "sent to #friends (pts 2)" in out.stdout, out.stdout
+    assert "usage: /send CHANNEL TEXT" in out.stdout, out.stdout
+    assert "commands (USER:" in out.stdout
+    assert "Traceback" not in out.stderr
 
 
 def test_help_lists_settings() -> None:
