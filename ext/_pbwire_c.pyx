@@ -4,7 +4,8 @@
 Varints are written into a stack buffer instead of being built byte by byte in Python; for an
 MS reply and its push this is most of the encoding cost (see benchmarks/README.md)."""
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
 
 __all__ = ["varint", "field_varint", "field_bytes", "pong", "send_response", "batch",
@@ -95,39 +96,76 @@ def notify(channel_id, channel_type, pts):
     return PyBytes_FromStringAndSize(<char*>buf, n)
 
 
-cdef inline Py_ssize_t _len_field(unsigned char* buf, int number, Py_ssize_t length) noexcept:
-    cdef Py_ssize_t n = _put(buf, (<uint64_t>number << 3) | 2)
-    return n + _put(buf + n, <uint64_t>length)
+cdef inline Py_ssize_t _vlen(uint64_t value) noexcept:
+    cdef Py_ssize_t n = 1
+    while value >= 0x80:
+        value >>= 7
+        n += 1
+    return n
 
 
-cdef Py_ssize_t _bytes_field(list parts, unsigned char* buf, Py_ssize_t n, int number,
-                             bytes value) except -1:
-    """Queue the varints written so far and a non-empty length-delimited field; returns the new
-    fill of ``buf`` (0 once flushed)."""
-    if not value:
-        return n
-    n += _len_field(buf + n, number, len(value))
-    parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-    parts.append(value)
-    return 0
+cdef inline Py_ssize_t _vfield_len(int number, uint64_t value) noexcept:
+    # a varint field; 0 (the default) is not written
+    return 0 if value == 0 else _vlen(<uint64_t>number << 3) + _vlen(value)
+
+
+cdef inline Py_ssize_t _bfield_len(int number, Py_ssize_t length) noexcept:
+    # a length-delimited field; empty (the default) is not written
+    return 0 if length == 0 else _vlen((<uint64_t>number << 3) | 2) + _vlen(length) + length
+
+
+cdef inline Py_ssize_t _vfield(unsigned char* out, int number, uint64_t value) noexcept:
+    if value == 0:
+        return 0
+    cdef Py_ssize_t n = _put(out, <uint64_t>number << 3)
+    return n + _put(out + n, value)
+
+
+cdef inline Py_ssize_t _bfield(unsigned char* out, int number, const char* data,
+                               Py_ssize_t length) noexcept:
+    if length == 0:
+        return 0
+    cdef Py_ssize_t n = _put(out, (<uint64_t>number << 3) | 2)
+    n += _put(out + n, <uint64_t>length)
+    memcpy(out + n, data, length)
+    return n + length
 
 
 def push(str msg_key, server_message_id, message_seq, local_message_id, timestamp, channel_id,
          channel_type, message_type, str topic, from_uid, bytes payload, deleted, bytes content,
          e2e, str from_device):
-    cdef unsigned char buf[256]
-    cdef list parts = []
-    cdef Py_ssize_t n = _bytes_field(parts, buf, 0, 2, msg_key.encode())
-    n += _fields(buf + n, ((3, server_message_id), (4, message_seq), (5, local_message_id),
-                           (9, timestamp), (10, channel_id), (11, channel_type),
-                           (12, message_type)))
-    n = _bytes_field(parts, buf, n, 14, topic.encode())
-    n += _fields(buf + n, ((15, from_uid),))
-    n = _bytes_field(parts, buf, n, 16, payload)
-    n += _fields(buf + n, ((17, 1 if deleted else 0),))
-    n = _bytes_field(parts, buf, n, 18, content)
-    n += _fields(buf + n, ((19, 1 if e2e else 0),))
-    n = _bytes_field(parts, buf, n, 20, from_device.encode())
-    if n:
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, n))
-    return b"".join(parts)
+    # one allocation: every length is known first (a push is built once per message)
+    cdef bytes key = msg_key.encode()
+    cdef bytes top = topic.encode() if topic else b""
+    cdef bytes dev = from_device.encode() if from_device else b""
+    cdef uint64_t mid = _u64(server_message_id), seq = _u64(message_seq)
+    cdef uint64_t local = _u64(local_message_id), ts = _u64(timestamp)
+    cdef uint64_t cid = _u64(channel_id), ctype = _u64(channel_type)
+    cdef uint64_t mtype = _u64(message_type), uid = _u64(from_uid)
+    cdef uint64_t dele = 1 if deleted else 0, enc = 1 if e2e else 0
+    cdef Py_ssize_t total = (
+        _bfield_len(2, len(key)) + _vfield_len(3, mid) + _vfield_len(4, seq)
+        + _vfield_len(5, local) + _vfield_len(9, ts) + _vfield_len(10, cid)
+        + _vfield_len(11, ctype) + _vfield_len(12, mtype) + _bfield_len(14, len(top))
+        + _vfield_len(15, uid) + _bfield_len(16, len(payload)) + _vfield_len(17, dele)
+        + _bfield_len(18, len(content)) + _vfield_len(19, enc) + _bfield_len(20, len(dev))
+    )
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t n = _bfield(p, 2, key, len(key))
+    n += _vfield(p + n, 3, mid)
+    n += _vfield(p + n, 4, seq)
+    n += _vfield(p + n, 5, local)
+    n += _vfield(p + n, 9, ts)
+    n += _vfield(p + n, 10, cid)
+    n += _vfield(p + n, 11, ctype)
+    n += _vfield(p + n, 12, mtype)
+    n += _bfield(p + n, 14, top, len(top))
+    n += _vfield(p + n, 15, uid)
+    n += _bfield(p + n, 16, payload, len(payload))
+    n += _vfield(p + n, 17, dele)
+    n += _bfield(p + n, 18, content, len(content))
+    n += _vfield(p + n, 19, enc)
+    n += _bfield(p + n, 20, dev, len(dev))
+    assert n == total
+    return out
