@@ -65,37 +65,6 @@ cdef Py_ssize_t _fields(unsigned char* buf, tuple pairs) except -1:
     return n
 
 
-def send_response(client_seq, message_id, pts, channel_id, channel_type, timestamp):
-    cdef unsigned char buf[120]
-    cdef Py_ssize_t n = _fields(buf, ((1, client_seq), (2, message_id), (3, pts),
-                                      (5, channel_id), (6, channel_type), (7, timestamp)))
-    return PyBytes_FromStringAndSize(<char*>buf, n)
-
-
-def batch(list pushes):
-    cdef unsigned char buf[12]
-    cdef list parts = []
-    cdef bytes p
-    for p in pushes:
-        buf[0] = 0x0A
-        parts.append(PyBytes_FromStringAndSize(<char*>buf, 1 + _put(buf + 1, len(p))))
-        parts.append(p)
-    return b"".join(parts)
-
-
-def difference(list pushes, current_pts, has_more, channel_id):
-    cdef unsigned char buf[64]
-    cdef Py_ssize_t n = _fields(buf, ((2, current_pts), (3, 1 if has_more else 0),
-                                      (4, channel_id)))
-    return batch(pushes) + PyBytes_FromStringAndSize(<char*>buf, n)
-
-
-def notify(channel_id, channel_type, pts):
-    cdef unsigned char buf[64]
-    cdef Py_ssize_t n = _fields(buf, ((1, channel_id), (2, channel_type), (3, pts)))
-    return PyBytes_FromStringAndSize(<char*>buf, n)
-
-
 cdef inline Py_ssize_t _vlen(uint64_t value) noexcept:
     cdef Py_ssize_t n = 1
     while value >= 0x80:
@@ -129,6 +98,41 @@ cdef inline Py_ssize_t _bfield(unsigned char* out, int number, const char* data,
     n += _put(out + n, <uint64_t>length)
     memcpy(out + n, data, length)
     return n + length
+
+
+def send_response(client_seq, message_id, pts, channel_id, channel_type, timestamp):
+    cdef unsigned char buf[120]
+    cdef Py_ssize_t n = _vfield(buf, 1, _u64(client_seq))
+    n += _vfield(buf + n, 2, _u64(message_id))
+    n += _vfield(buf + n, 3, _u64(pts))
+    n += _vfield(buf + n, 5, _u64(channel_id))
+    n += _vfield(buf + n, 6, _u64(channel_type))
+    n += _vfield(buf + n, 7, _u64(timestamp))
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+def batch(list pushes):
+    cdef unsigned char buf[12]
+    cdef list parts = []
+    cdef bytes p
+    for p in pushes:
+        buf[0] = 0x0A
+        parts.append(PyBytes_FromStringAndSize(<char*>buf, 1 + _put(buf + 1, len(p))))
+        parts.append(p)
+    return b"".join(parts)
+
+
+def difference(list pushes, current_pts, has_more, channel_id):
+    cdef unsigned char buf[64]
+    cdef Py_ssize_t n = _fields(buf, ((2, current_pts), (3, 1 if has_more else 0),
+                                      (4, channel_id)))
+    return batch(pushes) + PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+def notify(channel_id, channel_type, pts):
+    cdef unsigned char buf[64]
+    cdef Py_ssize_t n = _fields(buf, ((1, channel_id), (2, channel_type), (3, pts)))
+    return PyBytes_FromStringAndSize(<char*>buf, n)
 
 
 def push(str msg_key, server_message_id, message_seq, local_message_id, timestamp, channel_id,
