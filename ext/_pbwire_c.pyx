@@ -9,7 +9,7 @@ from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
 
 __all__ = ["varint", "field_varint", "field_bytes", "pong", "send_response", "batch",
-           "difference", "notify", "push"]
+           "difference", "notify", "push", "decode_send_request"]
 
 
 cdef inline Py_ssize_t _put(unsigned char* out, uint64_t value) noexcept:
@@ -173,3 +173,59 @@ def push(str msg_key, server_message_id, message_seq, local_message_id, timestam
     n += _bfield(p + n, 20, dev, len(dev))
     assert n == total
     return out
+
+
+def decode_send_request(bytes body):
+    # SendMessageRequest holding only client_seq (2), local_message_id (3), channel_id (5),
+    # channel_type (6), message_type (7) and payload (11), each well formed: the tuple of them;
+    # anything else (another field, a malformed or oversized value): None, and the caller
+    # parses it with protobuf (whose answer then stands, errors included)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = len(body), i = 0, start, length
+    cdef uint64_t value, seq = 0, local = 0, cid = 0, ctype = 0, mtype = 0
+    cdef unsigned char tag, b
+    cdef int shift
+    cdef Py_ssize_t pay_start = 0, pay_len = 0
+    while i < n:
+        tag = p[i]
+        i += 1
+        # a varint: at most 10 bytes, the 10th at most 1 (64 bits)
+        value = 0
+        shift = 0
+        while True:
+            if i >= n or shift > 63:
+                return None
+            b = p[i]
+            i += 1
+            if shift == 63 and b > 1:
+                return None
+            value |= (<uint64_t>(b & 0x7F)) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        if tag == 0x10:
+            if value > 0xFFFFFFFF:
+                return None
+            seq = value
+        elif tag == 0x18:
+            local = value
+        elif tag == 0x28:
+            cid = value
+        elif tag == 0x30:
+            if value > 0xFFFFFFFF:
+                return None
+            ctype = value
+        elif tag == 0x38:
+            if value > 0xFFFFFFFF:
+                return None
+            mtype = value
+        elif tag == 0x5A:
+            if value > <uint64_t>(n - i):
+                return None
+            pay_start = i
+            pay_len = <Py_ssize_t>value
+            i += pay_len
+        else:
+            return None
+    payload = body if pay_start == 0 and pay_len == n else body[pay_start:pay_start + pay_len]
+    return (seq, local, cid, ctype, mtype, payload)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privchat_tcp.proto import privchat_pb2 as pb
@@ -160,3 +161,79 @@ def test_compiled_twin_in_use_when_required() -> None:
     if not os.environ.get("PRIVCHAT_REQUIRE_EXT"):
         pytest.skip("PRIVCHAT_REQUIRE_EXT is not set")
     assert pbwire.IMPL == "c"
+
+
+_SEND_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "client_seq": st.integers(0, 2**32 - 1),
+        "local_message_id": st.integers(0, 2**64 - 1),
+        "channel_id": st.integers(0, 2**64 - 1),
+        "channel_type": st.integers(0, 2**32 - 1),
+        "message_type": st.integers(0, 2**32 - 1),
+        "payload": st.binary(max_size=64),
+        "stream_no": st.text(max_size=4),
+        "from_uid": st.integers(0, 2**64 - 1),
+        "topic": st.text(max_size=4),
+    },
+)
+
+
+def _expected_send(body: bytes) -> tuple[int, int, int, int, int, bytes] | None:
+    """What protobuf makes of ``body`` (None: it refuses it)."""
+    try:
+        req = pb.SendMessageRequest.FromString(body)
+    except Exception:  # noqa: BLE001 - DecodeError and friends
+        return None
+    return (
+        req.client_seq,
+        req.local_message_id,
+        req.channel_id,
+        req.channel_type,
+        req.message_type,
+        req.payload,
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=300)
+@given(fields=_SEND_FIELDS, extra=st.binary(max_size=12), split=st.integers(0, 200))
+def test_decode_send_request_agrees_with_protobuf(
+    impl: ModuleType, fields: dict[str, Any], extra: bytes, split: int
+) -> None:
+    body = pb.SendMessageRequest(**fields).SerializeToString()
+    mutated = body[:split] + extra + body[split:]  # also malformed and duplicated fields
+    for data in (body, mutated, body + body):
+        got = impl.decode_send_request(data)
+        if got is not None:  # when the fast path answers, it answers what protobuf does
+            assert got == _expected_send(data)
+        assert (got is None) == (impl_other(impl).decode_send_request(data) is None)
+    if not set(fields) & {"stream_no", "from_uid", "topic"}:  # only the hot fields: decoded
+        assert impl.decode_send_request(body) == _expected_send(body)
+
+
+def impl_other(impl: ModuleType) -> ModuleType:
+    other = pbwire.impl_c if impl is pbwire.impl_py else pbwire.impl_py
+    return other if other is not None else impl
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_decode_send_request_defers_what_it_does_not_hold(impl: ModuleType) -> None:
+    content = pb.SendMessageRequest(
+        channel_id=5, content=pb.MessageContent(searchable_content="x")
+    ).SerializeToString()
+    conv = pb.SendMessageRequest(
+        conversation=pb.Conversation(type=1, target_id=7)
+    ).SerializeToString()
+    for body in (
+        content,
+        conv,
+        b"\x28",
+        b"\x28\xff",
+        b"\x5a\x05ab",
+        b"\x28" + b"\xff" * 10 + b"\x01",
+    ):
+        assert impl.decode_send_request(body) is None
+    big = b"\x10" + bytes.fromhex("8080808010")  # client_seq 2**32: not a uint32
+    assert impl.decode_send_request(big) is None
+    assert impl.decode_send_request(b"") == (0, 0, 0, 0, 0, b"")

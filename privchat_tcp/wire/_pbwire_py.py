@@ -18,6 +18,7 @@ __all__ = [
     "difference",
     "notify",
     "push",
+    "decode_send_request",
 ]
 
 
@@ -123,3 +124,51 @@ def push(
             _field_str(20, from_device),
         )
     )
+
+
+_SEND_UINT32 = {0x10: 0, 0x30: 3, 0x38: 4}  # tag -> index: client_seq, channel_type, message_type
+_SEND_UINT64 = {0x18: 1, 0x28: 2}  # local_message_id, channel_id
+
+
+def decode_send_request(body: bytes) -> tuple[int, int, int, int, int, bytes] | None:
+    """SendMessageRequest holding only client_seq (2), local_message_id (3), channel_id (5),
+    channel_type (6), message_type (7) and payload (11), each well formed: the tuple of them.
+    Anything else (another field, a malformed or oversized value): None, and the caller parses
+    it with protobuf (whose answer then stands, errors included). The hot MS needs no object."""
+    fields = [0, 0, 0, 0, 0]
+    payload = b""
+    n = len(body)
+    i = 0
+    while i < n:
+        tag = body[i]
+        i += 1
+        value = 0
+        shift = 0
+        while True:  # a varint: at most 10 bytes, the 10th at most 1 (64 bits)
+            if i >= n or shift > 63:
+                return None
+            b = body[i]
+            i += 1
+            if shift == 63 and b > 1:
+                return None
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        index = _SEND_UINT32.get(tag)
+        if index is not None:
+            if value > 0xFFFFFFFF:
+                return None
+            fields[index] = value
+            continue
+        index = _SEND_UINT64.get(tag)
+        if index is not None:
+            fields[index] = value
+        elif tag == 0x5A:
+            if value > n - i:
+                return None
+            payload = body[i : i + value]
+            i += value
+        else:
+            return None
+    return (fields[0], fields[1], fields[2], fields[3], fields[4], payload)
