@@ -119,7 +119,16 @@ class ChannelService:
         self, user_id: int, channel_id: int, channel_type: int, conv_type: int, conv_target: int
     ) -> Channel:
         """The channel an MS is addressed to: by id, or by a Conversation (peer or group)."""
-        if channel_id == 0 and conv_type:
+        if channel_id:  # the usual case, inline; member_channel raises the refusals
+            channel = self._channels.get_channel(channel_id)
+            if (
+                channel is not None
+                and user_id in channel.members
+                and (not channel_type or channel_type == channel.channel_type)
+            ):
+                return channel
+            return self.member_channel(user_id, channel_id, channel_type)
+        if conv_type:
             if conv_type == CONV_SINGLE:
                 return self.direct(user_id, conv_target)[0]
             if conv_type == CONV_GROUP:

@@ -147,12 +147,12 @@ class Deliverer:
             self.durability.when_durable(later[-1][0], self._release)
 
     def _deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
-        mode = self.mode(channel, record)
-        if mode == NOTIFY:
+        members = channel.members
+        if len(members) > self.settings.large_group_threshold:  # ``mode``, inline
             body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
+            self.hub.fan_out(members, body, NOTIFY, origin)
         else:
-            body = push_body(record)
-        self.hub.fan_out(channel.members, body, mode, origin)
+            self.hub.fan_out(members, push_body(record), E2E if record.e2e else BATCH, origin)
 
     def publish_typing(self, channel: Channel, note: dict[str, object], origin: str | None) -> None:
         ts = note["timestamp"]
