@@ -304,6 +304,9 @@ class Client:
                 self._repull.discard(channel_id)
                 last = self.last_pts.get(channel_id, 0)
                 diff = await self.pull(channel_id, last, 500)
+                if diff.messages and diff.messages[0].message_seq > last + 1:
+                    # what the server leaves out of a pull (before a member joined) is not a gap
+                    self.last_pts[channel_id] = diff.messages[0].message_seq - 1
                 self._deliver(list(diff.messages))
                 if (not diff.has_more or not diff.messages) and channel_id not in self._repull:
                     break

@@ -248,8 +248,11 @@ def test_stored_hostile_data_never_fails_a_view_for_other_members(
             diff = await viewer.rpc(
                 "sync/get_difference", {"channel_id": gid, "last_pts": 0, "limit": 100}
             )
-            commits = diff["commits"]
-            assert [c["pts"] for c in commits] == list(range(1, n + 1))
+            # pts 1: the notice of mallory's joining (a System message from user 1)
+            notice, *commits = diff["commits"]
+            assert notice["sender_id"] == 1 and notice["message_type"] == "system"
+            assert "bad?nick" in notice["content"]["content"]
+            assert [c["pts"] for c in commits] == list(range(2, n + 2))
             assert all(isinstance(c["content"], dict) for c in commits)
             assert commits[0]["content"]["content"].startswith("[[[")  # as its text
             assert commits[0]["sender_info"]["nickname"] == "bad?nick"
@@ -263,7 +266,7 @@ def test_stored_hostile_data_never_fails_a_view_for_other_members(
         entities = await member.rpc("entity/sync_entities", {"entity_type": "channel"})
         assert {i["payload"]["name"] for i in entities["items"]} == {"g", "evil?"}
         pulled = await member.pull(gid, 0, 100)  # MP relays the bytes as stored
-        assert [m.payload for m in pulled.messages][: len(payloads)] == payloads
+        assert [m.payload for m in pulled.messages][1 : len(payloads) + 1] == payloads
         for c in (owner, member):
             await c.close()
 
@@ -640,6 +643,44 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
     "group/member/remove": {"group_id": (ID, 1), "user_id": (ID, 1)},
     "group/member/list": {"group_id": (ID, 1)},
     "group/member/leave": {"group_id": (ID, 1)},
+    "group/member/mute": {"group_id": (ID, 1), "user_id": (ID, 1), "mute_duration": (ID, 60)},
+    "group/member/unmute": {"group_id": (ID, 1), "user_id": (ID, 1)},
+    "group/role/transfer_owner": {
+        "current_owner_id": (ID, 0),
+        "group_id": (ID, 1),
+        "new_owner_id": (ID, 2),
+    },
+    "group/role/set": {
+        "operator_id": (ID, 0),
+        "group_id": (ID, 1),
+        "user_id": (ID, 1),
+        "role": (TEXT, "admin"),
+    },
+    "group/settings/get": {"group_id": (ID, 1)},
+    "group/settings/update": {
+        "operator_id": (ID, 0),
+        "group_id": (ID, 1),
+        "settings": (ANY, {"announcement": "a"}),
+    },
+    "group/settings/mute_all": {
+        "operator_id": (ID, 0),
+        "group_id": (ID, 1),
+        "muted": (FLAG, True),
+        "mute_all": (FLAG, True),
+    },
+    "group/approval/list": {"operator_id": (ID, 0), "group_id": (ID, 1)},
+    "group/approval/handle": {
+        "operator_id": (ID, 0),
+        "request_id": (ID, 1),
+        "action": (TEXT, "approve"),
+        "reject_reason": (TEXT, "no"),
+    },
+    "group/qrcode/generate": {
+        "group_id": (ID, 1),
+        "expire_seconds": (ID, 60),
+        "max_usage": (ID, 1),
+    },
+    "group/join/qrcode": {"qr_key": (TEXT, "k"), "token": (TEXT, "t"), "message": (TEXT, "m")},
     "message/revoke": {"channel_id": (ID, 1), "server_message_id": (ID, 1)},
     "sync/submit": {
         "local_message_id": (ID, 1),

@@ -155,7 +155,7 @@ def group_info(services: Services, group: Channel) -> dict[str, Any]:
         "created_at": iso(group.created_at),
         "updated_at": iso(group.updated_at),
         "member_count": len(group.members),
-        "message_count": services.channels.current_pts(group.channel_id),
+        "message_count": services.groups.message_count(group.channel_id),
         "is_archived": False,
         "tags": None,
         "custom_fields": None,

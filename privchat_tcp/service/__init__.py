@@ -14,6 +14,7 @@ from ..config import Settings
 from .accounts import AccountService
 from .auth import PasswordHasher, TokenIssuer
 from .channels import ChannelService
+from .groups import GroupService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
 
@@ -47,4 +48,7 @@ class Services:
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic
+        )
+        self.groups = GroupService(
+            settings, self.channels, self.messages, store, store, store, clock
         )

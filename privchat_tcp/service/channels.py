@@ -16,7 +16,7 @@ from ..errors import (
     ServiceError,
     UserNotFound,
 )
-from .model import GROUP, ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Channel, User
+from .model import GROUP, Channel, User
 from .ports import AccountStore, ChannelStore, MessageLog
 
 __all__ = ["ChannelService", "check_channel_type", "CONV_SINGLE", "CONV_GROUP"]
@@ -161,52 +161,6 @@ class ChannelService:
         return self._channels.create_group(
             owner_id, name, description, ids, self._clock(), self.settings.max_group_members
         )
-
-    def add_member(self, operator: int, group_id: int, user_id: int, role: str | None) -> None:
-        group = self.group(group_id)
-        op = group.members.get(operator)
-        if op is None:
-            raise NotGroupMember()
-        wanted = ROLE_MEMBER
-        if role is not None:
-            role_l = role.lower()
-            if role_l not in ("member", "admin"):
-                raise InvalidParams("role must be member or admin")
-            if role_l == "admin":
-                if op.role != ROLE_OWNER:
-                    raise ServiceError(ErrorCode.NOT_GROUP_OWNER, "only the owner adds admins")
-                wanted = ROLE_ADMIN
-        self.user(user_id)
-        if user_id in group.members:
-            raise ServiceError(ErrorCode.MEMBER_ALREADY_IN_GROUP, "already a member")
-        if len(group.members) >= group.max_members:
-            raise ServiceError(ErrorCode.GROUP_FULL, "group full")
-        self._channels.add_member(group_id, user_id, wanted, self._clock())
-
-    def remove_member(self, operator: int, group_id: int, user_id: int) -> None:
-        group = self.group(group_id)
-        op = group.members.get(operator)
-        if op is None:
-            raise NotGroupMember()
-        target = group.members.get(user_id)
-        if target is None:
-            raise NotGroupMember("user is not a member")
-        if target.role == ROLE_OWNER:
-            raise ServiceError(ErrorCode.PERMISSION_DENIED, "Cannot remove group owner")
-        if op.role == ROLE_MEMBER or (op.role == ROLE_ADMIN and target.role != ROLE_MEMBER):
-            raise ServiceError(ErrorCode.NOT_GROUP_ADMIN, "not allowed to remove this member")
-        self._channels.remove_member(group_id, user_id)
-
-    def leave_group(self, user_id: int, group_id: int) -> None:
-        group = self.group(group_id)
-        member = group.members.get(user_id)
-        if member is None:
-            raise NotGroupMember()
-        if member.role == ROLE_OWNER and len(group.members) > 1:
-            raise ServiceError(
-                ErrorCode.PERMISSION_DENIED, "the owner must transfer ownership before leaving"
-            )
-        self._channels.remove_member(group_id, user_id)
 
     def is_muted(self, channel: Channel, user_id: int) -> bool:
         member = channel.members.get(user_id)

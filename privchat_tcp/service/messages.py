@@ -210,6 +210,7 @@ class MessageService:
         ``max_reply_bytes`` of them (``record_bytes``), but always one record if there is
         one, so a message larger than the bound still gets through; ``has_more`` pages on."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
+        last_pts = max(last_pts, channel.members[user_id].join_pts)  # nothing from before joining
         current = self._log.current_pts(channel_id)
         records = self._bounded(self._log.read_log(channel_id, last_pts, self._page_limit(limit)))
         return channel, records, current, bool(records) and records[-1].pts < current
@@ -237,6 +238,7 @@ class MessageService:
     ) -> tuple[Channel, list[Record], int, bool]:
         """``pull`` for history that may be outside the store's working set (off the loop)."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
+        last_pts = max(last_pts, channel.members[user_id].join_pts)  # nothing from before joining
         records = await self._log.load_log(channel_id, last_pts, self._page_limit(limit))
         records = self._bounded(records)
         current = self._log.current_pts(channel_id)
@@ -264,6 +266,9 @@ class MessageService:
             cid = channel.channel_id
             current = self._log.current_pts(cid)
             acked = self._cursors.get_ack(user_id, device, cid)
+            member = channel.members.get(user_id)
+            if member is not None and member.join_pts > acked:  # nothing from before joining
+                acked = member.join_pts
             if current > acked:
                 out.append((channel, acked, current))
         return out
