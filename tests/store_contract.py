@@ -232,6 +232,9 @@ class StoreContract:
         assert store.entities_since("friend:1", 0, 1) == [("b", 2, False)]
         assert store.entities_since("friend:1", 4, 10) == []
         assert store.entity_version("friend:1") == 4
+        assert store.entity_of("friend:1", "a") == (4, True)
+        assert store.entity_of("friend:1", "b") == (2, False)
+        assert store.entity_of("friend:1", "z") is None and store.entity_of("x", "a") is None
 
     # ---- groups and messages (issue 12) -------------------------------------------------------
     def _group(self, store: Store) -> int:

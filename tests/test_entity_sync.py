@@ -281,3 +281,32 @@ def test_scope_parsing_and_the_feed_in_memory() -> None:
     assert store.entity_version(f"user:{a.user_id}") == 1  # registered: self
     dev.rpc("group/member/remove", {"group_id": gid, "user_id": b.user_id})
     assert store.entities_since(f"group:{b.user_id}", 1, 9) == [(str(gid), 2, True)]
+
+
+def test_a_scope_on_channel_or_group_answers_that_one_entity(server: ServerThread) -> None:
+    async def main() -> None:
+        alice = await user(server.port, "alice")
+        bob = await user(server.port, "bob")
+        carol = await user(server.port, "carol")
+        gids = []
+        for i in range(3):
+            made = await alice.rpc(
+                "group/group/create", {"name": f"g{i}", "member_ids": [bob.user_id]}
+            )
+            gids.append(made["group_id"])
+        page = await sync(bob, "channel", scope=f"2:{gids[1]}")
+        assert [(i["entity_id"], i["version"]) for i in page["items"]] == [(str(gids[1]), 2)]
+        assert page["next_version"] == 2 and page["has_more"] is False
+        assert page["items"][0]["payload"]["name"] == "g1"
+        group = await sync(bob, "group", scope=str(gids[2]))
+        assert [i["entity_id"] for i in group["items"]] == [str(gids[2])]
+        assert (await sync(bob, "group", 3, scope=str(gids[2])))["items"] == []  # not newer
+        # not the caller's channel: nothing (its existence is not told)
+        assert (await sync(carol, "channel", scope=f"2:{gids[0]}"))["items"] == []
+        await bob.rpc("group/member/leave", {"group_id": gids[0]})
+        gone = await sync(bob, "channel", scope=str(gids[0]))
+        assert [(i["entity_id"], i["deleted"]) for i in gone["items"]] == [(str(gids[0]), True)]
+        for c in (alice, bob, carol):
+            await c.close()
+
+    run(main())

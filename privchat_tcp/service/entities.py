@@ -287,9 +287,17 @@ class EntitySync:
             }[kind](viewer)
         if since_version > self._entities.entity_version(family):
             since_version = 0  # a cursor from another store: a full sync
-        rows = self._entities.entities_since(family, since_version, limit + 1)
-        has_more = len(rows) > limit
-        rows = rows[:limit]
+        if kind in ("channel", "group") and scope_id:
+            # one channel (the SDK's ``sync_channel``): that entity of the viewer's family
+            found = self._entities.entity_of(family, str(scope_id))
+            rows = []
+            if found is not None and found[0] > since_version:
+                rows = [(str(scope_id), found[0], found[1])]
+            has_more = False
+        else:
+            rows = self._entities.entities_since(family, since_version, limit + 1)
+            has_more = len(rows) > limit
+            rows = rows[:limit]
         items = []
         for entity_id, version, deleted in rows:
             value = None if deleted else self._resolve(viewer, kind, entity_id, scope_id)

@@ -261,6 +261,10 @@ class EntityLog(abc.ABC):
     def entity_version(self, family: str) -> int:
         """The family's latest version; 0 if nothing was ever bumped."""
 
+    @abc.abstractmethod
+    def entity_of(self, family: str, entity_id: str) -> tuple[int, bool] | None:
+        """(latest version, deleted) of one entity of the family; None if never bumped."""
+
 
 class ProfileStore(abc.ABC):
     """What a user says about themself beyond the account: display fields, per-user documents

@@ -420,6 +420,9 @@ class MemoryStore(Store):
     def entity_version(self, family: str) -> int:
         return self._entity_versions.get(family, 0)
 
+    def entity_of(self, family: str, entity_id: str) -> tuple[int, bool] | None:
+        return self._entities.get(family, {}).get(entity_id)
+
     # profiles --------------------------------------------------------------------
     def update_user(self, user_id: int, nickname: str | None, avatar_url: str | None) -> User:
         user = self._users[user_id]
