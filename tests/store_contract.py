@@ -19,6 +19,7 @@ from privchat_tcp.service.model import (
     ROLE_ADMIN,
     ROLE_MEMBER,
     ROLE_OWNER,
+    ChannelPrefs,
     DedupEntry,
     FriendRequest,
     GroupQR,
@@ -231,6 +232,9 @@ class StoreContract:
         assert store.entities_since("friend:1", 0, 1) == [("b", 2, False)]
         assert store.entities_since("friend:1", 4, 10) == []
         assert store.entity_version("friend:1") == 4
+        assert store.entity_of("friend:1", "a") == (4, True)
+        assert store.entity_of("friend:1", "b") == (2, False)
+        assert store.entity_of("friend:1", "z") is None and store.entity_of("x", "a") is None
 
     # ---- groups and messages (issue 12) -------------------------------------------------------
     def _group(self, store: Store) -> int:
@@ -464,3 +468,60 @@ class StoreContract:
             store.commit(record(cid, 10_000 + i))
         got = [r.pts for r in store.read_log(cid, 0, n)]
         assert got == list(range(1, n + 1))
+
+    # ---- channel preferences and broadcast channels (issue 12) --------------------------------
+    def test_channel_prefs_are_per_user_and_channel_and_replaced(self, store: Store) -> None:
+        assert store.get_channel_prefs(1, 1001) is None
+        store.put_channel_prefs(ChannelPrefs(1, 1001, pinned_at=NOW, muted=True, updated_at=NOW))
+        store.put_channel_prefs(ChannelPrefs(2, 1001, hidden_pts=7, updated_at=NOW))
+        got = store.get_channel_prefs(1, 1001)
+        assert got == ChannelPrefs(1, 1001, NOW, True, -1, NOW)
+        assert store.get_channel_prefs(2, 1001) == ChannelPrefs(2, 1001, 0, False, 7, NOW)
+        assert store.get_channel_prefs(1, 1002) is None
+        store.put_channel_prefs(ChannelPrefs(1, 1001, muted=False, updated_at=NOW + 1))
+        assert store.get_channel_prefs(1, 1001) == ChannelPrefs(1, 1001, 0, False, -1, NOW + 1)
+
+    def test_a_direct_channels_first_source_stays(self, store: Store) -> None:
+        assert store.direct_source(1001) is None
+        store.set_direct_source(1001, "group", "1002")
+        store.set_direct_source(1001, "search", "9")
+        assert store.direct_source(1001) == ("group", "1002")
+
+    def test_broadcast_ids_come_from_the_channel_ids(self, store: Store) -> None:
+        g = self._group(store)
+        bc = store.create_broadcast(1, "news", "d", None, NOW)
+        d, _ = store.get_or_create_direct(5, 6, NOW)
+        assert len({g, bc.channel_id, d.channel_id}) == 3
+        assert store.get_channel(bc.channel_id) is None  # not a direct or group channel
+        got = store.get_broadcast(bc.channel_id)
+        assert got is not None and got.name == "news" and got.owner_id == 1
+        assert got.subscribers == {1: NOW}  # the owner is the first subscriber
+        assert store.get_broadcast(g) is None
+
+    def test_broadcasts_list_newest_first_and_subscriptions_keep_the_first_time(
+        self, store: Store
+    ) -> None:
+        ids = [store.create_broadcast(1, f"b{i}", None, None, NOW + i).channel_id for i in range(5)]
+        assert store.broadcast_count() == 5
+        assert [b.channel_id for b in store.list_broadcasts(0, 2)] == ids[::-1][:2]
+        assert [b.channel_id for b in store.list_broadcasts(2, 2)] == ids[::-1][2:4]
+        assert [b.channel_id for b in store.list_broadcasts(4, 2)] == [ids[0]]
+        assert store.list_broadcasts(5, 2) == []
+        assert store.subscribe_broadcast(ids[0], 7, NOW + 10) == NOW + 10
+        assert store.subscribe_broadcast(ids[0], 7, NOW + 20) == NOW + 10
+        got = store.get_broadcast(ids[0])
+        assert got is not None and list(got.subscribers) == [1, 7]
+
+    def test_posts_have_increasing_ids_and_list_newest_first(self, store: Store) -> None:
+        a = store.create_broadcast(1, "a", None, None, NOW).channel_id
+        b = store.create_broadcast(1, "b", None, None, NOW).channel_id
+        pa = [store.publish_post(a, 1, f"a{i}", None, "text", NOW + i) for i in range(3)]
+        pb = store.publish_post(b, 1, "b0", "title", "link", NOW)
+        ids = [p.content_id for p in pa]
+        assert ids == sorted(ids) and len(set(ids + [pb.content_id])) == 4
+        assert [p.content for p in store.posts(a, 0, 2)] == ["a2", "a1"]
+        assert [p.content for p in store.posts(a, 2, 2)] == ["a0"]
+        assert store.posts(a, 3, 2) == []
+        assert store.post_count(a) == 3 and store.post_count(b) == 1 and store.post_count(9) == 0
+        got = store.posts(b, 0, 10)[0]
+        assert (got.title, got.content_type, got.author_id) == ("title", "link", 1)

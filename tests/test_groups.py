@@ -19,6 +19,7 @@ from privchat_tcp.client import Client, Push
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
 from privchat_tcp.harness import Device, Harness
 from privchat_tcp.proto import privchat_pb2 as pb
+from privchat_tcp.service.entities import group_family, member_family
 from privchat_tcp.service.groups import (
     QR_CODE_EXPIRED,
     QR_CODE_LIMIT_EXCEEDED,
@@ -892,11 +893,13 @@ def test_qr_codes_and_join_requests_expire() -> None:
 def test_entity_versions_move_with_group_changes(h: Harness) -> None:
     g, ids, devs = _matrix_group(h)
     store = h.store
-    before = store.entity_version("group")
+    owner = ids["owner"] if "owner" in ids else next(iter(h.core.services.groups.group(g).members))
+    group_fam, member_fam = group_family(owner), member_family(g)
+    before = store.entity_version(group_fam)
     devs["owner"].rpc("group/member/remove", {"group_id": g, "user_id": ids["m2"]})
-    assert store.entity_version("group") > before
-    tomb = [e for e in store.entities_since("group_member", 0, 100) if e[0] == f"{g}:{ids['m2']}"]
+    assert store.entity_version(group_fam) > before
+    tomb = [e for e in store.entities_since(member_fam, 0, 100) if e[0] == f"{g}:{ids['m2']}"]
     assert tomb and tomb[0][2] is True  # the removed member is a tombstone
-    v = store.entity_version("group_member")
+    v = store.entity_version(member_fam)
     devs["owner"].rpc("group/member/mute", {"group_id": g, "user_id": ids["m1"]})
-    assert store.entity_version("group_member") == v + 1
+    assert store.entity_version(member_fam) == v + 1

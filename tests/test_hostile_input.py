@@ -632,7 +632,11 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
     },
     "account/auth/refresh": {"refresh_token": (TEXT, "x.y.z"), "device_id": (TEXT, "d")},
     "account/auth/logout": {},
-    "channel/direct/get_or_create": {"target_user_id": (ID, 1)},
+    "channel/direct/get_or_create": {
+        "target_user_id": (ID, 1),
+        "source": (TEXT, "group"),
+        "source_id": (TEXT, "1"),
+    },
     "group/group/create": {
         "name": (TEXT, "g"),
         "description": (TEXT, "d"),
@@ -705,7 +709,35 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "channel_type": (ID, 1),
         "is_typing": (FLAG, True),
     },
-    "entity/sync_entities": {"entity_type": (TEXT, "channel")},
+    "entity/sync_entities": {
+        "entity_type": (TEXT, "channel"),
+        "since_version": (ID, 0),
+        "scope": (TEXT, "1"),
+        "limit": (ID, 10),
+    },
+    "channel/pin": {"channel_id": (ID, 1), "pinned": (FLAG, True), "user_id": (ID, 1)},
+    "channel/hide": {"channel_id": (ID, 1), "user_id": (ID, 1)},
+    "channel/mute": {"channel_id": (ID, 1), "muted": (FLAG, True), "user_id": (ID, 1)},
+    "channel/broadcast/create": {
+        "name": (TEXT, "b"),
+        "description": (TEXT, "d"),
+        "avatar_url": (TEXT, "https://x/a.png"),
+    },
+    "channel/channel/create": {
+        "name": (TEXT, "b"),
+        "description": (TEXT, "d"),
+        "avatar_url": (TEXT, "https://x/a.png"),
+    },
+    "channel/broadcast/subscribe": {"channel_id": (ID, 1), "user_id": (ID, 1)},
+    "channel/channel/subscribe": {"channel_id": (ID, 1), "user_id": (ID, 1)},
+    "channel/broadcast/list": {"page": (ID, 1), "page_size": (ID, 10)},
+    "channel/content/publish": {
+        "channel_id": (ID, 1),
+        "content": (TEXT, "hello"),
+        "title": (TEXT, "t"),
+        "content_type": (TEXT, "text"),
+    },
+    "channel/content/list": {"channel_id": (ID, 1), "page": (ID, 1), "page_size": (ID, 10)},
 }
 
 SURROGATES = [b'"\\ud800"', b'"x\\udfffy"', b'"\xed\xa0\x80"', b'"\\udc00\\ud800"']

@@ -15,6 +15,7 @@ from privchat_tcp.service.model import (
     KIND_REVOKE,
     ROLE_ADMIN,
     ROLE_MEMBER,
+    ChannelPrefs,
     DedupEntry,
     FriendRequest,
     GroupQR,
@@ -251,5 +252,38 @@ def test_accounts_and_contacts_survive_a_restart(tmp_path: pathlib.Path) -> None
         assert again.get_search_session(99) == (a.user_id, 7, 2**50)
         again.put_friend_request(FriendRequest(11, a.user_id, None, None, None, NOW + 9))
         assert [r.from_user_id for r in again.friend_requests_to(a.user_id)] == [5, 11]
+    finally:
+        again.close()
+
+
+def test_channel_prefs_sources_and_broadcasts_survive_a_restart(tmp_path: pathlib.Path) -> None:
+    """Issue 12 (channels): pin/mute/hide, a direct channel's source, broadcast channels with
+    their subscribers and posts are written, and read back by a new process; a new channel
+    after the restart does not take a broadcast channel's id."""
+    store = SQLiteStore(tmp_path, window=4)
+    d, _ = store.get_or_create_direct(1, 2, NOW)
+    store.put_channel_prefs(ChannelPrefs(1, d.channel_id, NOW, True, 3, NOW))
+    store.set_direct_source(d.channel_id, "group", "77")
+    bc = store.create_broadcast(1, "news", "daily", "https://x/a.png", NOW)
+    store.subscribe_broadcast(bc.channel_id, 2, NOW + 1)
+    posts = [store.publish_post(bc.channel_id, 1, f"p{i}", "t", "text", NOW + i) for i in range(3)]
+    store.bump_entity("channel:1", str(d.channel_id))
+    store.flush()
+    store.close()
+    again = SQLiteStore(tmp_path, window=4)
+    try:
+        assert again.get_channel_prefs(1, d.channel_id) == ChannelPrefs(
+            1, d.channel_id, NOW, True, 3, NOW
+        )
+        assert again.direct_source(d.channel_id) == ("group", "77")
+        got = again.get_broadcast(bc.channel_id)
+        assert got is not None and (got.name, got.description) == ("news", "daily")
+        assert got.subscribers == {1: NOW, 2: NOW + 1}
+        assert [p.content for p in again.posts(bc.channel_id, 0, 9)] == ["p2", "p1", "p0"]
+        later = again.publish_post(bc.channel_id, 1, "p3", None, "text", NOW)
+        assert later.content_id > posts[-1].content_id
+        g = again.create_group(1, "g", None, [], NOW, 50)
+        assert g.channel_id > bc.channel_id  # ids are never reused
+        assert again.entities_since("channel:1", 0, 9) == [(str(d.channel_id), 1, False)]
     finally:
         again.close()

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from ..config import Settings
 from .accounts import AccountService
 from .auth import PasswordHasher, TokenIssuer
+from .broadcasts import BroadcastService
 from .channels import ChannelService
+from .conversations import ConversationService
+from .entities import EntityFeed, EntitySync
 from .groups import GroupService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
@@ -44,11 +47,22 @@ class Services:
         self.epoch = store.epoch
         #: the store's write numbering: the session layer holds acknowledgements on it
         self.durability: Durability = store
-        self.accounts = AccountService(store, store, tokens, passwords, clock, store.epoch)
-        self.channels = ChannelService(settings, store, store, store, clock)
+        #: entity versions: every service that changes an entity bumps it through this
+        self.feed = EntityFeed(store)
+        self.accounts = AccountService(
+            store, store, tokens, passwords, clock, store.epoch, feed=self.feed
+        )
+        self.channels = ChannelService(settings, store, store, store, clock, feed=self.feed)
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic
         )
         self.groups = GroupService(
             settings, self.channels, self.messages, store, store, store, clock
         )
+        # channels (issue 12): direct channels' sources, pin/mute/hide, broadcast channels,
+        # and the read side of entity versions
+        self.conversations = ConversationService(
+            self.channels, store, store, store, store, store, self.feed, clock
+        )
+        self.broadcasts = BroadcastService(store, clock)
+        self.entities = EntitySync(store, store, store, store, store, store, store, store)

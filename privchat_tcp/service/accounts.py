@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ErrorCode, InvalidParams, InvalidToken, ServiceError, TokenRevoked
 from .auth import PasswordHasher, TokenIssuer
+from .entities import EntityFeed
 from .model import User
 from .ports import AccountStore, TokenStore
 
@@ -34,6 +35,7 @@ class AccountService:
         passwords: PasswordHasher,
         clock: Callable[[], int],
         epoch: str = "",
+        feed: EntityFeed | None = None,
     ) -> None:
         #: the epoch of the store: the tokens of this server carry it
         self.epoch = epoch
@@ -42,6 +44,8 @@ class AccountService:
         self.tokens = tokens
         self.passwords = passwords
         self._clock = clock
+        #: entity versions (``entity/sync_entities``): a new user is in their own view
+        self.feed = feed if feed is not None else EntityFeed(None)
 
     # ---- users ---------------------------------------------------------------------------------
     def get(self, user_id: int) -> User | None:
@@ -67,9 +71,11 @@ class AccountService:
     ) -> User:
         """Create the user; refused if the login was taken meanwhile (while hashing)."""
         self.check_available(username, email)
-        return self._accounts.create_user(
+        user = self._accounts.create_user(
             username, password_hash, nickname, phone, email, self._clock()
         )
+        self.feed.user_created(user.user_id)
+        return user
 
     # ---- tokens --------------------------------------------------------------------------------
     def issue(

@@ -16,6 +16,7 @@ from ..errors import (
     ServiceError,
     UserNotFound,
 )
+from .entities import EntityFeed
 from .model import GROUP, Channel, User
 from .ports import AccountStore, ChannelStore, MessageLog
 
@@ -40,12 +41,15 @@ class ChannelService:
         channels: ChannelStore,
         log: MessageLog,
         clock: Callable[[], int],
+        feed: EntityFeed | None = None,
     ) -> None:
         self.settings = settings
         self._accounts = accounts
         self._channels = channels
         self._log = log
         self._clock = clock
+        #: entity versions of what changes here (``entity/sync_entities``)
+        self.feed = feed if feed is not None else EntityFeed(None)
 
     # ---- lookups -------------------------------------------------------------------------------
     def user(self, user_id: int) -> User:
@@ -113,7 +117,10 @@ class ChannelService:
         if target_id == user_id:
             raise InvalidParams("cannot open a direct chat with yourself")
         self.user(target_id)
-        return self._channels.get_or_create_direct(user_id, target_id, self._clock())
+        channel, created = self._channels.get_or_create_direct(user_id, target_id, self._clock())
+        if created:
+            self.feed.channel_created(channel)
+        return channel, created
 
     def resolve_target(
         self, user_id: int, channel_id: int, channel_type: int, conv_type: int, conv_target: int
@@ -158,9 +165,11 @@ class ChannelService:
                 ids.append(uid)
         if len(ids) + 1 > self.settings.max_group_members:
             raise ServiceError(ErrorCode.GROUP_FULL, "group full")
-        return self._channels.create_group(
+        group = self._channels.create_group(
             owner_id, name, description, ids, self._clock(), self.settings.max_group_members
         )
+        self.feed.channel_created(group)
+        return group
 
     def is_muted(self, channel: Channel, user_id: int) -> bool:
         member = channel.members.get(user_id)

@@ -183,11 +183,32 @@ class GroupService:
         return f"user_{user_id}" if user is None else user.username
 
     # ---- entity versions and notices -----------------------------------------------------------
-    def _bump_group(self, group_id: int, deleted: bool = False) -> None:
-        self._store.bump_entity(GROUP_ENTITY, str(group_id), deleted)
+    def _bump_group(
+        self, group_id: int, deleted: bool = False, former: tuple[int, ...] = ()
+    ) -> None:
+        """Entity versions through the one feed (``service/entities.py``): the group changed
+        in every member's view, or (``deleted``) it is gone from ``former`` members' views."""
+        group = self._store.get_channel(group_id)
+        if group is None:
+            return
+        if deleted:
+            self.channels.feed.group_dissolved(group, former)
+        else:
+            self.channels.feed.group_changed(group)
 
-    def _bump_member(self, group_id: int, user_id: int, deleted: bool = False) -> None:
-        self._store.bump_entity(GROUP_MEMBER_ENTITY, member_entity_id(group_id, user_id), deleted)
+    def _bump_member(
+        self, group_id: int, user_id: int, deleted: bool = False, joined: bool = False
+    ) -> None:
+        group = self._store.get_channel(group_id)
+        if group is None:
+            return
+        feed = self.channels.feed
+        if deleted:
+            feed.member_left(group, user_id)
+        elif joined:
+            feed.member_joined(group, user_id)
+        else:
+            feed.member_changed(group, user_id)
 
     def _notify(
         self,
@@ -238,19 +259,14 @@ class GroupService:
     def create(
         self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int]
     ) -> Channel:
-        group = self.channels.create_group(owner_id, name, description, member_ids)
-        self._bump_group(group.channel_id)
-        for uid in group.members:
-            self._bump_member(group.channel_id, uid)
-        return group
+        return self.channels.create_group(owner_id, name, description, member_ids)  # bumps
 
     def _join(self, group: Channel, user_id: int, role: int, inviter: int) -> Member:
         """Add a member (checked: not one yet, room for one) and tell the group."""
         if len(group.members) >= group.max_members:
             raise ServiceError(ErrorCode.GROUP_FULL, "group full")
         member = self._store.add_member(group.channel_id, user_id, role, self._clock())
-        self._bump_group(group.channel_id)
-        self._bump_member(group.channel_id, user_id)
+        self._bump_member(group.channel_id, user_id, joined=True)
         username = self.name(user_id)
         if inviter:
             text = f"{self.name(inviter)} added {username} to the group"
@@ -354,9 +370,9 @@ class GroupService:
         username = self.name(user_id)
         if len(group.members) == 1:
             now = self._clock()
-            self._store.dissolve_group(group_id, now)
             self._bump_member(group_id, user_id, deleted=True)
-            self._bump_group(group_id, deleted=True)
+            self._bump_group(group_id, deleted=True, former=(user_id,))
+            self._store.dissolve_group(group_id, now)
             return True
         self._store.remove_member(group_id, user_id)
         self._bump_group(group_id)

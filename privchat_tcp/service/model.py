@@ -42,6 +42,9 @@ __all__ = [
     "JOIN_PENDING",
     "JOIN_APPROVED",
     "JOIN_REJECTED",
+    "ChannelPrefs",
+    "Broadcast",
+    "BroadcastPost",
 ]
 
 KIND_MESSAGE = 0  # Record.kind
@@ -163,3 +166,43 @@ class QRCode:
     used_count: int = 0
     revoked_at: int = 0  # unix ms; 0 = not revoked
     metadata: str = ""  # JSON text, the creator's
+
+
+# ---- channels: per-user preferences, broadcast channels (issue 12) ----------------------------
+@dataclasses.dataclass(slots=True)
+class ChannelPrefs:
+    """One user's preferences for one channel (``channel/pin``, ``channel/hide``,
+    ``channel/mute``)."""
+
+    user_id: int
+    channel_id: int
+    pinned_at: int = 0  # unix ms; 0 = not pinned
+    muted: bool = False
+    hidden_pts: int = -1  # the channel's pts when hidden (-1: not hidden); a later message shows it
+    updated_at: int = 0  # unix ms
+
+
+@dataclasses.dataclass(slots=True)
+class Broadcast:
+    """A broadcast channel: its owner publishes, its subscribers read."""
+
+    channel_id: int  # from the channel ids: never the id of a direct or group channel
+    owner_id: int
+    name: str
+    description: str | None
+    avatar_url: str | None
+    created_at: int  # unix ms
+    subscribers: dict[int, int] = dataclasses.field(default_factory=dict)  # user -> since (ms)
+
+
+@dataclasses.dataclass(slots=True)
+class BroadcastPost:
+    """One piece of content published to a broadcast channel."""
+
+    content_id: int
+    channel_id: int
+    author_id: int
+    content: str
+    title: str | None
+    content_type: str
+    created_at: int  # unix ms

@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from .model import (
+    Broadcast,
+    BroadcastPost,
     Channel,
+    ChannelPrefs,
     DedupEntry,
     FriendRequest,
     GroupQR,
@@ -56,6 +59,8 @@ __all__ = [
     "GroupJoinStore",
     "ReadStore",
     "ReactionStore",
+    "ChannelPrefsStore",
+    "BroadcastStore",
     "GROUP_FIELDS",
     "Durability",
     "Store",
@@ -255,6 +260,10 @@ class EntityLog(abc.ABC):
     @abc.abstractmethod
     def entity_version(self, family: str) -> int:
         """The family's latest version; 0 if nothing was ever bumped."""
+
+    @abc.abstractmethod
+    def entity_of(self, family: str, entity_id: str) -> tuple[int, bool] | None:
+        """(latest version, deleted) of one entity of the family; None if never bumped."""
 
 
 class ProfileStore(abc.ABC):
@@ -479,6 +488,81 @@ class ReactionStore(abc.ABC):
         nobody holds any more is left out."""
 
 
+class ChannelPrefsStore(abc.ABC):
+    """Per-user channel preferences (pin, mute, hide) and how a direct channel was opened."""
+
+    @abc.abstractmethod
+    def get_channel_prefs(self, user_id: int, channel_id: int) -> ChannelPrefs | None:
+        """The user's preferences for the channel, or None if never put."""
+
+    @abc.abstractmethod
+    def put_channel_prefs(self, prefs: ChannelPrefs) -> None:
+        """Replace the preferences of (``prefs.user_id``, ``prefs.channel_id``)."""
+
+    @abc.abstractmethod
+    def set_direct_source(self, channel_id: int, source: str, source_id: str) -> None:
+        """Remember how a direct channel was first opened (PrivChat's ``create_source``); a
+        second call for the same channel changes nothing (the first source stays)."""
+
+    @abc.abstractmethod
+    def direct_source(self, channel_id: int) -> tuple[str, str] | None:
+        """(source, source_id) given when the channel was created, or None."""
+
+
+class BroadcastStore(abc.ABC):
+    """Broadcast channels, their subscribers and the content published to them."""
+
+    @abc.abstractmethod
+    def create_broadcast(
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        avatar_url: str | None,
+        now_ms: int,
+    ) -> Broadcast:
+        """A new broadcast channel with a new id taken from the channel ids (never the id of
+        a direct or group channel, never reused); the owner is its first subscriber."""
+
+    @abc.abstractmethod
+    def get_broadcast(self, channel_id: int) -> Broadcast | None:
+        """The broadcast channel with its subscribers, or None."""
+
+    @abc.abstractmethod
+    def list_broadcasts(self, offset: int, limit: int) -> list[Broadcast]:
+        """Up to ``limit`` broadcast channels from ``offset``, newest first."""
+
+    @abc.abstractmethod
+    def broadcast_count(self) -> int:
+        """How many broadcast channels there are."""
+
+    @abc.abstractmethod
+    def subscribe_broadcast(self, channel_id: int, user_id: int, now_ms: int) -> int:
+        """Subscribe the user (the caller checked the channel exists) and return when the
+        subscription started: ``now_ms``, or the earlier time if already subscribed."""
+
+    @abc.abstractmethod
+    def publish_post(
+        self,
+        channel_id: int,
+        author_id: int,
+        content: str,
+        title: str | None,
+        content_type: str,
+        now_ms: int,
+    ) -> BroadcastPost:
+        """Append content to the channel with a new ``content_id`` (ids increase across every
+        channel, never reused)."""
+
+    @abc.abstractmethod
+    def posts(self, channel_id: int, offset: int, limit: int) -> list[BroadcastPost]:
+        """Up to ``limit`` of the channel's posts from ``offset``, newest first."""
+
+    @abc.abstractmethod
+    def post_count(self, channel_id: int) -> int:
+        """How many posts the channel has (0 for an unknown channel)."""
+
+
 class Durability(abc.ABC):
     """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
 
@@ -538,6 +622,8 @@ class Store(
     GroupJoinStore,
     ReadStore,
     ReactionStore,
+    ChannelPrefsStore,
+    BroadcastStore,
     Durability,
 ):
     """Every concern at once: what the composition root hands to the services."""

@@ -5,6 +5,7 @@ It implements every interface of ``service.ports`` and passes ``tests/store_cont
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,7 +20,10 @@ from ..service.model import (
     KIND_REVOKE,
     ROLE_MEMBER,
     ROLE_OWNER,
+    Broadcast,
+    BroadcastPost,
     Channel,
+    ChannelPrefs,
     DedupEntry,
     FriendRequest,
     GroupQR,
@@ -79,6 +83,12 @@ class MemoryStore(Store):
         self._group_qrs: dict[str, GroupQR] = {}
         self._reads: dict[tuple[int, int], tuple[int, int]] = {}
         self._reactions: dict[int, dict[str, dict[int, None]]] = {}
+        # channel preferences and broadcast channels
+        self._prefs: dict[tuple[int, int], ChannelPrefs] = {}
+        self._direct_sources: dict[int, tuple[str, str]] = {}
+        self._broadcasts: dict[int, Broadcast] = {}  # in creation order
+        self._posts: dict[int, list[BroadcastPost]] = {}  # channel -> posts, oldest first
+        self._next_post = 1
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -410,6 +420,9 @@ class MemoryStore(Store):
     def entity_version(self, family: str) -> int:
         return self._entity_versions.get(family, 0)
 
+    def entity_of(self, family: str, entity_id: str) -> tuple[int, bool] | None:
+        return self._entities.get(family, {}).get(entity_id)
+
     # profiles --------------------------------------------------------------------
     def update_user(self, user_id: int, nickname: str | None, avatar_url: str | None) -> User:
         user = self._users[user_id]
@@ -503,6 +516,79 @@ class MemoryStore(Store):
         for k in old:
             del self._searches[k]
         return len(old)
+
+    # channel preferences --------------------------------------------------------
+    def get_channel_prefs(self, user_id: int, channel_id: int) -> ChannelPrefs | None:
+        return self._prefs.get((user_id, channel_id))
+
+    def put_channel_prefs(self, prefs: ChannelPrefs) -> None:
+        self._prefs[(prefs.user_id, prefs.channel_id)] = dataclasses.replace(prefs)
+
+    def set_direct_source(self, channel_id: int, source: str, source_id: str) -> None:
+        self._direct_sources.setdefault(channel_id, (source, source_id))
+
+    def direct_source(self, channel_id: int) -> tuple[str, str] | None:
+        return self._direct_sources.get(channel_id)
+
+    # broadcast channels ---------------------------------------------------------
+    def create_broadcast(
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        avatar_url: str | None,
+        now_ms: int,
+    ) -> Broadcast:
+        bc = Broadcast(self._new_channel_id(), owner_id, name, description, avatar_url, now_ms)
+        bc.subscribers[owner_id] = now_ms
+        self._broadcasts[bc.channel_id] = bc
+        self._posts[bc.channel_id] = []
+        return bc
+
+    def get_broadcast(self, channel_id: int) -> Broadcast | None:
+        return self._broadcasts.get(channel_id)
+
+    def list_broadcasts(self, offset: int, limit: int) -> list[Broadcast]:
+        if offset < 0 or limit <= 0:
+            return []
+        ids = list(self._broadcasts)
+        end = len(ids) - offset
+        start = max(0, end - limit)
+        return [self._broadcasts[i] for i in reversed(ids[start:end])] if end > 0 else []
+
+    def broadcast_count(self) -> int:
+        return len(self._broadcasts)
+
+    def subscribe_broadcast(self, channel_id: int, user_id: int, now_ms: int) -> int:
+        return self._broadcasts[channel_id].subscribers.setdefault(user_id, now_ms)
+
+    def publish_post(
+        self,
+        channel_id: int,
+        author_id: int,
+        content: str,
+        title: str | None,
+        content_type: str,
+        now_ms: int,
+    ) -> BroadcastPost:
+        post = BroadcastPost(
+            self._next_post, channel_id, author_id, content, title, content_type, now_ms
+        )
+        self._next_post += 1
+        self._posts.setdefault(channel_id, []).append(post)
+        return post
+
+    def posts(self, channel_id: int, offset: int, limit: int) -> list[BroadcastPost]:
+        posts = self._posts.get(channel_id, [])
+        if offset < 0 or limit <= 0:
+            return []
+        end = len(posts) - offset
+        if end <= 0:
+            return []
+        return posts[max(0, end - limit) : end][::-1]
+
+    def post_count(self, channel_id: int) -> int:
+        return len(self._posts.get(channel_id, ()))
 
     def flush(self) -> None:
         """Nothing to write: this store keeps everything in memory (``--memory-only``)."""

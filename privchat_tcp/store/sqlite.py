@@ -41,7 +41,10 @@ from ..errors import PrivchatError, StorageUnavailable
 from ..service.model import (
     KIND_MESSAGE,
     KIND_REVOKE,
+    Broadcast,
+    BroadcastPost,
     Channel,
+    ChannelPrefs,
     DedupEntry,
     FriendRequest,
     GroupQR,
@@ -144,6 +147,28 @@ CREATE TABLE IF NOT EXISTS reactions (
     created_at INTEGER NOT NULL, UNIQUE (message_id, emoji, user_id));
 CREATE TABLE IF NOT EXISTS revoke_counts (channel_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 """
+
+# channels (issue 12): per-user preferences, direct channels' sources, broadcast channels. Also
+# run on opening a store made before these tables (CREATE ... IF NOT EXISTS)
+_CHANNEL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS channel_prefs (
+    user_id INTEGER NOT NULL, channel_id INTEGER NOT NULL, pinned_at INTEGER NOT NULL,
+    muted INTEGER NOT NULL, hidden_pts INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, channel_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS direct_sources (
+    channel_id INTEGER PRIMARY KEY, source TEXT NOT NULL, source_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS broadcasts (
+    channel_id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, name TEXT NOT NULL,
+    description TEXT, avatar_url TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS broadcast_subs (
+    channel_id INTEGER NOT NULL, user_id INTEGER NOT NULL, subscribed_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id));
+CREATE TABLE IF NOT EXISTS broadcast_posts (
+    content_id INTEGER PRIMARY KEY, channel_id INTEGER NOT NULL, author_id INTEGER NOT NULL,
+    content TEXT NOT NULL, title TEXT, content_type TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS broadcast_posts_by_channel ON broadcast_posts (channel_id, content_id);
+"""
+_SCHEMA += _CHANNEL_SCHEMA
 
 # older schema version -> the statements that bring it to the next one
 _MIGRATIONS: dict[int, str] = {}
@@ -482,6 +507,7 @@ class SQLiteStore(MemoryStore):
             self._entities.setdefault(family, {})[entity_id] = (version, bool(deleted))
             self._entity_versions[family] = version
         self._load_social(db)
+        self._load_channel_extras(db)
         since = int(time.time() * 1000) - dedup_retention * 1000
         for sender, dev, local, mid, p, cid, ts in db.execute(
             "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
@@ -557,6 +583,40 @@ class SQLiteStore(MemoryStore):
                 for t in ("friend_requests", "friends", "blacklist", "qrcodes")
             ]
         )
+
+    def _load_channel_extras(self, db: sqlite3.Connection) -> None:
+        """Channel preferences, direct channels' sources, broadcast channels (issue 12)."""
+        db.executescript("BEGIN;" + _CHANNEL_SCHEMA + "COMMIT;")
+        for row in db.execute(
+            "SELECT user_id, channel_id, pinned_at, muted, hidden_pts, updated_at"
+            " FROM channel_prefs"
+        ):
+            prefs = ChannelPrefs(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+            self._prefs[(prefs.user_id, prefs.channel_id)] = prefs
+        for cid, source, source_id in db.execute(
+            "SELECT channel_id, source, source_id FROM direct_sources"
+        ):
+            self._direct_sources[cid] = (source, source_id)
+        for row in db.execute(
+            "SELECT channel_id, owner_id, name, description, avatar_url, created_at"
+            " FROM broadcasts ORDER BY channel_id"
+        ):
+            self._broadcasts[row[0]] = Broadcast(*row)
+            self._posts[row[0]] = []
+        for cid, uid, at in db.execute(
+            "SELECT channel_id, user_id, subscribed_at FROM broadcast_subs ORDER BY rowid"
+        ):
+            bc = self._broadcasts.get(cid)
+            if bc is not None:
+                bc.subscribers[uid] = at
+        for row in db.execute(
+            "SELECT content_id, channel_id, author_id, content, title, content_type, created_at"
+            " FROM broadcast_posts ORDER BY content_id"
+        ):
+            self._posts.setdefault(row[1], []).append(BroadcastPost(*row))
+            self._next_post = row[0] + 1
+        # broadcast channels take their ids from the channel ids
+        self._next_channel = max(self._next_channel, max(self._broadcasts, default=0) + 1)
 
     def _load_groups(self, db: sqlite3.Connection) -> None:
         """The tables of groups and messages (issue 12)."""
@@ -1202,6 +1262,94 @@ class SQLiteStore(MemoryStore):
         if dropped and not self._failing:
             self._put("DELETE FROM search_sessions WHERE expires_at < ?", (now_ms,))
         return dropped
+
+    # ---- channel preferences and broadcast channels (issue 12) ---------------------------------
+    def put_channel_prefs(self, prefs: ChannelPrefs) -> None:
+        self._check()
+        super().put_channel_prefs(prefs)
+        self._put(
+            "INSERT OR REPLACE INTO channel_prefs (user_id, channel_id, pinned_at, muted,"
+            " hidden_pts, updated_at) VALUES (?,?,?,?,?,?)",
+            (
+                prefs.user_id,
+                prefs.channel_id,
+                prefs.pinned_at,
+                int(prefs.muted),
+                prefs.hidden_pts,
+                prefs.updated_at,
+            ),
+        )
+
+    def set_direct_source(self, channel_id: int, source: str, source_id: str) -> None:
+        if self.direct_source(channel_id) is not None:
+            return
+        self._check()
+        super().set_direct_source(channel_id, source, source_id)
+        self._put(
+            "INSERT OR IGNORE INTO direct_sources (channel_id, source, source_id) VALUES (?,?,?)",
+            (channel_id, source, source_id),
+        )
+
+    def create_broadcast(
+        self,
+        owner_id: int,
+        name: str,
+        description: str | None,
+        avatar_url: str | None,
+        now_ms: int,
+    ) -> Broadcast:
+        self._check()
+        bc = super().create_broadcast(owner_id, name, description, avatar_url, now_ms)
+        self._put(
+            "INSERT INTO broadcasts (channel_id, owner_id, name, description, avatar_url,"
+            " created_at) VALUES (?,?,?,?,?,?)",
+            (bc.channel_id, owner_id, name, description, avatar_url, now_ms),
+        )
+        self._put(
+            "INSERT OR IGNORE INTO broadcast_subs (channel_id, user_id, subscribed_at)"
+            " VALUES (?,?,?)",
+            (bc.channel_id, owner_id, now_ms),
+        )
+        return bc
+
+    def subscribe_broadcast(self, channel_id: int, user_id: int, now_ms: int) -> int:
+        bc = self._broadcasts[channel_id]
+        if user_id in bc.subscribers:
+            return bc.subscribers[user_id]
+        self._check()
+        since = super().subscribe_broadcast(channel_id, user_id, now_ms)
+        self._put(
+            "INSERT OR IGNORE INTO broadcast_subs (channel_id, user_id, subscribed_at)"
+            " VALUES (?,?,?)",
+            (channel_id, user_id, since),
+        )
+        return since
+
+    def publish_post(
+        self,
+        channel_id: int,
+        author_id: int,
+        content: str,
+        title: str | None,
+        content_type: str,
+        now_ms: int,
+    ) -> BroadcastPost:
+        self._check()
+        post = super().publish_post(channel_id, author_id, content, title, content_type, now_ms)
+        self._put(
+            "INSERT INTO broadcast_posts (content_id, channel_id, author_id, content, title,"
+            " content_type, created_at) VALUES (?,?,?,?,?,?,?)",
+            (
+                post.content_id,
+                channel_id,
+                author_id,
+                content,
+                title,
+                content_type,
+                now_ms,
+            ),
+        )
+        return post
 
     # ---- durability ----------------------------------------------------------------------------
     def attach(self, notify: Callable[[Callable[..., None], tuple[Any, ...]], None]) -> None:

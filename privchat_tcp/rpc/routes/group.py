@@ -1,4 +1,4 @@
-"""``channel/direct/*`` and ``group/*``: direct channels, groups and their members."""
+"""``group/*``: groups and their members (direct channels: ``routes/channel.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ from ..table import RouteTable, RpcContext
 from ..views import group_info, group_members, iso
 
 routes = RouteTable()
-
-
-@routes.route(
-    "channel/direct/get_or_create", keys=("target_user_id", "source", "source_id", "user_id")
-)
-def direct_get_or_create(ctx: RpcContext, body: dict[str, Any]) -> Any:
-    channel, created = ctx.services.channels.direct(ctx.user_id, u64(body, "target_user_id"))
-    return {"channel_id": channel.channel_id, "created": created}
 
 
 @routes.route("group/group/create", keys=("name", "description", "member_ids", "creator_id"))
