@@ -249,7 +249,7 @@ class Client:
     def _deliver(self, messages: list[pb.PushMessageRequest], e2e: bool = False) -> None:
         for msg in messages:
             cid = msg.channel_id
-            if self.track:
+            if self.track and msg.message_seq:  # a notice (a read receipt) has no pts
                 last = self.last_pts.get(cid, 0)
                 if msg.message_seq <= last:
                     self.duplicates += 1
@@ -304,6 +304,9 @@ class Client:
                 self._repull.discard(channel_id)
                 last = self.last_pts.get(channel_id, 0)
                 diff = await self.pull(channel_id, last, 500)
+                if diff.messages and diff.messages[0].message_seq > last + 1:
+                    # the server starts a member's history after it joined: nothing between
+                    self.last_pts[channel_id] = diff.messages[0].message_seq - 1
                 self._deliver(list(diff.messages))
                 if (not diff.has_more or not diff.messages) and channel_id not in self._repull:
                     break

@@ -16,6 +16,8 @@ from .auth import PasswordHasher, TokenIssuer
 from .channels import ChannelService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .reactions import ReactionService
+from .reads import ReadService
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -46,5 +48,7 @@ class Services:
         self.accounts = AccountService(store, store, tokens, passwords, clock, store.epoch)
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(
-            settings, self.channels, store, store, store, delivery, clock, monotonic
+            settings, self.channels, store, store, store, delivery, clock, monotonic, store
         )
+        self.reads = ReadService(self.channels, store, store, delivery, clock)
+        self.reactions = ReactionService(self.channels, store, store, clock)
