@@ -634,3 +634,46 @@ def test_read_state_reactions_and_cursors_survive_a_restart(tmp_path: pathlib.Pa
         run(after())
     finally:
         second.stop()
+
+
+def test_old_history_and_counts_read_beyond_the_window(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """With SQLite keeping 8 records per channel in memory, history and unread counts of 30
+    messages read the older ones from the database (off the loop) and miss none."""
+    srv = make_server(memory_window=8)
+
+    async def main() -> None:
+        a = await user(srv.port, "alice")
+        b = await user(srv.port, "bob")
+        ch = await direct(a, b)
+        for i in range(30):
+            await a.send(ch, f"m{i}")
+        await a.revoke(ch, (await b.pull(ch, 4, 1)).messages[0].server_message_id)  # m4
+        assert server_in_memory(srv) <= 8 + 8 // 4 + 2
+        seen: list[str] = []
+        before = 0
+        while True:
+            body: dict[str, Any] = {"channel_id": ch, "limit": 7}
+            if before:
+                body["before_server_message_id"] = before
+            page = await b.rpc("message/history/get", body)
+            seen[:0] = [m["content"] for m in page["messages"]]
+            if not page["has_more"]:
+                break
+            before = page["messages"][0]["message_id"]
+        assert seen == [("" if i == 4 else f"m{i}") for i in range(30)]
+        count = await b.rpc("message/status/count", {"channel_id": ch})
+        assert count["unread_count"] == 29  # the revoked one is not unread
+        await b.rpc("message/status/read_pts", {"channel_id": ch, "read_pts": 10})
+        assert (await b.rpc("message/status/count", {}))["unread_count"] == 20
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def server_in_memory(srv: ServerThread) -> int:
+    assert srv.server is not None
+    store = srv.server.store
+    return int(srv.call(lambda: store.stats()["messages_in_memory"]))

@@ -186,3 +186,39 @@ def test_a_member_added_later_sees_only_what_came_after(
         _rpc(dev, "message/status/read", {"channel_id": gid, "message_id": old["message_id"]})
         == ErrorCode.MESSAGE_NOT_FOUND
     )
+
+
+CONTENT = [
+    # MessageContent fields of an MS without a payload: the same rules
+    ("member", 1, {"searchable_content": "pic"}, ErrorCode.MESSAGE_CONTENT_INVALID),
+    ("member", 1, {"searchable_content": "pic", "metadata": '{"file_id": 3}'}, 0),
+    ("member", 1, {"searchable_content": "pic", "metadata": "not json"}, INVALID),
+    ("member", 0, {"searchable_content": "x", "mentioned_type": 2}, ErrorCode.PERMISSION_DENIED),
+    ("admin", 0, {"searchable_content": "x", "mentioned_type": 2}, 0),
+    ("member", 0, {"searchable_content": "x", "mentioned_targets": [424242]}, INVALID),
+    ("member", 0, {"searchable_content": "x", "reply_to_message_id": 77}, 20000),
+    ("member", 0, {"searchable_content": "plain", "metadata": "whatever"}, 0),
+]
+
+
+@pytest.mark.parametrize(("who", "message_type", "fields", "code"), CONTENT)
+def test_message_content_fields_follow_the_same_rules(
+    group: tuple[Harness, int, dict[str, Device]],
+    who: str,
+    message_type: int,
+    fields: dict[str, Any],
+    code: int,
+) -> None:
+    _, gid, devs = group
+    req = pb.SendMessageRequest(
+        client_seq=1,
+        channel_id=gid,
+        message_type=message_type,
+        content=pb.MessageContent(**fields),
+    )
+    try:
+        devs[who].request(Cmd.MS, req.SerializeToString())
+        got = 0
+    except ServiceError as exc:
+        got = exc.code
+    assert got == code
