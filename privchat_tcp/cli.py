@@ -114,7 +114,9 @@ HELP = """commands:
   /send CHANNEL_ID TEXT    send to a channel
   /group NAME [USER_ID..]  create a group
   /add GROUP_ID USER_ID    add a member
-  /history CHANNEL_ID      pull a channel's messages
+  /history CHANNEL_ID      the channel's last 20 messages (message/history/get)
+  /read CHANNEL_ID         mark the channel read up to its last message
+  /unread [CHANNEL_ID]     unread messages (in one channel, or in all)
   /quit"""
 
 
@@ -145,6 +147,9 @@ async def chat(host: str, port: int) -> None:
             else payload.decode("utf-8", "replace")
         )
         return text.encode("utf-8", "replace").decode()  # printable whatever it holds
+
+    def printable(text: object) -> str:
+        return str(text).encode("utf-8", "replace").decode()
 
     async def watch() -> None:
         async for push in client.pushes():
@@ -204,9 +209,27 @@ async def chat(host: str, port: int) -> None:
                     )
                     print("added")
                 elif cmd == "/history":
-                    diff = await client.pull(int(parts[1]), 0, 50)
-                    for m in diff.messages:
-                        print(f"  pts {m.message_seq} from {m.from_uid}: {text_of(m)}")
+                    page = await client.rpc(
+                        "message/history/get", {"channel_id": int(parts[1]), "limit": 20}
+                    )
+                    for m in page["messages"]:
+                        body = "(revoked)" if m["revoked"] else printable(m["content"])
+                        print(f"  pts {m['pts']} {m['timestamp']} from {m['sender_id']}: {body}")
+                    if page["has_more"]:
+                        print("  (older messages not shown)")
+                elif cmd == "/read":
+                    cid = int(parts[1])
+                    pts = (await client.rpc("sync/get_channel_pts", {"channel_id": cid}))[
+                        "current_pts"
+                    ]
+                    r = await client.rpc(
+                        "message/status/read_pts", {"channel_id": cid, "read_pts": pts}
+                    )
+                    print(f"read up to pts {r['last_read_pts']}")
+                elif cmd == "/unread":
+                    which = {"channel_id": int(parts[1])} if len(parts) > 1 else {}
+                    n = await client.rpc("message/status/count", which)
+                    print(f"unread: {n['unread_count']}")
                 else:
                     print(HELP)
             except (IndexError, ValueError):

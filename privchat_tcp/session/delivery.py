@@ -212,11 +212,12 @@ class Deliverer:
 
     def session_ended(self, session: Session) -> None:
         """The session is gone: its device keeps what it was pushed and pulled (its cursors).
-        Live pushes count only for a READY session that did not end as a slow consumer (whose
-        unread output was dropped)."""
+        Live pushes count only for a READY session whose queued output was not dropped (a
+        slow consumer's end, a connection lost with pushes still queued)."""
         if not session.user_id:
             return
-        live = self.delivered if session.ready and session.end_reason != "slow_consumer" else None
+        dropped = session.end_reason in ("slow_consumer", "output_lost")
+        live = self.delivered if session.ready and not dropped else None
         session.deps.services.messages.session_ended(session.session_id, live)
 
     def push_notice(

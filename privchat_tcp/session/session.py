@@ -356,6 +356,8 @@ class Session:
 
     def lost(self) -> None:
         """The connection is gone: forget what was queued (the adapter calls it once)."""
+        if not self.end_reason and (self.pending or self.conn.output_size()):
+            self.end_reason = "output_lost"  # queued pushes never left: not delivered
         self.closed = True
         self.state = SessionState.CLOSED
         self.pending.clear()
