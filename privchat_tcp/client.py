@@ -249,7 +249,7 @@ class Client:
     def _deliver(self, messages: list[pb.PushMessageRequest], e2e: bool = False) -> None:
         for msg in messages:
             cid = msg.channel_id
-            if self.track:
+            if self.track and msg.message_seq:  # a notice (a read receipt) has no pts
                 last = self.last_pts.get(cid, 0)
                 if msg.message_seq <= last:
                     self.duplicates += 1

@@ -96,6 +96,7 @@ class Device:
             self.closed = True
             session.mark_closed()
             if session.user_id:
+                self.harness.core.deliverer.session_ended(session)
                 self.harness.core.hub.unregister(session)
 
     # ---- sending ------------------------------------------------------------------------------

@@ -97,6 +97,35 @@ def test_chat_client_registers_and_sends(served: tuple[subprocess.Popen[str], in
     assert "Traceback" not in out.stderr
 
 
+def test_chat_client_history_and_read_state(served: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = served
+
+    async def other() -> int:
+        dave = await Client.connect("127.0.0.1", port)
+        registered = await dave.register("dave", "secret-dave")
+        await dave.close()
+        return int(registered["user_id"])
+
+    dave = run(other())
+    script = (
+        f"/register erin secret1\n/dm {dave} one\n/dm {dave} two\n/unread\n"
+        "/history 1000\n/read 1000\n/unread 1000\n/quit\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "privchat_tcp", "chat", "--port", str(port)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"pts 1 \S+Z from 1000000\d\d: one", out.stdout), out.stdout
+    assert re.search(r"pts 2 \S+Z from 1000000\d\d: two", out.stdout), out.stdout
+    assert "read up to pts 2" in out.stdout
+    assert out.stdout.count("unread: 0") == 2  # erin's own messages are never unread
+
+
 def test_help_lists_settings() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "privchat_tcp", "serve", "--help"],

@@ -738,6 +738,58 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "content_type": (TEXT, "text"),
     },
     "channel/content/list": {"channel_id": (ID, 1), "page": (ID, 1), "page_size": (ID, 10)},
+    # message/* (issue 12: history, read state, reactions)
+    "message/history/get": {
+        "user_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "before_server_message_id": (ID, 1),
+        "limit": (ID, 10),
+    },
+    "message/status/read": {
+        "channel_id": (ID, 1),
+        "message_id": (ID, 1),
+        "server_message_id": (ID, 1),
+        "user_id": (ID, 1),
+    },
+    "message/status/read_pts": {
+        "channel_id": (ID, 1),
+        "read_pts": (ID, 1),
+        "last_read_message_id": (ID, 1),
+        "client_visible_pts": (ID, 1),
+    },
+    "message/status/count": {"channel_id": (ID, 1)},
+    "message/status/read_list": {
+        "message_id": (ID, 1),
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+    },
+    "message/status/read_stats": {
+        "message_id": (ID, 1),
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+    },
+    "message/reaction/add": {
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "emoji": (TEXT, "+1"),
+        "user_id": (ID, 1),
+    },
+    "message/reaction/remove": {
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "emoji": (TEXT, "+1"),
+        "user_id": (ID, 1),
+    },
+    "message/reaction/list": {
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "user_id": (ID, 1),
+    },
+    "message/reaction/stats": {
+        "server_message_id": (ID, 1),
+        "channel_id": (ID, 1),
+        "user_id": (ID, 1),
+    },
 }
 
 SURROGATES = [b'"\\ud800"', b'"x\\udfffy"', b'"\xed\xa0\x80"', b'"\\udc00\\ud800"']

@@ -231,6 +231,7 @@ class TcpConnection(asyncio.Protocol):
                 )
         session = self.session
         if session.user_id:
+            self.ctx.deps.deliverer.session_ended(session)
             self.ctx.deps.hub.unregister(session)
         if self.ubucket is not None:
             self.ctx.limits.release_user_bucket(self.bucket_user)
@@ -522,6 +523,7 @@ class TcpConnection(asyncio.Protocol):
         session = self.session
         if session.closed:
             return
+        session.end_reason = "slow_consumer"  # its live pushes did not all arrive
         self.ctx.stats.slow_consumers += 1
         log.info("%s (user %d) ends: slow consumer", self.peer, session.user_id)
         sealed_dropped = session.drop_output()

@@ -20,6 +20,8 @@ from .entities import EntityFeed, EntitySync
 from .groups import GroupService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .reactions import ReactionService
+from .reads import ReadService
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -54,7 +56,7 @@ class Services:
         )
         self.channels = ChannelService(settings, store, store, store, clock, feed=self.feed)
         self.messages = MessageService(
-            settings, self.channels, store, store, store, delivery, clock, monotonic
+            settings, self.channels, store, store, store, delivery, clock, monotonic, store
         )
         self.groups = GroupService(
             settings, self.channels, self.messages, store, store, store, clock
@@ -66,3 +68,5 @@ class Services:
         )
         self.broadcasts = BroadcastService(store, clock)
         self.entities = EntitySync(store, store, store, store, store, store, store, store)
+        self.reads = ReadService(self.channels, store, store, delivery, clock)
+        self.reactions = ReactionService(self.channels, store, store, clock)

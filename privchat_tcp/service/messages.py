@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, MessageNotFound, ServiceError
 from .channels import ChannelService
+from .content import check_content
 from .ids import Snowflake
 from .model import (
     GROUP,
@@ -22,14 +24,28 @@ from .model import (
     ROLE_MEMBER,
     ROLE_OWNER,
     SYSTEM_MESSAGE,
+    SYSTEM_USER_ID,
     Channel,
     DedupEntry,
     Record,
 )
-from .ports import CursorStore, DedupStore, Delivery, MessageLog
+from .ports import CursorStore, DedupStore, Delivery, MessageLog, ReadStore
 from .quotas import SendQuota
 
-__all__ = ["MessageService", "SendResult", "record_bytes", "RECORD_FIELDS_BYTES"]
+__all__ = [
+    "MessageService",
+    "SendResult",
+    "DeviceMarks",
+    "record_bytes",
+    "RECORD_FIELDS_BYTES",
+    "HISTORY_LIMIT",
+    "HISTORY_MAX",
+]
+
+#: ``message/history/get``: the page when no ``limit`` is given (PrivChat's server: 20), the
+#: largest page
+HISTORY_LIMIT = 20
+HISTORY_MAX = 100
 
 #: about what a record's fields other than payload and content take in a page (ids, pts,
 #: times, the device id ...), so that a page of tiny messages is bounded by bytes too
@@ -56,6 +72,22 @@ class SendResult:
         self.duplicate = duplicate
 
 
+class DeviceMarks:
+    """What one session's device has of its channels beyond its stored cursors, kept in memory
+    while the session lives (a pull must not wait for a write): ``has`` (channel -> pts it
+    pulled or was pushed at READY up to), ``gaps`` (channels whose catch-up was an MN, so its
+    live pushes do not show the device has what came before them). Written to the cursors
+    when the session ends (``MessageService.session_ended``)."""
+
+    __slots__ = ("user_id", "device", "has", "gaps")
+
+    def __init__(self, user_id: int, device: str) -> None:
+        self.user_id = user_id
+        self.device = device
+        self.has: dict[int, int] = {}
+        self.gaps: set[int] = set()
+
+
 class MessageService:
     def __init__(
         self,
@@ -67,8 +99,12 @@ class MessageService:
         delivery: Delivery,
         clock: Callable[[], int],
         monotonic: Callable[[], float],
+        reads: ReadStore | None = None,
     ) -> None:
         self.settings = settings
+        self._reads = reads
+        #: session id -> what its device has beyond its cursors (``DeviceMarks``)
+        self._marks: dict[str, DeviceMarks] = {}
         self.channels = channels
         self._log = log
         self._dedup = dedup
@@ -93,17 +129,31 @@ class MessageService:
         content: bytes,
         e2e: bool,
         origin: str | None,
+        *,
+        check: bool = False,
+        env: dict[str, Any] | None = None,
     ) -> SendResult:
         """Commit one message (idempotent on sender, device, local_id) and deliver it.
 
         A retry of a committed key answers the original's id, pts and time (``duplicate``);
-        a new message must fit the sender's quotas (``SendQuota``)."""
+        a key used in another channel is refused (10204). A new message must fit the
+        sender's quotas (``SendQuota``) and, with ``check``, the envelope rules
+        (``check_envelope``; ``env`` the parsed payload, None: plain text)."""
         if local_id:
             seen = self._dedup.dedup_get(sender, device, local_id)
             if seen is not None:
+                if seen.channel_id != channel.channel_id:  # not a retry of that message
+                    raise ServiceError(
+                        ErrorCode.DUPLICATE_OPERATION,
+                        "local_message_id already used for a message in another channel",
+                    )
                 return SendResult(seen.message_id, seen.pts, seen.channel_id, seen.timestamp, True)
         if not payload and not content:
             raise ServiceError(ErrorCode.MESSAGE_CONTENT_INVALID, "empty message")
+        if message_type == SYSTEM_MESSAGE and sender != SYSTEM_USER_ID:
+            raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the server sends System messages")
+        if check:
+            check_content(self._log, self.channels, sender, channel, message_type, env)
         ts = self._clock()
         if channel.channel_type == GROUP:
             member = channel.members[sender]
@@ -200,20 +250,63 @@ class MessageService:
         self.delivery.deliver(channel, event, origin)
         return event
 
+    # ---- content rules -------------------------------------------------------------------------
+    def check_envelope(
+        self, sender: int, channel: Channel, message_type: int, env: dict[str, Any] | None
+    ) -> None:
+        """The rules of a message's envelope before it is committed (reference sections 9 and
+        10): a reply names a message of the channel (20000), ``@all`` is for the owner and
+        admins (10004), mentions name members and the metadata fits the type (20006).
+        ``env`` is the parsed payload envelope (None: not JSON, plain text)."""
+        check_content(self._log, self.channels, sender, channel, message_type, env)
+
     # ---- reading -------------------------------------------------------------------------------
+    def history_floor(self, user_id: int, channel: Channel) -> int:
+        """The pts after which ``user_id``'s history of the channel starts (its join)."""
+        member = channel.members.get(user_id)
+        return 0 if member is None else member.join_pts
+
     def pull(
-        self, user_id: int, channel_id: int, last_pts: int, limit: int, channel_type: int = 0
+        self,
+        user_id: int,
+        channel_id: int,
+        last_pts: int,
+        limit: int,
+        channel_type: int = 0,
+        origin: str | None = None,
     ) -> tuple[Channel, list[Record], int, bool]:
         """(channel, records after ``last_pts``, current pts, has_more) for a member.
 
         A page holds at most ``limit`` (up to ``max_pull_limit``) records and about
         ``max_reply_bytes`` of them (``record_bytes``), but always one record if there is
-        one, so a message larger than the bound still gets through; ``has_more`` pages on."""
+        one, so a message larger than the bound still gets through; ``has_more`` pages on.
+        A member's history starts after its ``join_pts``: a pull from before starts there.
+        ``origin`` (the pulling session): its device has what the page holds from now on."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
-        last_pts = max(last_pts, channel.members[user_id].join_pts)  # nothing from before joining
+        after = max(last_pts, self.history_floor(user_id, channel))
         current = self._log.current_pts(channel_id)
-        records = self._bounded(self._log.read_log(channel_id, last_pts, self._page_limit(limit)))
-        return channel, records, current, bool(records) and records[-1].pts < current
+        records = self._bounded(self._log.read_log(channel_id, after, self._page_limit(limit)))
+        return self._page(channel, records, current, after, origin)
+
+    def _page(
+        self,
+        channel: Channel,
+        records: list[Record],
+        current: int,
+        after: int,
+        origin: str | None,
+    ) -> tuple[Channel, list[Record], int, bool]:
+        has_more = bool(records) and records[-1].pts < current
+        if origin is not None:
+            marks = self._marks.get(origin)
+            if marks is not None:
+                cid = channel.channel_id
+                reached = min(records[-1].pts if records else after, current)
+                if reached > marks.has.get(cid, 0):
+                    marks.has[cid] = reached
+                if not has_more:
+                    marks.gaps.discard(cid)
+        return channel, records, current, has_more
 
     def _page_limit(self, limit: int) -> int:
         return min(100 if limit <= 0 else limit, self.settings.max_pull_limit)
@@ -234,18 +327,70 @@ class MessageService:
         return self._log.in_window(channel_id, last_pts)
 
     async def pull_async(
-        self, user_id: int, channel_id: int, last_pts: int, limit: int, channel_type: int = 0
+        self,
+        user_id: int,
+        channel_id: int,
+        last_pts: int,
+        limit: int,
+        channel_type: int = 0,
+        origin: str | None = None,
     ) -> tuple[Channel, list[Record], int, bool]:
         """``pull`` for history that may be outside the store's working set (off the loop)."""
         channel = self.channels.member_channel(user_id, channel_id, channel_type)
-        last_pts = max(last_pts, channel.members[user_id].join_pts)  # nothing from before joining
-        records = await self._log.load_log(channel_id, last_pts, self._page_limit(limit))
+        after = max(last_pts, self.history_floor(user_id, channel))
+        records = await self._log.load_log(channel_id, after, self._page_limit(limit))
         records = self._bounded(records)
         current = self._log.current_pts(channel_id)
-        return channel, records, current, bool(records) and records[-1].pts < current
+        return self._page(channel, records, current, after, origin)
+
+    async def history(
+        self, user_id: int, channel_id: int, before_message_id: int, limit: int
+    ) -> tuple[Channel, list[Record], bool]:
+        """``message/history/get``: up to ``limit`` messages (kind 0; revoke events are not
+        messages) before ``before_message_id`` (0: the newest), oldest first, and whether
+        older ones remain. Only the member's history (after its ``join_pts``). Old history
+        is read off the loop (``load_log``). The scan is bounded: at most ten chunks of the
+        log per call, so a stretch of revoke events cannot make it walk the whole log."""
+        channel = self.channels.member_channel(user_id, channel_id)
+        limit = HISTORY_LIMIT if limit <= 0 else min(limit, HISTORY_MAX)
+        floor = self.history_floor(user_id, channel)
+        if before_message_id:
+            target = self._log.find_message(channel_id, before_message_id)
+            if target is None or target.pts <= floor:  # before the member joined: not its
+                raise MessageNotFound()
+            end = target.pts  # exclusive
+        else:
+            end = self._log.current_pts(channel_id) + 1
+        chunk = max(2 * limit, 50)
+        out: list[Record] = []
+        start = end - 1
+        for _ in range(10):
+            if len(out) >= limit or start <= floor:
+                break
+            start = max(floor, end - 1 - chunk)
+            records = await self._log.load_log(channel_id, start, end - 1 - start)
+            out[:0] = [r for r in records if r.kind == KIND_MESSAGE]
+            end = start + 1
+        has_more = start > floor or len(out) > limit
+        if len(out) > limit:
+            out = out[-limit:]
+        return channel, self._bounded_tail(out), has_more
+
+    def _bounded_tail(self, records: list[Record]) -> list[Record]:
+        """The newest records of a history page that fit ``max_reply_bytes`` (at least one)."""
+        budget = self.settings.max_reply_bytes
+        size = 0
+        for i in range(len(records) - 1, -1, -1):
+            size += record_bytes(records[i])
+            if size > budget and i < len(records) - 1:
+                return records[i + 1 :]
+        return records
 
     def read_log(self, channel_id: int, after_pts: int, limit: int) -> list[Record]:
         return self._log.read_log(channel_id, after_pts, limit)
+
+    def find_message(self, channel_id: int, message_id: int) -> Record | None:
+        return self._log.find_message(channel_id, message_id)
 
     def last_record(self, channel_id: int) -> Record | None:
         current = self._log.current_pts(channel_id)
@@ -260,18 +405,69 @@ class MessageService:
         self._cursors.set_ack(user_id, device, channel_id, min(pts, current))
 
     def pending(self, user_id: int, device: str) -> list[tuple[Channel, int, int]]:
-        """(channel, acked pts, current pts) for every channel with events the device lacks."""
+        """(channel, pts the catch-up starts after, current pts) for every channel with events
+        the device lacks (reference section 11, and 5's offline queue, which is the user's):
+
+        - a device has what it acknowledged (ACK), pulled (MP, ``get_difference``) or was
+          pushed (at READY, or live while READY): its cursor, which never moves back;
+        - a device new to the server (no cursor in any channel) starts where the user's
+          other devices are, or where the user has read: the user's offline messages, not
+          every channel's history;
+        - a member starts after its ``join_pts``: nothing from before it joined."""
+        cursors = self._cursors
+        channels = self.channels.user_channels(user_id)
+        acks = [cursors.get_ack(user_id, device, c.channel_id) for c in channels]
+        new_device = not any(acks)
+        reads = self._reads
         out = []
-        for channel in self.channels.user_channels(user_id):
+        for channel, acked in zip(channels, acks, strict=True):
             cid = channel.channel_id
             current = self._log.current_pts(cid)
-            acked = self._cursors.get_ack(user_id, device, cid)
-            member = channel.members.get(user_id)
-            if member is not None and member.join_pts > acked:  # nothing from before joining
-                acked = member.join_pts
-            if current > acked:
-                out.append((channel, acked, current))
+            if new_device:
+                acked = cursors.get_user_ack(user_id, cid)
+                if reads is not None:
+                    acked = max(acked, reads.get_read(user_id, cid)[0])
+            start = max(acked, self.history_floor(user_id, channel))
+            if current > start:
+                out.append((channel, start, current))
         return out
+
+    def session_started(self, origin: str, user_id: int, device: str) -> DeviceMarks:
+        """Begin tracking what a READY session's device has (``DeviceMarks``)."""
+        marks = self._marks.get(origin)
+        if marks is None:
+            marks = self._marks[origin] = DeviceMarks(user_id, device)
+        return marks
+
+    def pushed(self, origin: str, channel_id: int, pts: int, complete: bool) -> None:
+        """The catch-up pushed the device a channel up to ``pts`` (``complete``: up to its
+        current pts; otherwise the rest was an MN, to pull). The cursor moves at once: a
+        device that never ACKs is not pushed the same messages at every READY."""
+        marks = self._marks.get(origin)
+        if marks is None:
+            return
+        if pts > marks.has.get(channel_id, 0):
+            marks.has[channel_id] = pts
+            self._cursors.set_ack(marks.user_id, marks.device, channel_id, pts)
+        if not complete:
+            marks.gaps.add(channel_id)
+
+    def session_ended(self, origin: str, live: dict[int, int] | None) -> None:
+        """A session ended: its device has what it pulled, was pushed at READY and, where its
+        catch-up was complete, what was pushed live since (``live``: channel -> the last pts
+        delivered live in this process; None: its live pushes may not have arrived)."""
+        marks = self._marks.pop(origin, None)
+        if marks is None:
+            return
+        uid, device = marks.user_id, marks.device
+        large = self.settings.large_group_threshold
+        for channel in self.channels.user_channels(uid):
+            cid = channel.channel_id
+            has = marks.has.get(cid, 0)
+            if live is not None and cid not in marks.gaps and len(channel.members) <= large:
+                has = max(has, live.get(cid, 0))
+            if has:
+                self._cursors.set_ack(uid, device, cid, min(has, self._log.current_pts(cid)))
 
     # ---- typing --------------------------------------------------------------------------------
     def typing(

@@ -643,3 +643,9 @@ class Delivery(Protocol):
 
     def online_devices(self, user_id: int) -> int:
         """How many sessions the user has."""
+
+    def push_notice(
+        self, user_ids: Iterable[int], channel: Channel, payload: bytes, origin: str | None
+    ) -> None:
+        """Push a notice that is in no log (a read receipt: ``from_uid`` 0, System, no pts)
+        to the online, READY devices of ``user_ids`` but the origin session."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.params import parse_body
-from ..rpc.safejson import check_stored, is_envelope
+from ..rpc.safejson import check_stored, is_envelope, loads
+from ..service.content import needs_check
 from ..service.model import Channel, Record
 from ..wire import compression as _compression
 from ..wire import pbwire
@@ -22,6 +24,9 @@ from ..wire.commands import COMP_MASK, ENC_E2E, ENC_MASK, Cmd
 from ..wire.crypto import SessionCipher, open_login
 from .delivery import check_subscribe
 from .session import CommandTable, DeliveryPolicy, Session, pong, rpc_ok
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["COMMANDS", "CLIENT_COMMANDS"]
 
@@ -82,6 +87,7 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
     if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
         raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY)
     session.logged_in(user.user_id, device_id, claims["jti"], claims["lid"], claims["exp"])
+    deps.services.messages.session_started(session.session_id, user.user_id, device_id)
     compression = _compression.pick(req.accept_compression)
     reply = pb.AuthorizationResponse(
         success=True,
@@ -166,6 +172,7 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             content = b""
     if not e2e and payload and is_envelope(payload):  # what the JSON views will parse
         check_stored(payload, session.deps.settings.json_max_depth)
+    check, env = (False, None) if e2e else _rules_envelope(req, session.deps.settings)
     result = services.messages.send(
         session.user_id,
         session.device_id,
@@ -176,6 +183,8 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
         content,
         e2e,
         session.session_id,
+        check=check,
+        env=env,
     )
     session.reply(
         seq,
@@ -191,12 +200,65 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
     )
 
 
+def _rules_envelope(req: pb.SendMessageRequest, settings: Settings) -> tuple[bool, Any]:
+    """Whether an MS's envelope rules apply (``service.content``) and the envelope they read:
+    the payload's JSON object (the text when it is not one) or, without a payload, the
+    MessageContent's fields. A plain text message without a reply, a mention or metadata is
+    not parsed (the hot path)."""
+    payload = req.payload
+    depth = settings.json_max_depth
+    if payload:
+        if not needs_check(req.message_type, payload):
+            return False, None
+        value = None
+        if is_envelope(payload):
+            try:
+                value = loads(payload, depth, "payload")
+            except ServiceError:
+                value = None
+        if isinstance(value, dict):
+            return True, value
+        return True, {"content": payload.decode("utf-8", "replace")}
+    if not req.HasField("content"):
+        return False, None
+    c = req.content
+    if not (
+        req.message_type
+        or c.reply_to_message_id
+        or c.mentioned_targets
+        or c.mentioned_type
+        or c.metadata
+        or "@" in c.searchable_content
+    ):
+        return False, None
+    env: dict[str, Any] = {"content": c.searchable_content}
+    if c.metadata:
+        try:
+            env["metadata"] = loads(c.metadata, depth, "metadata")
+        except ServiceError:
+            env["metadata"] = c.metadata  # not JSON: the rules refuse it where it matters
+    if c.reply_to_message_id:
+        env["reply_to_message_id"] = c.reply_to_message_id
+    if c.mentioned_targets:
+        env["mentioned_user_ids"] = list(c.mentioned_targets)
+    if c.mentioned_type == 2:
+        env["is_mention_all"] = True
+    return True, env
+
+
 def mp(session: Session, seq: int, flags: int, body: bytes) -> None:
     req = pb.GetDifferenceRequest.FromString(body)
     messages = session.deps.services.messages
     deliverer = session.deps.deliverer
     sealed = session.conn.cipher is not None
-    args = (session.user_id, req.channel_id, req.last_pts, req.limit, req.channel_type)
+    args = (
+        session.user_id,
+        req.channel_id,
+        req.last_pts,
+        req.limit,
+        req.channel_type,
+        session.session_id,
+    )
     if not messages.in_memory(req.channel_id, req.last_pts):  # old history: off the loop
         session.spawn_reply(
             seq,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -115,6 +116,9 @@ class Deliverer:
             collections.deque()
         )
         self._waiting = False
+        #: channel -> the pts of the last record delivered live (what a READY session whose
+        #: catch-up was complete has, when it ends: ``session_ended``)
+        self.delivered: dict[int, int] = {}
 
     def large(self, channel: Channel) -> bool:
         return len(channel.members) > self.settings.large_group_threshold
@@ -147,6 +151,7 @@ class Deliverer:
             self.durability.when_durable(later[-1][0], self._release)
 
     def _deliver(self, channel: Channel, record: Record, origin: str | None) -> None:
+        self.delivered[channel.channel_id] = record.pts
         members = channel.members
         if len(members) > self.settings.large_group_threshold:  # ``mode``, inline
             body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
@@ -170,31 +175,74 @@ class Deliverer:
 
     # ---- catch-up and pulls -------------------------------------------------------------
     def catch_up(self, session: Session) -> None:
-        """At READY: what the device missed since its cursor, under the same policy as live
-        pushes (too much, or a large group: an MN to pull instead). The pushes of one catch-up
-        stop at about ``max_reply_bytes`` of messages (at least one message): each channel
-        whose messages do not fit gets an MN from there on, and the device pulls the rest."""
+        """At READY: what the device missed (``MessageService.pending``: since its cursor, a
+        new device since the user's, a new member since it joined), under the same policy as
+        live pushes (too much, or a large group: an MN to pull instead). The pushes of one
+        catch-up stop at about ``max_reply_bytes`` of messages (at least one message): each
+        channel whose messages do not fit gets an MN from there on, and the device pulls the
+        rest. What was pushed moves the device's cursors (``MessageService.pushed``), so the
+        next READY does not push it again, ACK or not."""
         services = session.deps.services
+        messages = services.messages
+        origin = session.session_id
+        messages.session_started(origin, session.user_id, session.device_id)
         limit = self.settings.catchup_push_limit
         budget = self.settings.max_reply_bytes
         size = 0
-        for channel, acked, current in services.messages.pending(
-            session.user_id, session.device_id
-        ):
-            missing = current - acked
-            notify = pbwire.notify(channel.channel_id, channel.channel_type, current)
-            old = not services.messages.in_memory(channel.channel_id, acked)
+        for channel, start, current in messages.pending(session.user_id, session.device_id):
+            cid = channel.channel_id
+            missing = current - start
+            notify = pbwire.notify(cid, channel.channel_type, current)
+            old = not messages.in_memory(cid, start)
             if old or self.large(channel) or missing > limit or size >= budget:
                 # old history, a large group, too much, or past the catch-up's bytes: it pulls
                 session.push_now(Cmd.MN, notify)
+                messages.pushed(origin, cid, start, False)
                 continue
-            for record in services.messages.read_log(channel.channel_id, acked, missing):
+            last = start
+            for record in messages.read_log(cid, start, missing):
                 n = record_bytes(record)
                 if size and size + n > budget:
                     session.push_now(Cmd.MN, notify)
                     break
                 size += n
+                last = record.pts
                 queue(session, self.mode(channel, record), push_body(record))
+            messages.pushed(origin, cid, last, last >= current)
+
+    def session_ended(self, session: Session) -> None:
+        """The session is gone: its device keeps what it was pushed and pulled (its cursors).
+        Live pushes count only for a READY session whose queued output was not dropped (a
+        slow consumer's end, a connection lost with pushes still queued)."""
+        if not session.user_id:
+            return
+        dropped = session.end_reason in ("slow_consumer", "output_lost")
+        live = self.delivered if session.ready and not dropped else None
+        session.deps.services.messages.session_ended(session.session_id, live)
+
+    def push_notice(
+        self, user_ids: Iterable[int], channel: Channel, payload: bytes, origin: str | None
+    ) -> None:
+        """A notice that is not in any log (a read receipt, reference 7.4): a push with
+        ``from_uid`` 0, ``message_type`` System and no pts, to the READY devices of
+        ``user_ids`` but the origin, once the writes before it are durable."""
+        now = time.time_ns() // 1_000_000
+        body = pb.PushMessageRequest(
+            msg_key=f"notice_{channel.channel_id}_{now}",
+            timestamp=now // 1000,
+            channel_id=channel.channel_id,
+            channel_type=channel.channel_type,
+            message_type=SYSTEM_MESSAGE,
+            topic="notification",
+            from_uid=0,
+            payload=payload,
+        ).SerializeToString()
+        members = list(user_ids)
+        d = self.durability
+        if d.write_seq > d.durable_seq:
+            d.when_durable(d.write_seq, lambda: self.hub.fan_out(members, body, BATCH, origin))
+        else:
+            self.hub.fan_out(members, body, BATCH, origin)
 
     def difference(
         self, channel: Channel, records: list[Record], current: int, has_more: bool

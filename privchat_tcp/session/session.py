@@ -171,6 +171,8 @@ class DeliveryPolicy(Protocol):
 
     def catch_up(self, session: Session) -> None: ...
 
+    def session_ended(self, session: Session) -> None: ...
+
     def difference(
         self, channel: Channel, records: list[Record], current: int, has_more: bool
     ) -> tuple[bytes, bool]: ...
@@ -354,6 +356,8 @@ class Session:
 
     def lost(self) -> None:
         """The connection is gone: forget what was queued (the adapter calls it once)."""
+        if not self.end_reason and (self.pending or self.conn.output_size()):
+            self.end_reason = "output_lost"  # queued pushes never left: not delivered
         self.closed = True
         self.state = SessionState.CLOSED
         self.pending.clear()

@@ -190,6 +190,7 @@ _MESSAGE_COLUMNS = (
 )
 
 Op = tuple[str, tuple[Any, ...]]
+_INT64_MAX = (1 << 63) - 1
 
 
 class StoreOpenError(PrivchatError):
@@ -1058,6 +1059,8 @@ class SQLiteStore(MemoryStore):
         record = self._by_message.get(message_id)
         if record is not None:
             return record if not channel_id or record.channel_id == channel_id else None
+        if message_id > _INT64_MAX:  # no such id (SQLite would refuse the number)
+            return None
         # not in the window (so durable): one indexed lookup
         with self._read_lock:
             row = self._reader.execute(

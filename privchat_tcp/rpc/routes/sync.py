@@ -15,17 +15,20 @@ from ..views import CONTENT_TYPE_IDS, commit_json
 routes = RouteTable()
 
 
-def _envelope_bytes(value: Any) -> bytes:
-    """``sync/submit``'s payload as the stored JSON envelope."""
+def _envelope(value: Any) -> dict[str, Any]:
+    """``sync/submit``'s payload as the envelope to store: an object (its ``text`` or
+    ``content`` is the text) or a string (the text). Anything else, ``null`` included, is
+    refused: it is not a message."""
+    if value is None:
+        raise ServiceError(ErrorCode.MISSING_REQUIRED_PARAM, "missing parameter: payload")
     if isinstance(value, dict):
         text = value.get("text", value.get("content"))
         env = dict(value)
         env["content"] = text if isinstance(text, str) else json.dumps(value)
-    elif isinstance(value, str):
-        env = {"content": value}
-    else:
-        env = {"content": json.dumps(value)}
-    return json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
+        return env
+    if isinstance(value, str):
+        return {"content": value}
+    raise ServiceError(ErrorCode.INVALID_PARAM_TYPE, "payload must be an object or a string")
 
 
 @routes.route(
@@ -47,20 +50,23 @@ def sync_submit(ctx: RpcContext, body: dict[str, Any]) -> Any:
     ctype = channel_type(body)
     last_pts = opt_u64(body, "last_pts")
     command = opt_text(body, "command_type", 64) or "text"
-    value = body.get("payload")
+    env = _envelope(body.get("payload"))
     services = ctx.services
     channel = services.channels.member_channel(ctx.user_id, channel_id, ctype)
     server_pts = services.channels.current_pts(channel.channel_id)
+    message_type = CONTENT_TYPE_IDS.get(command, 0)
     result = services.messages.send(
         ctx.user_id,
         ctx.device_id,
         channel,
         local_id,
-        CONTENT_TYPE_IDS.get(command, 0),
-        _envelope_bytes(value),
+        message_type,
+        json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode(),
         b"",
         False,
         ctx.origin,
+        check=True,
+        env=env,
     )
     return {
         "decision": "accepted",
@@ -83,13 +89,14 @@ def sync_get_difference(ctx: RpcContext, body: dict[str, Any]) -> Any:
         opt_u64(body, "last_pts"),
         opt_u64(body, "limit", 100),
         ctype,
+        ctx.origin,
     )
     if not services.messages.in_memory(args[1], args[2]):  # old history: read off the loop
         return _difference_later(services, args)
     return _difference_json(services, services.messages.pull(*args))
 
 
-async def _difference_later(services: Services, args: tuple[int, int, int, int, int]) -> Any:
+async def _difference_later(services: Services, args: tuple[int, int, int, int, int, str]) -> Any:
     return _difference_json(services, await services.messages.pull_async(*args))
 
 
