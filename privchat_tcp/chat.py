@@ -21,8 +21,8 @@ from .wire.commands import Cmd
 
 __all__ = ["HELP", "Shell", "UsageError", "text_of"]
 
-HELP = """commands (USER: a username or id; CHANNEL: a group name, a username for the direct
-chat, or a channel id):
+HELP = """commands (USER: a username or id; CHANNEL: a group name or #name, @USER for the
+direct chat (or a bare username), or a channel id):
   /register USER PASS       create an account and log in
   /login USER PASS          log in
   /whoami                   who you are logged in as
@@ -140,9 +140,7 @@ class Shell:
         name = self.names.get(user_id)
         if name is None:
             try:
-                detail = await self.client.rpc(
-                    "account/user/detail", {"target_user_id": user_id, "source": "conversation"}
-                )
+                detail = await self.client.rpc("account/user/detail", {"target_user_id": user_id})
                 name = _clean(detail.get("username") or user_id)
             except PrivchatError:
                 name = str(user_id)
@@ -165,7 +163,11 @@ class Shell:
         return known
 
     async def channel_id(self, what: str) -> int:
-        """A channel by id, group name or a user's name (their direct chat)."""
+        """A channel by id, group name (``#name``) or a user (``@name`` or ``@id``: the direct
+        chat; a bare name that is no group's too)."""
+        if what.startswith("@"):
+            return await self._direct(await self.user_id(what[1:]))
+        what = what.removeprefix("#")
         if what.isascii() and what.isdigit():
             return int(what)
         group = self.groups.get(what.lower())
@@ -180,9 +182,7 @@ class Shell:
     async def _direct(self, peer: int) -> int:
         channel = self.directs.get(peer)
         if channel is None:
-            reply = await self.client.rpc(
-                "channel/direct/get_or_create", {"target_user_id": peer, "source": "conversation"}
-            )
+            reply = await self.client.rpc("channel/direct/get_or_create", {"target_user_id": peer})
             channel = self.directs[peer] = int(reply["channel_id"])
             self.channel_names[channel] = "@" + await self.name_of(peer)
         return channel

@@ -109,7 +109,7 @@ def test_chat_client_history_and_read_state(served: tuple[subprocess.Popen[str],
     dave = run(other())
     script = (
         f"/register erin secret1\n/dm {dave} one\n/dm {dave} two\n/unread\n"
-        "/history 1000\n/read 1000\n/unread 1000\n/quit\n"
+        f"/history @{dave}\n/read @{dave}\n/unread\n/history @nobody\n/quit\n"
     )
     out = subprocess.run(
         [sys.executable, "-m", "privchat_tcp", "chat", "--port", str(port)],
@@ -120,10 +120,13 @@ def test_chat_client_history_and_read_state(served: tuple[subprocess.Popen[str],
         env=ENV,
     )
     assert out.returncode == 0, out.stderr
-    assert re.search(r"pts 1 \S+Z from 1000000\d\d: one", out.stdout), out.stdout
-    assert re.search(r"pts 2 \S+Z from 1000000\d\d: two", out.stdout), out.stdout
+    assert re.search(r"sent to @\S+ \(pts 1\)", out.stdout), out.stdout
+    assert re.search(r"sent to @\S+ \(pts 2\)", out.stdout), out.stdout
+    assert re.search(r"  erin: one\n  erin: two\n", out.stdout), out.stdout
     assert "read up to pts 2" in out.stdout
-    assert out.stdout.count("unread: 0") == 2  # erin's own messages are never unread
+    assert out.stdout.count("0 unread") == 2  # erin's own messages are never unread
+    assert "error: " in out.stdout  # @nobody: no such user
+    assert "Traceback" not in out.stderr
 
 
 def test_help_lists_settings() -> None:

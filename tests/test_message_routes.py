@@ -536,13 +536,15 @@ def test_a_new_member_starts_after_it_joined(server: ServerThread) -> None:
             await a.send(g, f"after{i}")
         await settle(server, carol.user_id)
         await carol.reconnect()
-        assert seqs(carol.drain_pushes()) == [(Cmd.MPS, 4), (Cmd.MPS, 5)]
+        # pts 4 is the group's notice of carol's joining (a System message), then hers
+        assert seqs(carol.drain_pushes()) == [(Cmd.MPS, 4), (Cmd.MPS, 5), (Cmd.MPS, 6)]
         pulled = await carol.pull(g, 0, 100)
-        assert [m.message_seq for m in pulled.messages] == [4, 5] and pulled.current_pts == 5
+        assert [m.message_seq for m in pulled.messages] == [4, 5, 6] and pulled.current_pts == 6
         diff = await carol.rpc("sync/get_difference", {"channel_id": g, "last_pts": 0})
-        assert [x["pts"] for x in diff["commits"]] == [4, 5]
+        assert [x["pts"] for x in diff["commits"]] == [4, 5, 6]
         hist = await carol.rpc("message/history/get", {"channel_id": g})
-        assert [m["content"] for m in hist["messages"]] == ["after0", "after1"]
+        assert [m["content"] for m in hist["messages"]][1:] == ["after0", "after1"]
+        assert hist["messages"][0]["sender_id"] == 1  # the join notice
         assert hist["has_more"] is False
         before = (await b.pull(g, 0, 1)).messages[0].server_message_id
         await refused(
@@ -550,7 +552,7 @@ def test_a_new_member_starts_after_it_joined(server: ServerThread) -> None:
             ErrorCode.MESSAGE_NOT_FOUND,
         )
         # b, a member from the start, still reads the whole history
-        assert len((await b.rpc("message/history/get", {"channel_id": g}))["messages"]) == 5
+        assert len((await b.rpc("message/history/get", {"channel_id": g}))["messages"]) == 6
         for x in (a, b, carol):
             await x.close()
 

@@ -177,10 +177,15 @@ def test_a_member_added_later_sees_only_what_came_after(
     assert _ms(devs["owner"], gid, {"content": "new"}) == 0
     dev = h.login(late)
     pushed = [pb.PushMessageRequest.FromString(r.body) for r in dev.pushes(Cmd.MPS)]
-    assert [json.loads(p.payload)["content"] for p in pushed] == ["new"]
+    pushed += [
+        m for r in dev.pushes(Cmd.MPB) for m in pb.PushBatchRequest.FromString(r.body).messages
+    ]
+    # the group's notice of the joining (a System message from user 1), then "new"
+    assert [json.loads(p.payload)["content"] for p in pushed][-1:] == ["new"]
+    assert all(p.from_uid == 1 for p in pushed[:-1])
     hist = dev.rpc("message/history/get", {"channel_id": gid})
-    assert [m["content"] for m in hist["messages"]] == ["new"]
-    assert dev.rpc("message/status/count", {"channel_id": gid})["unread_count"] == 1
+    assert [m["content"] for m in hist["messages"]][-1:] == ["new"]
+    assert dev.rpc("message/status/count", {"channel_id": gid})["unread_count"] == len(pushed)
     old = devs["member"].rpc("message/history/get", {"channel_id": gid})["messages"][0]
     assert (
         _rpc(dev, "message/status/read", {"channel_id": gid, "message_id": old["message_id"]})

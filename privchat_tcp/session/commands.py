@@ -172,7 +172,17 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             content = b""
     if not e2e and payload and is_envelope(payload):  # what the JSON views will parse
         check_stored(payload, session.deps.settings.json_max_depth)
-    check, env = (False, None) if e2e else _rules_envelope(req, session.deps.settings)
+    if e2e:
+        check, env = False, None
+    elif fast is not None and fast[2]:  # a payload and no MessageContent
+        check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
+    else:
+        check, env = _rules_envelope(
+            message_type,
+            payload,
+            req.content if req.HasField("content") else None,
+            session.deps.settings,
+        )
     result = services.messages.send(
         session.user_id,
         session.device_id,
@@ -200,15 +210,16 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
     )
 
 
-def _rules_envelope(req: pb.SendMessageRequest, settings: Settings) -> tuple[bool, Any]:
+def _rules_envelope(
+    message_type: int, payload: bytes, c: pb.MessageContent | None, settings: Settings
+) -> tuple[bool, Any]:
     """Whether an MS's envelope rules apply (``service.content``) and the envelope they read:
     the payload's JSON object (the text when it is not one) or, without a payload, the
     MessageContent's fields. A plain text message without a reply, a mention or metadata is
     not parsed (the hot path)."""
-    payload = req.payload
     depth = settings.json_max_depth
     if payload:
-        if not needs_check(req.message_type, payload):
+        if not needs_check(message_type, payload):
             return False, None
         value = None
         if is_envelope(payload):
@@ -219,11 +230,10 @@ def _rules_envelope(req: pb.SendMessageRequest, settings: Settings) -> tuple[boo
         if isinstance(value, dict):
             return True, value
         return True, {"content": payload.decode("utf-8", "replace")}
-    if not req.HasField("content"):
+    if c is None:
         return False, None
-    c = req.content
     if not (
-        req.message_type
+        message_type
         or c.reply_to_message_id
         or c.mentioned_targets
         or c.mentioned_type
