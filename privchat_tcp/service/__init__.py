@@ -16,6 +16,8 @@ from .auth import PasswordHasher, TokenIssuer
 from .channels import ChannelService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .profiles import ProfileService, QRCodeService
+from .social import Notifier, PrivacyService, SocialService
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -43,8 +45,33 @@ class Services:
         self.epoch = store.epoch
         #: the store's write numbering: the session layer holds acknowledgements on it
         self.durability: Durability = store
-        self.accounts = AccountService(store, store, tokens, passwords, clock, store.epoch)
+        self.accounts = AccountService(
+            store, store, tokens, passwords, clock, store.epoch, phones=store
+        )
         self.channels = ChannelService(settings, store, store, store, clock)
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic
         )
+        # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
+        self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
+        self.privacy = PrivacyService(store, store, clock)
+        self.social = SocialService(
+            settings,
+            store,
+            store,
+            store,
+            store,
+            store,
+            store,
+            self.channels,
+            self.privacy,
+            self.notices,
+            clock,
+        )
+        self.profiles = ProfileService(
+            settings, store, store, store, store, self.social, self.privacy, clock
+        )
+        self.qrcodes = QRCodeService(
+            settings, store, self.channels, self.social, self.privacy, clock
+        )
+        self.messages.send_rule = self.social.check_send

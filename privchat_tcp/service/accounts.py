@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ErrorCode, InvalidParams, InvalidToken, ServiceError, TokenRevoked
 from .auth import PasswordHasher, TokenIssuer
 from .model import User
-from .ports import AccountStore, TokenStore
+from .ports import AccountStore, ProfileStore, TokenStore
 
 __all__ = ["AccountService"]
 
@@ -34,6 +35,7 @@ class AccountService:
         passwords: PasswordHasher,
         clock: Callable[[], int],
         epoch: str = "",
+        phones: ProfileStore | None = None,
     ) -> None:
         #: the epoch of the store: the tokens of this server carry it
         self.epoch = epoch
@@ -42,20 +44,24 @@ class AccountService:
         self.tokens = tokens
         self.passwords = passwords
         self._clock = clock
+        self._phones = phones
 
     # ---- users ---------------------------------------------------------------------------------
     def get(self, user_id: int) -> User | None:
         return self._accounts.get_user(user_id)
 
     def find_login(self, login: str) -> User | None:
-        """By username or email (trimmed, any case)."""
-        return self._accounts.find_user(login.strip().lower())
+        """By username or email (trimmed, any case, Unicode in NFC)."""
+        return self._accounts.find_user(unicodedata.normalize("NFC", login.strip()).lower())
 
-    def check_available(self, username: str, email: str | None) -> None:
-        if self._accounts.find_user(username.lower()) or (
-            email and self._accounts.find_user(email.lower())
-        ):
+    def check_available(self, username: str, email: str | None, phone: str | None = None) -> None:
+        """10100 naming what is taken: the username, the email or the phone number."""
+        if self._accounts.find_user(username.lower()):
             raise InvalidParams("username already exists")
+        if email and self._accounts.find_user(email.lower()):
+            raise InvalidParams("email already registered")
+        if phone and self._phones is not None and self._phones.find_by_phone(phone):
+            raise InvalidParams("phone already registered")
 
     def create(
         self,
@@ -66,7 +72,7 @@ class AccountService:
         email: str | None,
     ) -> User:
         """Create the user; refused if the login was taken meanwhile (while hashing)."""
-        self.check_available(username, email)
+        self.check_available(username, email, phone)
         return self._accounts.create_user(
             username, password_hash, nickname, phone, email, self._clock()
         )
