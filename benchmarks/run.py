@@ -303,6 +303,8 @@ def server_argv(src: Path, port: int, data_dir: Path, key: Path | None = None) -
             argv += [opt, value]
     if "--memory-only" in helptext:  # the suite measures the wire and fan-out, in memory
         argv.append("--memory-only")  # (benchmarks/persistence.py measures the store)
+    if "--welcome-message" in helptext:  # no System message per new account: the scenarios
+        argv += ["--welcome-message", ""]  # take a user's first push as their peer's message
     if key is not None and "--rsa-key-file" in helptext:
         argv += ["--rsa-key-file", str(key)]
     return argv

@@ -216,6 +216,20 @@ class Settings:
         "seconds a frame may take from its first byte to its last while the server reads; "
         "past it the session ends with TIMEOUT. 0 = off",
     )
+    # accounts and contacts (issue 12)
+    welcome_message: str = _f(
+        "Welcome to PrivChat!",
+        "text of the System message (from user 1, in the user's system channel) a new "
+        "account receives on register; empty = none",
+    )
+    max_qrcodes_per_user: int = _f(
+        50,
+        "QR codes (and shared contact cards) one user may hold that are not revoked; one more "
+        "is refused 20704. A user may create at most 20 times this many in all",
+    )
+    search_session_ttl: int = _f(
+        1800, "seconds a search_session_id of account/search/query stays valid as a source"
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -287,6 +301,13 @@ class Settings:
             )
         if self.burst_bytes_per_user < 1:
             raise ConfigError("burst_bytes_per_user must be at least 1")
+        # accounts and contacts
+        if self.max_qrcodes_per_user < 0 or self.search_session_ttl < 1:
+            raise ConfigError(
+                "max_qrcodes_per_user must not be negative and search_session_ttl must be positive"
+            )
+        if len(self.welcome_message) > 4096:
+            raise ConfigError("welcome_message must be at most 4096 characters")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [

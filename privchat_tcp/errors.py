@@ -124,6 +124,19 @@ class ErrorCode:
     CHANNEL_NOT_FOUND: Final = 20500
     STORAGE_QUOTA_EXCEEDED: Final = 20606
     DEVICE_LIMIT_EXCEEDED: Final = 20801
+    # accounts and contacts (issue 12)
+    FRIEND_NOT_FOUND: Final = 20400
+    ALREADY_FRIENDS: Final = 20401
+    BLOCKED_BY_USER: Final = 20402  # the peer blocked the caller
+    USER_IN_BLACKLIST: Final = 20403  # the caller blocked the peer
+    FRIEND_REQUEST_EXPIRED: Final = 20404  # no pending request
+    GROUP_ADD_FRIEND_PERSONAL_DISABLED: Final = 20312
+    NICKNAME_INVALID: Final = 20205
+    QRCODE_NOT_FOUND: Final = 20700
+    QRCODE_EXPIRED: Final = 20701
+    QRCODE_USED: Final = 20702
+    QRCODE_REVOKED: Final = 20703
+    QRCODE_LIMIT_EXCEEDED: Final = 20704
 
 
 _EXACT: Final[dict[int, int]] = {
@@ -162,6 +175,12 @@ _EXACT: Final[dict[int, int]] = {
     20602: Status.TOO_LARGE,
     20606: Status.TOO_LARGE,  # the stored-bytes quota (max_stored_bytes_per_user)
     20801: Status.BUSY,
+    20312: Status.FORBIDDEN,  # the target does not allow being added via a group
+    20404: Status.NOT_FOUND,  # no pending friend request
+    20701: Status.CONFLICT,  # QR code expired, used up, revoked, too many
+    20702: Status.CONFLICT,
+    20703: Status.CONFLICT,
+    20704: Status.CONFLICT,
 }
 
 

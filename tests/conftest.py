@@ -106,6 +106,8 @@ class ServerThread:
             "argon2_memory_kib": 1024,
             "log_level": "WARNING",
             "rsa_key_file": KEY_FILE,
+            # no welcome message unless a test asks for one: tests count what they receive
+            "welcome_message": "",
         }
         base.update(overrides)
         self.settings = load_settings(environ={}, overrides=base)

@@ -22,6 +22,7 @@ ENV = {
     "PRIVCHAT_ARGON2_MEMORY_KIB": "1024",
     "PRIVCHAT_DRAIN_GRACE": "0",
     "PRIVCHAT_DRAIN_WINDOW": "0",
+    "PRIVCHAT_WELCOME_MESSAGE": "",  # no system channel: the chat script names channel ids
 }
 
 

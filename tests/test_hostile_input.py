@@ -26,6 +26,7 @@ from privchat_tcp.net import tcp as tcp_module
 from privchat_tcp.proto import privchat_pb2 as pb
 from privchat_tcp.rpc.routes import all_routes
 from privchat_tcp.rpc.table import Route, RpcContext
+from privchat_tcp.service.social import PRIVACY_FLAGS
 from privchat_tcp.session import session as session_module
 from privchat_tcp.session.session import MAX_ASYNC_RPC, FailureLog, Session
 from privchat_tcp.wire.commands import Cmd
@@ -790,6 +791,89 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
         "channel_id": (ID, 1),
         "user_id": (ID, 1),
     },
+    # accounts, contacts and QR codes (issue 12)
+    "account/user/detail": {
+        "target_user_id": (ID, 1),
+        "source": (TEXT, "search"),
+        "source_id": (TEXT, "1"),
+        "user_id": (ID, 1),
+    },
+    "account/user/share_card": {
+        "target_user_id": (ID, 1),
+        "receiver_id": (ID, 1),
+        "expire_seconds": (ID, 60),
+        "sharer_id": (ID, 1),
+    },
+    "account/user/update": {
+        "display_name": (TEXT, "n"),
+        "avatar_url": (TEXT, "https://a.example/b.png"),
+        "bio": (TEXT, "b"),
+        "user_id": (ID, 1),
+    },
+    "account/profile/get": {"user_id": (ID, 1)},
+    "account/profile/update": {
+        "display_name": (TEXT, "n"),
+        "avatar_url": (TEXT, "https://a.example/b.png"),
+        "bio": (TEXT, "b"),
+        "extra_fields": (ANY, {"k": "v"}),
+        "user_id": (ID, 1),
+    },
+    "account/search/query": {
+        "query": (TEXT, "someone"),
+        "page": (ID, 1),
+        "page_size": (ID, 10),
+        "from_user_id": (ID, 1),
+    },
+    "account/search/by_qrcode": {
+        "qr_key": (TEXT, "k"),
+        "token": (TEXT, "t"),
+        "searcher_id": (ID, 1),
+    },
+    "account/privacy/get": {"user_id": (ID, 1)},
+    "account/privacy/update": {
+        **{name: (FLAG, True) for name in PRIVACY_FLAGS},
+        "user_id": (ID, 1),
+    },
+    "account/settings/update": {"settings": (ANY, {"theme": "dark"}), "user_id": (ID, 1)},
+    "contact/friend/apply": {
+        "target_user_id": (ID, 1),
+        "message": (TEXT, "hi"),
+        "source": (TEXT, "search"),
+        "source_id": (TEXT, "1"),
+        "from_user_id": (ID, 1),
+    },
+    "contact/friend/accept": {
+        "from_user_id": (ID, 1),
+        "message": (TEXT, "ok"),
+        "target_user_id": (ID, 1),
+    },
+    "contact/friend/reject": {
+        "from_user_id": (ID, 1),
+        "target_user_id": (ID, 1),
+        "message": (TEXT, "no"),
+    },
+    "contact/friend/remove": {"friend_id": (ID, 1), "user_id": (ID, 1)},
+    "contact/friend/pending": {"user_id": (ID, 1)},
+    "contact/friend/check": {"friend_id": (ID, 1), "user_id": (ID, 1)},
+    "contact/blacklist/add": {"user_id": (ID, 1), "blocked_user_id": (ID, 1)},
+    "contact/blacklist/remove": {"user_id": (ID, 1), "blocked_user_id": (ID, 1)},
+    "contact/blacklist/list": {"user_id": (ID, 1)},
+    "contact/blacklist/check": {"user_id": (ID, 1), "target_user_id": (ID, 1)},
+    "qrcode/generate": {
+        "qr_type": (TEXT, "user"),
+        "target_id": (ID, 1),
+        "expire_seconds": (ID, 60),
+        "max_usage": (ID, 1),
+        "metadata": (ANY, {"a": 1}),
+        "user_id": (ID, 1),
+    },
+    "qrcode/resolve": {"qr_key": (TEXT, "k"), "token": (TEXT, "t"), "scanner_id": (ID, 1)},
+    "qrcode/refresh": {"qr_type": (TEXT, "user"), "target_id": (ID, 1), "creator_id": (ID, 1)},
+    "qrcode/revoke": {"qr_key": (TEXT, "k"), "user_id": (ID, 1)},
+    "qrcode/list": {"creator_id": (ID, 1), "include_revoked": (FLAG, True)},
+    "user/qrcode/generate": {"expire_seconds": (ID, 60), "user_id": (ID, 1)},
+    "user/qrcode/refresh": {"user_id": (ID, 1)},
+    "user/qrcode/get": {"user_id": (ID, 1)},
 }
 
 SURROGATES = [b'"\\ud800"', b'"x\\udfffy"', b'"\xed\xa0\x80"', b'"\\udc00\\ud800"']

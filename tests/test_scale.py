@@ -77,6 +77,8 @@ class ServerProcess:
             "1",
             "--argon2-memory-kib",
             "1024",
+            "--welcome-message",
+            "",  # no welcome message: these tests count every push
             "--rate-per-connection",
             "0",
             "--rate-per-user",

@@ -15,7 +15,8 @@ from google.protobuf.message import DecodeError
 from ..errors import ServiceError
 from ..proto import privchat_pb2 as pb
 from ..service import Services
-from ..service.model import KIND_REVOKE, ROLE_NAMES, Channel, Record
+from ..service.model import KIND_REVOKE, ROLE_NAMES, Channel, QRCode, Record, User
+from ..service.profiles import qr_url
 from .safejson import MAX_DEPTH, is_envelope, loads
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "envelope",
     "group_info",
     "group_members",
+    "searched_user",
+    "qrcode_entry",
 ]
 
 # ContentMessageType, PrivChat 0.1.1 numbering (reference section 10.1)
@@ -178,3 +181,35 @@ def group_members(services: Services, group: Channel) -> dict[str, Any]:
             item["avatar_url"] = user.avatar_url
         members.append(item)
     return {"members": members, "total": len(members)}
+
+
+# ---- accounts and contacts (issue 12) ---------------------------------------------------------
+def searched_user(services: Services, viewer: int, user: User, search_session_id: int) -> Any:
+    """PrivChat's ``SearchedUser`` (reference 7.1) of ``user`` as ``viewer`` sees it."""
+    item: dict[str, Any] = {
+        "user_id": user.user_id,
+        "username": user.username,
+        "nickname": user.nickname,
+        "user_type": user.user_type,
+        "search_session_id": search_session_id,
+        "is_friend": services.social.is_friend(viewer, user.user_id),
+        "can_send_message": services.social.can_send(viewer, user.user_id),
+    }
+    if user.avatar_url:
+        item["avatar_url"] = user.avatar_url
+    return item
+
+
+def qrcode_entry(code: QRCode) -> dict[str, Any]:
+    """PrivChat's ``QRCodeEntry`` (``qrcode/list``)."""
+    return {
+        "qr_key": code.qr_key,
+        "qr_code": qr_url(code),
+        "qr_type": code.qr_type,
+        "target_id": str(code.target_id),
+        "created_at": iso(code.created_at),
+        "expire_at": iso(code.expire_at) if code.expire_at else None,
+        "used_count": code.used_count,
+        "max_usage": code.max_usage or None,
+        "revoked": bool(code.revoked_at),
+    }

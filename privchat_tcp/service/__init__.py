@@ -20,8 +20,10 @@ from .entities import EntityFeed, EntitySync
 from .groups import GroupService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .profiles import ProfileService, QRCodeService
 from .reactions import ReactionService
 from .reads import ReadService
+from .social import Notifier, PrivacyService, SocialService
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -52,7 +54,7 @@ class Services:
         #: entity versions: every service that changes an entity bumps it through this
         self.feed = EntityFeed(store)
         self.accounts = AccountService(
-            store, store, tokens, passwords, clock, store.epoch, feed=self.feed
+            store, store, tokens, passwords, clock, store.epoch, feed=self.feed, phones=store
         )
         self.channels = ChannelService(settings, store, store, store, clock, feed=self.feed)
         self.messages = MessageService(
@@ -70,3 +72,26 @@ class Services:
         self.entities = EntitySync(store, store, store, store, store, store, store, store)
         self.reads = ReadService(self.channels, store, store, delivery, clock)
         self.reactions = ReactionService(self.channels, store, store, clock)
+        # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
+        self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
+        self.privacy = PrivacyService(store, store, clock)
+        self.social = SocialService(
+            settings,
+            store,
+            store,
+            store,
+            store,
+            store,
+            store,
+            self.channels,
+            self.privacy,
+            self.notices,
+            clock,
+        )
+        self.profiles = ProfileService(
+            settings, store, store, store, store, self.social, self.privacy, clock
+        )
+        self.qrcodes = QRCodeService(
+            settings, store, self.channels, self.social, self.privacy, clock
+        )
+        self.messages.send_rule = self.social.check_send

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..errors import ErrorCode, InvalidParams, InvalidToken, ServiceError, Token
 from .auth import PasswordHasher, TokenIssuer
 from .entities import EntityFeed
 from .model import User
-from .ports import AccountStore, TokenStore
+from .ports import AccountStore, ProfileStore, TokenStore
 
 __all__ = ["AccountService"]
 
@@ -36,6 +37,7 @@ class AccountService:
         clock: Callable[[], int],
         epoch: str = "",
         feed: EntityFeed | None = None,
+        phones: ProfileStore | None = None,
     ) -> None:
         #: the epoch of the store: the tokens of this server carry it
         self.epoch = epoch
@@ -46,20 +48,24 @@ class AccountService:
         self._clock = clock
         #: entity versions (``entity/sync_entities``): a new user is in their own view
         self.feed = feed if feed is not None else EntityFeed(None)
+        self._phones = phones
 
     # ---- users ---------------------------------------------------------------------------------
     def get(self, user_id: int) -> User | None:
         return self._accounts.get_user(user_id)
 
     def find_login(self, login: str) -> User | None:
-        """By username or email (trimmed, any case)."""
-        return self._accounts.find_user(login.strip().lower())
+        """By username or email (trimmed, any case, Unicode in NFC)."""
+        return self._accounts.find_user(unicodedata.normalize("NFC", login.strip()).lower())
 
-    def check_available(self, username: str, email: str | None) -> None:
-        if self._accounts.find_user(username.lower()) or (
-            email and self._accounts.find_user(email.lower())
-        ):
+    def check_available(self, username: str, email: str | None, phone: str | None = None) -> None:
+        """10100 naming what is taken: the username, the email or the phone number."""
+        if self._accounts.find_user(username.lower()):
             raise InvalidParams("username already exists")
+        if email and self._accounts.find_user(email.lower()):
+            raise InvalidParams("email already registered")
+        if phone and self._phones is not None and self._phones.find_by_phone(phone):
+            raise InvalidParams("phone already registered")
 
     def create(
         self,
@@ -70,7 +76,7 @@ class AccountService:
         email: str | None,
     ) -> User:
         """Create the user; refused if the login was taken meanwhile (while hashing)."""
-        self.check_available(username, email)
+        self.check_available(username, email, phone)
         user = self._accounts.create_user(
             username, password_hash, nickname, phone, email, self._clock()
         )

@@ -116,6 +116,9 @@ class MessageService:
         self._typing: dict[tuple[int, int], float] = {}
         self._last_sweep = clock()
         self.quota = SendQuota(settings, log, monotonic)
+        #: who may write to whom in a direct channel (``SocialService.check_send``: blacklists,
+        #: privacy); raises the refusal
+        self.send_rule: Callable[[int, Channel], None] | None = None
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -161,6 +164,8 @@ class MessageService:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
             if channel.all_muted and member.role == ROLE_MEMBER:
                 raise ServiceError(ErrorCode.GROUP_MUTED, "the group is muted")
+        elif self.send_rule is not None:
+            self.send_rule(sender, channel)
         self.quota.take(sender, len(payload) + len(content))
         message_id = self.ids.next(ts)
         channel_id = channel.channel_id

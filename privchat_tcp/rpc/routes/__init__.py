@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..table import RouteTable
-from . import account, channel, entity, group, message, presence, sync, system
+from . import account, channel, contact, entity, group, message, presence, qrcode, sync, system
 
 __all__ = ["TABLES", "all_routes"]
 
@@ -16,6 +16,8 @@ TABLES: tuple[RouteTable, ...] = (
     presence.routes,
     entity.routes,
     channel.routes,
+    contact.routes,
+    qrcode.routes,
 )
 
 
