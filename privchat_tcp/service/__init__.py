@@ -74,6 +74,7 @@ class Services:
         self.reactions = ReactionService(self.channels, store, store, clock)
         # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
         self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
+        self.notices.feed = self.feed
         self.privacy = PrivacyService(store, store, clock)
         self.social = SocialService(
             settings,

@@ -27,6 +27,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, ServiceError, UserNotFound
 from .channels import ChannelService
+from .entities import EntityFeed
 from .ids import Snowflake
 from .model import DIRECT, KIND_MESSAGE, SYSTEM_USER_ID, Channel, FriendRequest, Record, User
 from .ports import (
@@ -102,9 +103,16 @@ class Notifier:
         self._delivery = delivery
         self._ids = ids
         self._clock = clock
+        #: entity versions (``service/entities.py``), set by the composition of the services
+        self.feed: EntityFeed | None = None
 
     def system_channel(self, user_id: int) -> Channel:
-        return self._channels.get_or_create_direct(SYSTEM_USER_ID, user_id, self._clock())[0]
+        channel, created = self._channels.get_or_create_direct(
+            SYSTEM_USER_ID, user_id, self._clock()
+        )
+        if created and self.feed is not None:  # in the user's channel entities
+            self.feed.channel_created(channel)
+        return channel
 
     def system_message(self, user_id: int, text: str) -> Record:
         """A System message with ``text`` to ``user_id``."""
