@@ -124,6 +124,14 @@ class ErrorCode:
     CHANNEL_NOT_FOUND: Final = 20500
     STORAGE_QUOTA_EXCEEDED: Final = 20606
     DEVICE_LIMIT_EXCEEDED: Final = 20801
+    # files and devices (issue 12)
+    FILE_NOT_FOUND: Final = 20600
+    FILE_UPLOAD_FAILED: Final = 20601
+    FILE_TOO_LARGE: Final = 20602
+    FILE_TYPE_NOT_ALLOWED: Final = 20603
+    UPLOAD_TOKEN_INVALID: Final = 20604
+    UPLOAD_TOKEN_EXPIRED: Final = 20605
+    DEVICE_NOT_FOUND: Final = 20800
 
 
 _EXACT: Final[dict[int, int]] = {

@@ -14,8 +14,12 @@ from ..config import Settings
 from .accounts import AccountService
 from .auth import PasswordHasher, TokenIssuer
 from .channels import ChannelService
+from .devices import DeviceService
+from .files import FileService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .presence import PresenceService
+from .stickers import StickerCatalogue
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -48,3 +52,11 @@ class Services:
         self.messages = MessageService(
             settings, self.channels, store, store, store, delivery, clock, monotonic
         )
+        # files, devices, presence, stickers (issue 12)
+        self.files = FileService(settings, store, clock)
+        self.messages.files = self.files
+        self.devices = DeviceService(settings, store, store, clock)
+        self.presence = PresenceService(self.devices, store, store, store, clock)
+        self.devices.on_change = self.presence.changed
+        #: the default set until the composition root loads the data directory's catalogue
+        self.stickers = StickerCatalogue.load(None, settings.file_base_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Protocol
 
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, MessageNotFound, ServiceError
@@ -30,6 +31,14 @@ from .ports import CursorStore, DedupStore, Delivery, MessageLog
 from .quotas import SendQuota
 
 __all__ = ["MessageService", "SendResult", "record_bytes", "RECORD_FIELDS_BYTES"]
+
+
+class FileRules(Protocol):
+    """The attachment rule of ``service/files.py``: a message's ``file_id`` must name a file
+    its sender uploaded (20006 otherwise)."""
+
+    def check_message(self, sender: int, message_type: int, payload: bytes, e2e: bool) -> None: ...
+
 
 #: about what a record's fields other than payload and content take in a page (ids, pts,
 #: times, the device id ...), so that a page of tiny messages is bounded by bytes too
@@ -80,6 +89,8 @@ class MessageService:
         self._typing: dict[tuple[int, int], float] = {}
         self._last_sweep = clock()
         self.quota = SendQuota(settings, log, monotonic)
+        #: the attachment rule (``FileService.check_message``), set by ``Services``
+        self.files: FileRules | None = None
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -104,6 +115,8 @@ class MessageService:
                 return SendResult(seen.message_id, seen.pts, seen.channel_id, seen.timestamp, True)
         if not payload and not content:
             raise ServiceError(ErrorCode.MESSAGE_CONTENT_INVALID, "empty message")
+        if self.files is not None:
+            self.files.check_message(sender, message_type, payload, e2e)
         ts = self._clock()
         if channel.channel_type == GROUP:
             member = channel.members[sender]

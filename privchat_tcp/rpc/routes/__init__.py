@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..table import RouteTable
-from . import account, entity, group, message, presence, sync, system
+from . import account, device, entity, file, group, message, presence, sticker, sync, system
 
 __all__ = ["TABLES", "all_routes"]
 
@@ -15,6 +15,9 @@ TABLES: tuple[RouteTable, ...] = (
     sync.routes,
     presence.routes,
     entity.routes,
+    file.routes,
+    device.routes,
+    sticker.routes,
 )
 
 
