@@ -5,7 +5,9 @@ sticker catalogue (``sticker/package/*``, images on the same listener)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import pathlib
 import socket
 import struct
@@ -530,3 +532,72 @@ def test_a_malformed_catalogue_is_a_clear_error(
     (tmp_path / "stickers" / "catalogue.json").write_bytes(b"{not json")
     with pytest.raises(ConfigError, match="cannot read"):
         StickerCatalogue.load(tmp_path)
+
+
+# ---- hostile uploads -------------------------------------------------------------------------
+async def raw_post(port: int, head: str, body: bytes) -> tuple[asyncio.StreamReader, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    return reader, writer
+
+
+async def response(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    """One HTTP response (the server may keep reading the rest of a refused body for a while
+    before it closes: read by Content-Length, not to the end)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return int(lines[0].split(" ", 2)[1]), json.loads(body)
+
+
+def test_malformed_stalled_and_too_many_uploads(
+    make_server: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = make_server(file_port=free_port(), file_uploads=1, file_read_timeout=0.5)
+    caplog.set_level(logging.INFO, logger="privchat_tcp")
+    port = srv.settings.file_port
+
+    def head(token: str, length: int, boundary: str = "b0undary") -> str:
+        return (
+            f"POST /api/app/files/upload HTTP/1.1\r\nHost: x\r\nX-Upload-Token: {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+
+    async def main() -> None:
+        alice = await user(srv.port, "alice")
+        image = png()
+        # garbage where the parts should be
+        grant = await token_for(alice, image)
+        garbage = b"\x00\xff" * 50
+        reader, writer = await raw_post(port, head(grant["token"], len(garbage)), garbage)
+        status, err = await response(reader)
+        assert status == 400 and err["code"] == ErrorCode.INVALID_PARAMS
+        writer.close()
+        # a stalled upload holds the only slot; another one is 503 meanwhile
+        part = (
+            b"--b0undary\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n"
+            b"Content-Type: image/png\r\n\r\n" + image[:10]
+        )
+        reader, writer = await raw_post(port, head(grant["token"], 10_000), part)
+        assert srv.server is not None and srv.server.files is not None
+        files = srv.server.files
+        while not srv.call(lambda: files.running):
+            await asyncio.sleep(0.01)
+        other = await token_for(alice, image)
+        async with aiohttp.ClientSession() as http:
+            code, busy = await upload(http, grant["upload_url"], other["token"], image)
+            assert code == 503 and busy["code"] == ErrorCode.SYSTEM_BUSY
+            # the stalled one is dropped after file_read_timeout without a byte
+            status, err = await response(reader)
+            assert status == 400 and "did not finish" in err["message"]
+            writer.close()
+            code, done = await upload(http, grant["upload_url"], grant["token"], image)
+            assert code == 200, done  # its token was not spent
+        assert list((files.root / "tmp").iterdir()) == []
+        await alice.close()
+
+    run(main())
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
