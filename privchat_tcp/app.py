@@ -124,6 +124,7 @@ def compose(
     presence = PresenceLink(services, hub)
     hub.on_unregister = presence.session_ended
     services.presence.push = presence
+    services.devices.schedule = schedule  # LOGIN's device records: written after its turn
     routes = all_routes()
     deps = SessionDeps(
         settings,
@@ -350,6 +351,10 @@ class Server:
         if self._store_closed:
             return
         self._store_closed = True
+        try:
+            self.services.devices.flush()
+        except Exception:
+            log.exception("writing the device records failed")
         try:
             self.store.flush()
         except Exception:

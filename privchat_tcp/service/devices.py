@@ -60,6 +60,12 @@ class DeviceService:
         #: called with (user id, online) when a user's first device comes online or the last
         #: one leaves (``PresenceService.changed``)
         self.on_change: Callable[[int, bool], None] | None = None
+        #: runs a callback at the end of the event loop's turn (set by the composition root;
+        #: None: records from LOGIN are written at once)
+        self.schedule: Callable[[Callable[[], None]], object] | None = None
+        #: records of LOGINs this turn, written at its end (``flush``): the write is then no
+        #: part of the LOGIN frame, whose answer does not wait for it to be durable
+        self._pending: dict[tuple[int, str], DeviceRecord] = {}
 
     # ---- sessions ------------------------------------------------------------------------------
     def connected(
@@ -72,7 +78,7 @@ class DeviceService:
     ) -> None:
         """A session of the device started (after LOGIN)."""
         now = self._clock()
-        old = self._store.get_device(user_id, device_id)
+        old = self._pending.get((user_id, device_id)) or self._store.get_device(user_id, device_id)
         fields: dict[str, Any] = {k: _field(info.get(k, "")) for k in DEVICE_FIELDS}
         if old is None:
             record = DeviceRecord(
@@ -84,7 +90,7 @@ class DeviceService:
                 login_ids=(login_id,) if login_id else (),
                 **fields,
             )
-            self._keep(record)
+            self._later(record)
         else:
             changes: dict[str, Any] = {
                 k: v for k, v in fields.items() if v and v != getattr(old, k)
@@ -95,7 +101,7 @@ class DeviceService:
                 changes["login_ids"] = (*old.login_ids, login_id)[-MAX_LOGIN_IDS:]
             if changes:
                 changes["last_active"] = now
-                self._keep(dataclasses.replace(old, **changes))
+                self._later(dataclasses.replace(old, **changes))
         live = self._live.setdefault(user_id, {})
         first = not live
         live[device_id] = address
@@ -104,6 +110,7 @@ class DeviceService:
 
     def disconnected(self, user_id: int, device_id: str) -> None:
         """The device's session ended: its last active time and the user's last seen are now."""
+        self.flush()
         live = self._live.get(user_id)
         if live is None or live.pop(device_id, None) is None:
             return
@@ -119,6 +126,22 @@ class DeviceService:
                 pass  # the store reports its failure; presence then shows the last time kept
             if self.on_change is not None:
                 self.on_change(user_id, False)
+
+    def _later(self, record: DeviceRecord) -> None:
+        if self.schedule is None:
+            self._keep(record)
+            return
+        if not self._pending:
+            self.schedule(self.flush)
+        self._pending[(record.user_id, record.device_id)] = record
+
+    def flush(self) -> None:
+        """Write the records of this turn's LOGINs (every other method does it first)."""
+        pending = self._pending
+        if pending:
+            self._pending = {}
+            for record in pending.values():
+                self._keep(record)
 
     def _keep(self, record: DeviceRecord) -> None:
         """Write a device record from a session's start or end: a store refusing writes
@@ -139,7 +162,9 @@ class DeviceService:
         """The device types of the user's devices online now (``unknown`` when not said)."""
         out = []
         for device_id in self._live.get(user_id, {}):
-            record = self._store.get_device(user_id, device_id)
+            record = self._pending.get((user_id, device_id)) or self._store.get_device(
+                user_id, device_id
+            )
             known = record is not None and record.device_type
             out.append(record.device_type if record is not None and known else "unknown")
         return out
@@ -152,9 +177,11 @@ class DeviceService:
 
     # ---- device/* ------------------------------------------------------------------------------
     def devices(self, user_id: int) -> list[DeviceRecord]:
+        self.flush()
         return self._store.devices_of(user_id)
 
     def device(self, user_id: int, device_id: str) -> DeviceRecord:
+        self.flush()
         record = self._store.get_device(user_id, device_id)
         if record is None:
             raise ServiceError(ErrorCode.DEVICE_NOT_FOUND, "device not found")
@@ -184,12 +211,14 @@ class DeviceService:
 
     def push_enabled(self, user_id: int) -> bool:
         """Whether any of the user's devices is armed for push."""
+        self.flush()
         return any(d.apns_armed for d in self._store.devices_of(user_id))
 
     def kick(self, user_id: int, device_id: str, current: str) -> None:
         """Sign a device out: revoke the logins its sessions used and forget it. The caller's
         own device is refused (10200: that is ``account/auth/logout``); an unknown one 20800.
         The session layer ends its live sessions after the reply."""
+        self.flush()
         if device_id == current:
             raise ServiceError(
                 ErrorCode.OPERATION_NOT_ALLOWED, "this is the current device: log out instead"
@@ -200,6 +229,7 @@ class DeviceService:
 
     def kick_others(self, user_id: int, current: str) -> list[str]:
         """Kick every device of the user but ``current``; returns their ids."""
+        self.flush()
         kicked = []
         for record in self._store.devices_of(user_id):
             if record.device_id == current:

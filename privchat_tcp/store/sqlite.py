@@ -199,6 +199,9 @@ _MESSAGE_COLUMNS = (
 
 Op = tuple[str, tuple[Any, ...]]
 
+#: the DeviceRecord fields kept in a devices row's JSON document (all but user_id)
+_DEVICE_DOC = tuple(f.name for f in dataclasses.fields(DeviceRecord) if f.name != "user_id")
+
 
 class StoreOpenError(PrivchatError):
     """The data directory's store cannot be used (newer schema, corrupt, locked by another
@@ -1001,8 +1004,7 @@ class SQLiteStore(MemoryStore):
         self._check()
         known = MemoryStore.get_device(self, device.user_id, device.device_id) is not None
         super().put_device(device)
-        fields = dataclasses.asdict(device)
-        del fields["user_id"]
+        fields = {f: getattr(device, f) for f in _DEVICE_DOC}
         fields["login_ids"] = list(device.login_ids)
         doc = json.dumps(fields, separators=(",", ":"))
         if known:  # keeps its place (seq)
