@@ -15,14 +15,13 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .net.accept import Acceptor, listen
 from .net.admin import AdminServer
 from .net.deadlines import sweep
 from .net.drain import drain_sessions
-from .net.files_http import FileServer
 from .net.hashing import Guard, HashPool
 from .net.limits import RateLimits
 from .net.metrics import ServerStats, render_metrics
@@ -41,6 +40,9 @@ from .session.session import LoginGuard, SessionDeps
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
 from .wire.crypto import ServerKey
+
+if TYPE_CHECKING:  # aiohttp is imported only when the file listener is on
+    from .net.files_http import FileServer
 
 __all__ = [
     "Server",
@@ -289,6 +291,8 @@ class Server:
         if s.admin_port:
             self.admin = await AdminServer(self, s.admin_host, s.admin_port).start()
         if s.file_port:
+            from .net.files_http import FileServer
+
             self.files = await FileServer(self.services, s, self._files_root()).start()
         log.info(
             "privchat-tcp listening on %s:%d (store epoch %s)", s.host, self.port, self.store.epoch
