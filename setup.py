@@ -40,7 +40,7 @@ EXT_PACKAGES = {
 }
 
 PACKAGE_DATA = {
-    "privchat_tcp": ["py.typed"],
+    "privchat_tcp": ["py.typed", "stickers/*.json", "stickers/*/*.svg"],
     "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi"],
     "privchat_tcp.service": ["_record_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],

@@ -11,9 +11,11 @@ import ipaddress
 import logging
 import pathlib
 import secrets
+import shutil
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .net.accept import Acceptor, listen
@@ -29,13 +31,18 @@ from .rpc.table import RouteTable, ServerInfo
 from .service import Services, now_ms
 from .service.auth import PasswordHasher, TokenIssuer
 from .service.ports import Store
+from .service.stickers import StickerCatalogue
 from .session.commands import COMMANDS
 from .session.delivery import Deliverer
 from .session.hub import Hub
+from .session.presence import PresenceLink
 from .session.session import LoginGuard, SessionDeps
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
 from .wire.crypto import ServerKey
+
+if TYPE_CHECKING:  # aiohttp is imported only when the file listener is on
+    from .net.files_http import FileServer
 
 __all__ = [
     "Server",
@@ -116,6 +123,10 @@ def compose(
         PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_kib),
         clock,
     )
+    presence = PresenceLink(services, hub)
+    hub.on_unregister = presence.session_ended
+    services.presence.push = presence
+    services.devices.schedule = schedule  # LOGIN's device records: written after its turn
     routes = all_routes()
     deps = SessionDeps(
         settings,
@@ -206,6 +217,10 @@ class Server:
         self.tcp = TcpContext(
             settings, self.deps, self.loop, self.stats, self.limits, self.proxy_source_allowed
         )
+        # files and stickers: the data directory's catalogue, the file listener's directory
+        self.services.stickers = StickerCatalogue.load(settings.data_path, settings.file_base_url)
+        self.files: FileServer | None = None
+        self._files_tmp: str | None = None
 
     # ---- what the routes, metrics and admin listener read --------------------------------------
     @property
@@ -275,12 +290,24 @@ class Server:
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         if s.admin_port:
             self.admin = await AdminServer(self, s.admin_host, s.admin_port).start()
+        if s.file_port:
+            from .net.files_http import FileServer
+
+            self.files = await FileServer(self.services, s, self._files_root()).start()
         log.info(
             "privchat-tcp listening on %s:%d (store epoch %s)", s.host, self.port, self.store.epoch
         )
         if self.server_key is not None:
             log.info("server key fingerprint (SHA-256): %s", self.server_key.fingerprint())
         return self
+
+    def _files_root(self) -> pathlib.Path:
+        """Where uploaded files live: DATA_DIR/files, or with ``memory_only`` a temporary
+        directory removed at stop (the files are forgotten with the rest)."""
+        if self.settings.memory_only:
+            self._files_tmp = tempfile.mkdtemp(prefix="privchat-files-")
+            return pathlib.Path(self._files_tmp)
+        return self.settings.data_path / "files"
 
     def _sweep(self) -> None:
         sweep(self.tcp, self.clock())
@@ -310,8 +337,14 @@ class Server:
             await asyncio.sleep(grace)
         for task in list(self._tasks):
             task.cancel()
+        if self.files is not None:  # before the store closes: no upload writes after it
+            await self.files.stop()
+            self.files = None
         self.hash_pool.close()
         self._close_store()
+        if self._files_tmp is not None:
+            shutil.rmtree(self._files_tmp, ignore_errors=True)
+            self._files_tmp = None
         if self.admin is not None:
             await self.admin.stop()
         if self._server is not None:
@@ -322,6 +355,10 @@ class Server:
         if self._store_closed:
             return
         self._store_closed = True
+        try:
+            self.services.devices.flush()
+        except Exception:
+            log.exception("writing the device records failed")
         try:
             self.store.flush()
         except Exception:
@@ -348,6 +385,8 @@ async def serve(settings: Settings) -> None:
     print(f"privchat-tcp listening on {settings.host}:{server.port}", flush=True)
     if server.admin is not None:
         print(f"admin HTTP on {server.admin.host}:{server.admin.port}", flush=True)
+    if server.files is not None:
+        print(f"file HTTP on {server.files.host}:{server.files.port}", flush=True)
     if server.server_key is not None:
         print(f"server key fingerprint (SHA-256): {server.server_key.fingerprint()}", flush=True)
     await got_signal.wait()

@@ -230,6 +230,26 @@ class Settings:
     search_session_ttl: int = _f(
         1800, "seconds a search_session_id of account/search/query stays valid as a source"
     )
+    # files (issue 12): the HTTP upload and download listener
+    file_port: int = _f(
+        0,
+        "port of the HTTP file listener (POST /api/app/files/upload, GET /api/app/files/ID); "
+        "0 = off (file/request_upload_token then answers UNSUPPORTED)",
+    )
+    file_host: str = _f("127.0.0.1", "address of the HTTP file listener")
+    file_public_url: str = _f(
+        "",
+        "base URL clients reach the file listener at, e.g. https://files.example.com "
+        "(default http://FILE_HOST:FILE_PORT)",
+    )
+    max_file_size: int = _f(100 << 20, "largest upload, bytes; a larger file_size: 20602")
+    file_token_ttl: int = _f(3600, "seconds an upload token is valid")
+    file_uploads: int = _f(
+        16, "uploads running at once; one more is answered HTTP 503 with Retry-After"
+    )
+    file_read_timeout: float = _f(
+        30.0, "seconds an upload may go without sending a byte before it is dropped"
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -308,6 +328,13 @@ class Settings:
             )
         if len(self.welcome_message) > 4096:
             raise ConfigError("welcome_message must be at most 4096 characters")
+        # files
+        if not 0 <= self.file_port <= 65535:
+            raise ConfigError("file_port must be 0-65535")
+        if min(self.max_file_size, self.file_token_ttl, self.file_uploads) < 1:
+            raise ConfigError("max_file_size, file_token_ttl and file_uploads must be positive")
+        if self.file_read_timeout <= 0:
+            raise ConfigError("file_read_timeout must be positive")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [
@@ -319,6 +346,16 @@ class Settings:
     @property
     def data_path(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir)
+
+    @property
+    def file_base_url(self) -> str:
+        """Where clients reach the file listener ("" when it is off)."""
+        if not self.file_port:
+            return ""
+        if self.file_public_url:
+            return self.file_public_url.rstrip("/")
+        host = f"[{self.file_host}]" if ":" in self.file_host else self.file_host
+        return f"http://{host}:{self.file_port}"
 
 
 def _convert(field: dataclasses.Field[Any], value: Any, source: str) -> Any:

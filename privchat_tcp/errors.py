@@ -137,6 +137,14 @@ class ErrorCode:
     QRCODE_USED: Final = 20702
     QRCODE_REVOKED: Final = 20703
     QRCODE_LIMIT_EXCEEDED: Final = 20704
+    # files and devices (issue 12)
+    FILE_NOT_FOUND: Final = 20600
+    FILE_UPLOAD_FAILED: Final = 20601
+    FILE_TOO_LARGE: Final = 20602
+    FILE_TYPE_NOT_ALLOWED: Final = 20603
+    UPLOAD_TOKEN_INVALID: Final = 20604
+    UPLOAD_TOKEN_EXPIRED: Final = 20605
+    DEVICE_NOT_FOUND: Final = 20800
 
 
 _EXACT: Final[dict[int, int]] = {

@@ -13,6 +13,8 @@ import pytest
 
 from privchat_tcp.service.model import (
     DIRECT,
+    FILE_PENDING,
+    FILE_UPLOADED,
     GROUP,
     KIND_MESSAGE,
     KIND_REVOKE,
@@ -21,6 +23,8 @@ from privchat_tcp.service.model import (
     ROLE_OWNER,
     ChannelPrefs,
     DedupEntry,
+    DeviceRecord,
+    FileRecord,
     FriendRequest,
     GroupQR,
     QRCode,
@@ -525,3 +529,60 @@ class StoreContract:
         assert store.post_count(a) == 3 and store.post_count(b) == 1 and store.post_count(9) == 0
         got = store.posts(b, 0, 10)[0]
         assert (got.title, got.content_type, got.author_id) == ("title", "link", 1)
+
+    # ---- files (issue 12) --------------------------------------------------------------------
+    def _file(self, store: Store, owner: int = 7) -> FileRecord:
+        return store.create_file(
+            owner, "a.png", "image/png", "image", "message", 100, "hash", NOW + 10, NOW
+        )
+
+    def test_files_get_new_increasing_ids_and_start_pending(self, store: Store) -> None:
+        a, b = self._file(store), self._file(store, 8)
+        assert b.file_id > a.file_id > 0
+        got = store.get_file(a.file_id)
+        assert got is not None and got.status == FILE_PENDING and got.owner_id == 7
+        assert (got.filename, got.mime_type, got.file_type) == ("a.png", "image/png", "image")
+        assert (got.business_type, got.max_size, got.token_hash) == ("message", 100, "hash")
+        assert (got.expires_at, got.created_at, got.size) == (NOW + 10, NOW, 0)
+        assert store.get_file(b.file_id + 1) is None
+
+    def test_update_file_sets_named_fields_only(self, store: Store) -> None:
+        f = self._file(store)
+        changed = store.update_file(
+            f.file_id,
+            {"status": FILE_UPLOADED, "size": 42, "sha256": "ab", "access_hash": "k"},
+        )
+        assert changed.status == FILE_UPLOADED and changed.size == 42
+        got = store.get_file(f.file_id)
+        assert got is not None and got.sha256 == "ab" and got.access_hash == "k"
+        assert got.filename == "a.png"  # untouched
+        with pytest.raises(KeyError):
+            store.update_file(f.file_id, {"size": 1, "owner_id": 9})
+        got = store.get_file(f.file_id)
+        assert got is not None and got.owner_id == 7 and got.size == 42  # nothing changed
+
+    # ---- devices (issue 12) ------------------------------------------------------------------
+    def test_devices_in_first_put_order_replaced_in_place(self, store: Store) -> None:
+        store.put_device(DeviceRecord(1, "d1", device_type="ios", login_ids=("l1",)))
+        store.put_device(DeviceRecord(1, "d2", address="192.0.2.1"))
+        store.put_device(DeviceRecord(2, "d1"))
+        store.put_device(DeviceRecord(1, "d1", device_type="ios", apns_armed=True, last_active=5))
+        assert [d.device_id for d in store.devices_of(1)] == ["d1", "d2"]
+        got = store.get_device(1, "d1")
+        assert got is not None and got.apns_armed and got.last_active == 5
+        assert got.login_ids == ()  # replaced whole
+        assert store.get_device(1, "d3") is None and store.devices_of(3) == []
+        store.delete_device(1, "d1")
+        store.delete_device(1, "nope")
+        assert [d.device_id for d in store.devices_of(1)] == ["d2"]
+        store.put_device(DeviceRecord(1, "d1"))
+        assert [d.device_id for d in store.devices_of(1)] == ["d2", "d1"]  # put again: last
+        assert [d.device_id for d in store.devices_of(2)] == ["d1"]
+
+    def test_last_seen_only_moves_forward(self, store: Store) -> None:
+        assert store.last_seen(1) == 0
+        store.set_last_seen(1, NOW)
+        store.set_last_seen(1, NOW - 5)
+        assert store.last_seen(1) == NOW and store.last_seen(2) == 0
+        store.set_last_seen(1, NOW + 5)
+        assert store.last_seen(1) == NOW + 5

@@ -874,6 +874,32 @@ ROUTE_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
     "user/qrcode/generate": {"expire_seconds": (ID, 60), "user_id": (ID, 1)},
     "user/qrcode/refresh": {"user_id": (ID, 1)},
     "user/qrcode/get": {"user_id": (ID, 1)},
+    # files, devices, presence, stickers (issue 12)
+    "file/request_upload_token": {
+        "user_id": (ID, 1),
+        "filename": (TEXT, "a.png"),
+        "file_size": (ID, 10),
+        "mime_type": (TEXT, "image/png"),
+        "file_type": (TEXT, "image"),
+        "business_type": (TEXT, "message"),
+    },
+    "file/upload_callback": {"file_id": (ID, 1), "user_id": (ID, 1), "status": (TEXT, "success")},
+    "file/validate_token": {"token": (TEXT, "1.abcdefghijklmnopqrstuvwxyz")},
+    "device/push/update": {
+        "device_id": (TEXT, "d"),
+        "apns_armed": (FLAG, True),
+        "push_token": (TEXT, "t"),
+        "vendor": (TEXT, "fcm"),
+    },
+    "device/push/status": {"device_id": (TEXT, "d")},
+    "device/list": {},
+    "device/kick_device": {"device_id": (TEXT, "d")},
+    "device/kick_other_devices": {},
+    "presence/subscribe": {"user_ids": (IDS, [1])},
+    "presence/unsubscribe": {"user_ids": (IDS, [1])},
+    "presence/status/get": {"user_ids": (IDS, [1])},
+    "sticker/package/list": {},
+    "sticker/package/detail": {"package_id": (TEXT, "default")},
 }
 
 SURROGATES = [b'"\\ud800"', b'"x\\udfffy"', b'"\xed\xa0\x80"', b'"\\udc00\\ud800"']

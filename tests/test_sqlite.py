@@ -12,11 +12,13 @@ import pytest
 from store_contract import NOW, record
 
 from privchat_tcp.service.model import (
+    FILE_UPLOADED,
     KIND_REVOKE,
     ROLE_ADMIN,
     ROLE_MEMBER,
     ChannelPrefs,
     DedupEntry,
+    DeviceRecord,
     FriendRequest,
     GroupQR,
     QRCode,
@@ -285,5 +287,66 @@ def test_channel_prefs_sources_and_broadcasts_survive_a_restart(tmp_path: pathli
         g = again.create_group(1, "g", None, [], NOW, 50)
         assert g.channel_id > bc.channel_id  # ids are never reused
         assert again.entities_since("channel:1", 0, 9) == [(str(d.channel_id), 1, False)]
+    finally:
+        again.close()
+
+
+def test_files_devices_and_last_seen_survive_a_restart(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path)
+    f = store.create_file(5, "a.pdf", "application/pdf", "file", "message", 99, "h", NOW + 1, NOW)
+    g = store.create_file(5, "b.png", "image/png", "image", "avatar", 10, "h2", NOW + 2, NOW)
+    store.update_file(f.file_id, {"status": FILE_UPLOADED, "size": 98, "sha256": "s"})
+    store.put_device(DeviceRecord(5, "d1", device_type="ios", login_ids=("l1", "l2")))
+    store.put_device(DeviceRecord(5, "d2", address="192.0.2.9", last_active=NOW))
+    store.put_device(DeviceRecord(5, "d1", device_type="ios", apns_armed=True, vendor="apns"))
+    store.put_device(DeviceRecord(5, "d3"))
+    store.delete_device(5, "d3")
+    store.set_last_seen(5, NOW)
+    store.flush()
+    store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        got = again.get_file(f.file_id)
+        assert got is not None and (got.status, got.size, got.sha256) == (FILE_UPLOADED, 98, "s")
+        assert (got.filename, got.mime_type, got.max_size) == ("a.pdf", "application/pdf", 99)
+        pending = again.get_file(g.file_id)
+        assert pending is not None and pending.business_type == "avatar"
+        assert pending.token_hash == "h2" and pending.expires_at == NOW + 2
+        nxt = again.create_file(5, "c", "text/plain", "file", "message", 1, "h3", NOW, NOW)
+        assert nxt.file_id > g.file_id  # ids are never reused
+        devices = again.devices_of(5)
+        assert [d.device_id for d in devices] == ["d1", "d2"]
+        assert devices[0].apns_armed and devices[0].vendor == "apns"
+        assert devices[0].login_ids == ()
+        assert devices[1].address == "192.0.2.9" and devices[1].last_active == NOW
+        again.put_device(DeviceRecord(5, "d4", login_ids=("x",)))
+        assert [d.device_id for d in again.devices_of(5)] == ["d1", "d2", "d4"]
+        assert again.last_seen(5) == NOW
+    finally:
+        again.close()
+    third = SQLiteStore(tmp_path)
+    try:
+        assert [d.device_id for d in third.devices_of(5)] == ["d1", "d2", "d4"]
+        d4 = third.get_device(5, "d4")
+        assert d4 is not None and d4.login_ids == ("x",)
+    finally:
+        third.close()
+
+
+def test_a_store_from_before_the_files_tables_gains_them(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path)
+    store.create_user("ann", "h", "Ann", None, None, NOW)
+    store.flush()
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.executescript("DROP TABLE files; DROP TABLE devices; DROP TABLE last_seen;")
+    db.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert again.find_user("ann") is not None
+        f = again.create_file(1, "a", "text/plain", "file", "message", 1, "h", NOW, NOW)
+        again.set_last_seen(1, NOW)
+        again.flush()
+        assert again.get_file(f.file_id) is not None
     finally:
         again.close()

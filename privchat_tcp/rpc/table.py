@@ -71,6 +71,10 @@ class Caller(Protocol):
         """After this request's reply, end every live session of the caller's login
         (``account/auth/logout``: LOGOUT flow 2 UNAUTHENTICATED, then close)."""
 
+    def end_devices(self, device_ids: Iterable[str]) -> int:
+        """End the live sessions of the caller's user on those devices, never the caller's own
+        (``device/kick_*``: LOGOUT flow 2 UNAUTHENTICATED, 10003, then close); how many."""
+
 
 class ServerInfo(Protocol):
     """What ``system/*`` routes report about the server."""

@@ -16,14 +16,18 @@ from .auth import PasswordHasher, TokenIssuer
 from .broadcasts import BroadcastService
 from .channels import ChannelService
 from .conversations import ConversationService
+from .devices import DeviceService
 from .entities import EntityFeed, EntitySync
+from .files import FileService
 from .groups import GroupService
 from .messages import MessageService, SendResult
 from .ports import Delivery, Durability, Store
+from .presence import PresenceService
 from .profiles import ProfileService, QRCodeService
 from .reactions import ReactionService
 from .reads import ReadService
 from .social import Notifier, PrivacyService, SocialService
+from .stickers import StickerCatalogue
 
 __all__ = ["Services", "SendResult", "now_ms"]
 
@@ -96,3 +100,11 @@ class Services:
             settings, store, self.channels, self.social, self.privacy, clock
         )
         self.messages.send_rule = self.social.check_send
+        # files, devices, presence, stickers (issue 12)
+        self.files = FileService(settings, store, clock)
+        self.messages.files = self.files
+        self.devices = DeviceService(settings, store, store, clock)
+        self.presence = PresenceService(self.devices, store, store, store, clock)
+        self.devices.on_change = self.presence.changed
+        #: the default set until the composition root loads the data directory's catalogue
+        self.stickers = StickerCatalogue.load(None, settings.file_base_url)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, MessageNotFound, ServiceError
@@ -46,6 +46,14 @@ __all__ = [
 #: largest page
 HISTORY_LIMIT = 20
 HISTORY_MAX = 100
+
+
+class FileRules(Protocol):
+    """The attachment rule of ``service/files.py``: a message's ``file_id`` must name a file
+    its sender uploaded (20006 otherwise)."""
+
+    def check_message(self, sender: int, message_type: int, payload: bytes, e2e: bool) -> None: ...
+
 
 #: about what a record's fields other than payload and content take in a page (ids, pts,
 #: times, the device id ...), so that a page of tiny messages is bounded by bytes too
@@ -119,6 +127,8 @@ class MessageService:
         #: who may write to whom in a direct channel (``SocialService.check_send``: blacklists,
         #: privacy); raises the refusal
         self.send_rule: Callable[[int, Channel], None] | None = None
+        #: the attachment rule (``FileService.check_message``), set by ``Services``
+        self.files: FileRules | None = None
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -157,6 +167,8 @@ class MessageService:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the server sends System messages")
         if check:
             check_content(self._log, self.channels, sender, channel, message_type, env)
+        if self.files is not None:
+            self.files.check_message(sender, message_type, payload, e2e)
         ts = self._clock()
         if channel.channel_type == GROUP:
             member = channel.members[sender]

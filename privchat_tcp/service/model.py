@@ -45,6 +45,12 @@ __all__ = [
     "ChannelPrefs",
     "Broadcast",
     "BroadcastPost",
+    "FileRecord",
+    "DeviceRecord",
+    "FILE_PENDING",
+    "FILE_UPLOADED",
+    "FILE_CONFIRMED",
+    "FILE_FAILED",
 ]
 
 KIND_MESSAGE = 0  # Record.kind
@@ -206,3 +212,54 @@ class BroadcastPost:
     title: str | None
     content_type: str
     created_at: int  # unix ms
+
+
+# ---- files and devices (issue 12) ------------------------------------------------------------
+FILE_PENDING = 0  # FileRecord.status: a token was issued, nothing uploaded yet
+FILE_UPLOADED = 1  # the bytes are stored
+FILE_CONFIRMED = 2  # the client's file/upload_callback confirmed it
+FILE_FAILED = 3  # the client reported a failed upload; the token is spent
+
+
+@dataclasses.dataclass(slots=True)
+class FileRecord:
+    """An uploaded file (or one whose upload token was issued): who owns it, what it may be."""
+
+    file_id: int
+    owner_id: int
+    filename: str
+    mime_type: str
+    file_type: str  # image, video, audio, file, other
+    business_type: str  # message, avatar, group_avatar ...
+    max_size: int  # bytes the upload may have (the declared file_size)
+    token_hash: str  # SHA-256 hex of the upload token
+    expires_at: int  # unix ms: the token's end
+    created_at: int  # unix ms
+    status: int = FILE_PENDING
+    size: int = 0  # bytes stored
+    sha256: str = ""  # of the stored bytes
+    access_hash: str = ""  # SHA-256 hex of the download key (the capability in file_url)
+    uploaded_at: int = 0  # unix ms
+    width: int = 0  # images, when known
+    height: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class DeviceRecord:
+    """A device of a user: what it said about itself at LOGIN, where and when it was last
+    seen, its push settings, and the logins its sessions used (a kick revokes them)."""
+
+    user_id: int
+    device_id: str
+    device_type: str = ""  # ios, android, web, macos, windows, linux, iot, unknown
+    device_name: str = ""
+    device_model: str = ""
+    os_version: str = ""
+    app_version: str = ""
+    first_seen: int = 0  # unix ms
+    last_active: int = 0  # unix ms: its last session's end (or start)
+    address: str = ""  # the client address of its last session (the PROXY header's)
+    login_ids: tuple[str, ...] = ()  # the last logins (``lid``) its sessions used
+    apns_armed: bool = False
+    push_token: str = ""
+    vendor: str = ""

@@ -34,6 +34,8 @@ from .model import (
     Channel,
     ChannelPrefs,
     DedupEntry,
+    DeviceRecord,
+    FileRecord,
     FriendRequest,
     GroupQR,
     JoinRequest,
@@ -61,6 +63,9 @@ __all__ = [
     "ReactionStore",
     "ChannelPrefsStore",
     "BroadcastStore",
+    "FileStore",
+    "DeviceStore",
+    "FILE_FIELDS",
     "GROUP_FIELDS",
     "Durability",
     "Store",
@@ -563,6 +568,72 @@ class BroadcastStore(abc.ABC):
         """How many posts the channel has (0 for an unknown channel)."""
 
 
+#: the file fields ``FileStore.update_file`` may change
+FILE_FIELDS = frozenset(
+    ("status", "size", "sha256", "access_hash", "uploaded_at", "width", "height", "expires_at")
+)
+
+
+class FileStore(abc.ABC):
+    """Files: the upload token's terms, then what was stored (the bytes live in the data
+    directory, named by the file id; the store keeps their metadata)."""
+
+    @abc.abstractmethod
+    def create_file(
+        self,
+        owner_id: int,
+        filename: str,
+        mime_type: str,
+        file_type: str,
+        business_type: str,
+        max_size: int,
+        token_hash: str,
+        expires_at: int,
+        now_ms: int,
+    ) -> FileRecord:
+        """A new pending file (``FILE_PENDING``) with a new id (ids increase, never reused,
+        across restarts when the store persists), created at ``now_ms``."""
+
+    @abc.abstractmethod
+    def get_file(self, file_id: int) -> FileRecord | None:
+        """The file (in any status), or None."""
+
+    @abc.abstractmethod
+    def update_file(self, file_id: int, changes: Mapping[str, object]) -> FileRecord:
+        """Set the fields named in ``changes`` (keys of ``FILE_FIELDS``; another key is a
+        ``KeyError`` and changes nothing) of an existing file (the caller checked) and return
+        it."""
+
+
+class DeviceStore(abc.ABC):
+    """Each user's devices (``DeviceRecord``) and when the user was last seen online."""
+
+    @abc.abstractmethod
+    def put_device(self, device: DeviceRecord) -> None:
+        """Insert the device, or replace the stored one with the same (user, device id),
+        which keeps its place in ``devices_of``."""
+
+    @abc.abstractmethod
+    def get_device(self, user_id: int, device_id: str) -> DeviceRecord | None:
+        """The device, or None."""
+
+    @abc.abstractmethod
+    def devices_of(self, user_id: int) -> list[DeviceRecord]:
+        """The user's devices, in the order they were first put."""
+
+    @abc.abstractmethod
+    def delete_device(self, user_id: int, device_id: str) -> None:
+        """Forget the device; a no-op if there is none. Put again, it comes last."""
+
+    @abc.abstractmethod
+    def set_last_seen(self, user_id: int, now_ms: int) -> None:
+        """The user was online at ``now_ms``; an earlier time leaves the stored one."""
+
+    @abc.abstractmethod
+    def last_seen(self, user_id: int) -> int:
+        """When the user was last seen online (unix ms); 0 if never."""
+
+
 class Durability(abc.ABC):
     """When writes are durable (PROTOCOL.md 7 and 9: flushed on shutdown; the lag is a metric).
 
@@ -624,6 +695,8 @@ class Store(
     ReactionStore,
     ChannelPrefsStore,
     BroadcastStore,
+    FileStore,
+    DeviceStore,
     Durability,
 ):
     """Every concern at once: what the composition root hands to the services."""

@@ -23,6 +23,7 @@ from ..wire import pbwire
 from ..wire.commands import COMP_MASK, ENC_E2E, ENC_MASK, Cmd
 from ..wire.crypto import SessionCipher, open_login
 from .delivery import check_subscribe
+from .presence import device_info
 from .session import CommandTable, DeliveryPolicy, Session, pong, rpc_ok
 
 if TYPE_CHECKING:
@@ -126,6 +127,9 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
             ErrorCode.SESSION_EXPIRED,
             "this device logged in on another connection",
         )
+    deps.services.devices.connected(
+        user.user_id, device_id, device_info(req), session.address, claims["lid"]
+    )
 
 
 def logout(session: Session, seq: int, flags: int, body: bytes) -> None:

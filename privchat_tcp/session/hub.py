@@ -32,6 +32,9 @@ class Hub:
         self._dirty: dict[Session, None] = {}
         self._flush_scheduled = False
         self.sessions_total = 0
+        #: told of each session the hub drops, and whether it was its device's current one
+        #: (``presence.PresenceLink.session_ended``; set by the composition root)
+        self.on_unregister: Callable[[Session, bool], None] | None = None
 
     # ---- registry ------------------------------------------------------------------------------
     def register(self, session: Session) -> Session | None:
@@ -45,6 +48,8 @@ class Hub:
         else:
             self._drop_subs(old)
             self._by_id.pop(old.session_id, None)
+            if self.on_unregister is not None:
+                self.on_unregister(old, False)
         return old
 
     def device_count(self, user_id: int) -> int:
@@ -53,15 +58,20 @@ class Hub:
 
     def unregister(self, session: Session) -> None:
         devices = self._by_user.get(session.user_id)
+        last = False
         if devices is not None and devices.get(session.device_id) is session:
             del devices[session.device_id]
             self.sessions_total -= 1
+            last = True
             if not devices:
                 del self._by_user[session.user_id]
-        if self._by_id.get(session.session_id) is session:
+        known = self._by_id.get(session.session_id) is session
+        if known:
             del self._by_id[session.session_id]
         self._drop_subs(session)
         self._dirty.pop(session, None)
+        if (known or last) and self.on_unregister is not None:
+            self.on_unregister(session, last)
 
     def sessions(self) -> Iterator[Session]:
         for devices in list(self._by_user.values()):

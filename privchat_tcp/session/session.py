@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from google.protobuf.message import DecodeError
@@ -353,6 +353,17 @@ class Session:
             if other is not self and login_id and other.login_id == login_id:
                 other.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
         self.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "logged out")
+
+    def end_devices(self, device_ids: Iterable[str]) -> int:
+        """(``Caller``) End this user's sessions on ``device_ids`` now, not this one: LOGOUT
+        flow 2 UNAUTHENTICATED (``TOKEN_REVOKED``), then close (``device/kick_*``)."""
+        ids = set(device_ids)
+        ended = 0
+        for other in self.deps.hub.user_sessions(self.user_id):
+            if other is not self and other.device_id in ids:
+                other.end(Status.UNAUTHENTICATED, ErrorCode.TOKEN_REVOKED, "signed out")
+                ended += 1
+        return ended
 
     def lost(self) -> None:
         """The connection is gone: forget what was queued (the adapter calls it once)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..service.model import (
     DIRECT,
+    FILE_PENDING,
     GROUP,
     JOIN_APPROVED,
     JOIN_PENDING,
@@ -25,6 +26,8 @@ from ..service.model import (
     Channel,
     ChannelPrefs,
     DedupEntry,
+    DeviceRecord,
+    FileRecord,
     FriendRequest,
     GroupQR,
     JoinRequest,
@@ -33,13 +36,14 @@ from ..service.model import (
     Record,
     User,
 )
-from ..service.ports import GROUP_FIELDS, Store
+from ..service.ports import FILE_FIELDS, GROUP_FIELDS, Store
 from .sharded import SHARDS, ShardedMap
 
 __all__ = ["MemoryStore"]
 
 FIRST_USER_ID = 100_000_000
 FIRST_CHANNEL_ID = 1_000
+FIRST_FILE_ID = 1
 #: what a record costs this store beyond its payload and content (the compiled Record, its log
 #: slot and index entry, two bytes headers): measured ~280 bytes per 1,000-byte message
 #: (``python -m benchmarks.bounds stored``); counted in ``user_bytes``
@@ -89,6 +93,11 @@ class MemoryStore(Store):
         self._broadcasts: dict[int, Broadcast] = {}  # in creation order
         self._posts: dict[int, list[BroadcastPost]] = {}  # channel -> posts, oldest first
         self._next_post = 1
+        # files and devices
+        self._files: dict[int, FileRecord] = {}
+        self._next_file = FIRST_FILE_ID
+        self._devices: dict[int, dict[str, DeviceRecord]] = {}  # user -> device -> record
+        self._last_seen: dict[int, int] = {}
 
     # users ------------------------------------------------------------------
     def create_user(
@@ -589,6 +598,72 @@ class MemoryStore(Store):
 
     def post_count(self, channel_id: int) -> int:
         return len(self._posts.get(channel_id, ()))
+
+    # files ------------------------------------------------------------------------------
+    def create_file(
+        self,
+        owner_id: int,
+        filename: str,
+        mime_type: str,
+        file_type: str,
+        business_type: str,
+        max_size: int,
+        token_hash: str,
+        expires_at: int,
+        now_ms: int,
+    ) -> FileRecord:
+        record = FileRecord(
+            self._next_file,
+            owner_id,
+            filename,
+            mime_type,
+            file_type,
+            business_type,
+            max_size,
+            token_hash,
+            expires_at,
+            now_ms,
+            FILE_PENDING,
+        )
+        self._next_file += 1
+        self._files[record.file_id] = record
+        return record
+
+    def get_file(self, file_id: int) -> FileRecord | None:
+        return self._files.get(file_id)
+
+    def update_file(self, file_id: int, changes: Mapping[str, object]) -> FileRecord:
+        for key in changes:
+            if key not in FILE_FIELDS:
+                raise KeyError(key)
+        record = self._files[file_id]
+        for key, value in changes.items():
+            setattr(record, key, value)
+        return record
+
+    # devices -----------------------------------------------------------------------------
+    def put_device(self, device: DeviceRecord) -> None:
+        self._devices.setdefault(device.user_id, {})[device.device_id] = device
+
+    def get_device(self, user_id: int, device_id: str) -> DeviceRecord | None:
+        return self._devices.get(user_id, {}).get(device_id)
+
+    def devices_of(self, user_id: int) -> list[DeviceRecord]:
+        return list(self._devices.get(user_id, {}).values())
+
+    def delete_device(self, user_id: int, device_id: str) -> None:
+        devices = self._devices.get(user_id)
+        if devices is not None:
+            devices.pop(device_id, None)
+            if not devices:
+                del self._devices[user_id]
+
+    def set_last_seen(self, user_id: int, now_ms: int) -> None:
+        if now_ms > self._last_seen.get(user_id, 0):
+            self._last_seen[user_id] = now_ms
+
+    def last_seen(self, user_id: int) -> int:
+        return self._last_seen.get(user_id, 0)
 
     def flush(self) -> None:
         """Nothing to write: this store keeps everything in memory (``--memory-only``)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import fcntl
 import heapq
 import json
@@ -46,6 +47,8 @@ from ..service.model import (
     Channel,
     ChannelPrefs,
     DedupEntry,
+    DeviceRecord,
+    FileRecord,
     FriendRequest,
     GroupQR,
     JoinRequest,
@@ -146,6 +149,36 @@ CREATE TABLE IF NOT EXISTS reactions (
     message_id INTEGER NOT NULL, emoji TEXT NOT NULL, user_id INTEGER NOT NULL,
     created_at INTEGER NOT NULL, UNIQUE (message_id, emoji, user_id));
 CREATE TABLE IF NOT EXISTS revoke_counts (channel_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+-- files and devices (issue 12): file metadata (the bytes are DATA_DIR/files/<id>), devices,
+-- when each user was last seen online
+CREATE TABLE IF NOT EXISTS files (
+    file_id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, filename TEXT NOT NULL,
+    mime_type TEXT NOT NULL, file_type TEXT NOT NULL, business_type TEXT NOT NULL,
+    max_size INTEGER NOT NULL, token_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, access_hash TEXT NOT NULL, uploaded_at INTEGER NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    user_id INTEGER NOT NULL, device_id TEXT NOT NULL, doc TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS last_seen (user_id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+"""
+
+#: the tables added after the first release of the schema, created on opening an older store
+_FILES_DEVICES_SCHEMA = """
+-- files and devices (issue 12): file metadata (the bytes are DATA_DIR/files/<id>), devices,
+-- when each user was last seen online
+CREATE TABLE IF NOT EXISTS files (
+    file_id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, filename TEXT NOT NULL,
+    mime_type TEXT NOT NULL, file_type TEXT NOT NULL, business_type TEXT NOT NULL,
+    max_size INTEGER NOT NULL, token_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, access_hash TEXT NOT NULL, uploaded_at INTEGER NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    user_id INTEGER NOT NULL, device_id TEXT NOT NULL, doc TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS last_seen (user_id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 """
 
 # channels (issue 12): per-user preferences, direct channels' sources, broadcast channels. Also
@@ -191,6 +224,9 @@ _MESSAGE_COLUMNS = (
 
 Op = tuple[str, tuple[Any, ...]]
 _INT64_MAX = (1 << 63) - 1
+
+#: the DeviceRecord fields kept in a devices row's JSON document (all but user_id)
+_DEVICE_DOC = tuple(f.name for f in dataclasses.fields(DeviceRecord) if f.name != "user_id")
 
 
 class StoreOpenError(PrivchatError):
@@ -376,6 +412,7 @@ class SQLiteStore(MemoryStore):
         self._pts_writes: collections.deque[tuple[int, int, int]] = collections.deque()
         self._member_seq = 0
         self._social_seq = 0  # the order of friend requests, friends, blacklists, QR codes
+        self._device_seq = 0  # the order of devices
         try:
             self._db = _connect(self.path, synchronous.upper())
             self._open(dedup_retention)
@@ -509,6 +546,7 @@ class SQLiteStore(MemoryStore):
             self._entity_versions[family] = version
         self._load_social(db)
         self._load_channel_extras(db)
+        self._load_files_devices(db)
         since = int(time.time() * 1000) - dedup_retention * 1000
         for sender, dev, local, mid, p, cid, ts in db.execute(
             "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
@@ -669,6 +707,24 @@ class SQLiteStore(MemoryStore):
             db.execute("INSERT INTO meta (key, value) VALUES ('revoke_counts', '1')")
             db.execute("COMMIT")
         self._revokes = dict(db.execute("SELECT channel_id, n FROM revoke_counts").fetchall())
+
+    def _load_files_devices(self, db: sqlite3.Connection) -> None:
+        """Files, devices and last-seen times (issue 12); the tables are created if the store
+        is older than they are."""
+        db.executescript("BEGIN;" + _FILES_DEVICES_SCHEMA + "COMMIT;")
+        for row in db.execute(
+            "SELECT file_id, owner_id, filename, mime_type, file_type, business_type, max_size,"
+            " token_hash, expires_at, created_at, status, size, sha256, access_hash, uploaded_at,"
+            " width, height FROM files ORDER BY file_id"
+        ):
+            self._files[row[0]] = FileRecord(*row)
+        self._next_file = max(self._files, default=self._next_file - 1) + 1
+        for uid, doc, seq in db.execute("SELECT user_id, doc, seq FROM devices ORDER BY seq"):
+            fields = json.loads(doc)
+            fields["login_ids"] = tuple(fields.get("login_ids", ()))
+            MemoryStore.put_device(self, DeviceRecord(user_id=uid, **fields))
+            self._device_seq = max(self._device_seq, seq)
+        self._last_seen = dict(db.execute("SELECT user_id, at FROM last_seen").fetchall())
 
     # ---- writes --------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -944,6 +1000,98 @@ class SQLiteStore(MemoryStore):
         self._check()
         super().remove_member(channel_id, user_id)
         self._put("DELETE FROM members WHERE channel_id = ? AND user_id = ?", (channel_id, user_id))
+
+    # ---- files and devices ---------------------------------------------------------------------
+    def create_file(
+        self,
+        owner_id: int,
+        filename: str,
+        mime_type: str,
+        file_type: str,
+        business_type: str,
+        max_size: int,
+        token_hash: str,
+        expires_at: int,
+        now_ms: int,
+    ) -> FileRecord:
+        self._check()
+        record = super().create_file(
+            owner_id,
+            filename,
+            mime_type,
+            file_type,
+            business_type,
+            max_size,
+            token_hash,
+            expires_at,
+            now_ms,
+        )
+        self._put_file(record)
+        return record
+
+    def update_file(self, file_id: int, changes: Mapping[str, object]) -> FileRecord:
+        self._check()
+        record = super().update_file(file_id, changes)
+        self._put_file(record)
+        return record
+
+    def _put_file(self, r: FileRecord) -> None:
+        self._put(
+            "INSERT OR REPLACE INTO files (file_id, owner_id, filename, mime_type, file_type,"
+            " business_type, max_size, token_hash, expires_at, created_at, status, size, sha256,"
+            " access_hash, uploaded_at, width, height) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                r.file_id,
+                r.owner_id,
+                r.filename,
+                r.mime_type,
+                r.file_type,
+                r.business_type,
+                r.max_size,
+                r.token_hash,
+                r.expires_at,
+                r.created_at,
+                r.status,
+                r.size,
+                r.sha256,
+                r.access_hash,
+                r.uploaded_at,
+                r.width,
+                r.height,
+            ),
+        )
+
+    def put_device(self, device: DeviceRecord) -> None:
+        self._check()
+        known = MemoryStore.get_device(self, device.user_id, device.device_id) is not None
+        super().put_device(device)
+        fields = {f: getattr(device, f) for f in _DEVICE_DOC}
+        fields["login_ids"] = list(device.login_ids)
+        doc = json.dumps(fields, separators=(",", ":"))
+        if known:  # keeps its place (seq)
+            self._put(
+                "UPDATE devices SET doc = ? WHERE user_id = ? AND device_id = ?",
+                (doc, device.user_id, device.device_id),
+            )
+        else:
+            self._device_seq += 1
+            self._put(
+                "INSERT OR REPLACE INTO devices (user_id, device_id, doc, seq) VALUES (?,?,?,?)",
+                (device.user_id, device.device_id, doc, self._device_seq),
+            )
+
+    def delete_device(self, user_id: int, device_id: str) -> None:
+        self._check()
+        super().delete_device(user_id, device_id)
+        self._put("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+
+    def set_last_seen(self, user_id: int, now_ms: int) -> None:
+        self._check()
+        if now_ms > MemoryStore.last_seen(self, user_id):
+            super().set_last_seen(user_id, now_ms)
+            self._put(
+                "INSERT OR REPLACE INTO last_seen (user_id, at) VALUES (?,?)", (user_id, now_ms)
+            )
 
     # ---- the log -------------------------------------------------------------------------------
     def commit(self, record: Record) -> Record:

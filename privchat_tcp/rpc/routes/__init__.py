@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from ..table import RouteTable
-from . import account, channel, contact, entity, group, message, presence, qrcode, sync, system
+from . import (
+    account,
+    channel,
+    contact,
+    device,
+    entity,
+    file,
+    group,
+    message,
+    presence,
+    qrcode,
+    sticker,
+    sync,
+    system,
+)
 
 __all__ = ["TABLES", "all_routes"]
 
@@ -18,6 +32,9 @@ TABLES: tuple[RouteTable, ...] = (
     channel.routes,
     contact.routes,
     qrcode.routes,
+    file.routes,
+    device.routes,
+    sticker.routes,
 )
 
 
