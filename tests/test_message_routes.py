@@ -362,9 +362,10 @@ def test_replies_mentions_and_metadata_are_checked(server: ServerThread) -> None
         cases: list[tuple[int, Any, int]] = [
             (1, None, ErrorCode.MESSAGE_CONTENT_INVALID),
             (1, {"url": "x"}, ErrorCode.MESSAGE_CONTENT_INVALID),
-            (1, {"file_id": "12", "width": 10, "height": 20}, 0),
+            # well formed, but not a file m1 uploaded (tests/test_files.py sends real ones)
+            (1, {"file_id": "12", "width": 10, "height": 20}, ErrorCode.MESSAGE_CONTENT_INVALID),
             (1, {"file_id": 12, "width": -1}, ErrorCode.MESSAGE_CONTENT_INVALID),
-            (2, {"file_id": 7}, 0),
+            (2, {"file_id": 7}, ErrorCode.MESSAGE_CONTENT_INVALID),
             (7, {"latitude": 91, "longitude": 0}, ErrorCode.MESSAGE_CONTENT_INVALID),
             (7, {"latitude": 48.8, "longitude": 2.35}, 0),
             (8, {"user_id": 99}, ErrorCode.MESSAGE_CONTENT_INVALID),
