@@ -22,6 +22,7 @@ from .net.deadlines import sweep
 from .net.drain import drain_sessions
 from .net.hashing import Guard, HashPool
 from .net.limits import RateLimits
+from .net.looplag import LoopLagProbe
 from .net.metrics import ServerStats, render_metrics
 from .net.tcp import TcpConnection, TcpContext
 from .rpc.routes import all_routes
@@ -153,7 +154,7 @@ def open_store(settings: Settings, loop: asyncio.AbstractEventLoop | None = None
             except RuntimeError:  # the loop is closed: the store is being closed too
                 pass
 
-        store.attach(notify)
+        store.attach(notify, loop.call_soon)
     return store
 
 
@@ -206,6 +207,7 @@ class Server:
         self.tcp = TcpContext(
             settings, self.deps, self.loop, self.stats, self.limits, self.proxy_source_allowed
         )
+        self.loop_lag = LoopLagProbe(self.loop, settings.loop_lag_interval, self.stats)
 
     # ---- what the routes, metrics and admin listener read --------------------------------------
     @property
@@ -273,6 +275,7 @@ class Server:
             )
             self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+        self.loop_lag.start()
         if s.admin_port:
             self.admin = await AdminServer(self, s.admin_host, s.admin_port).start()
         log.info(
@@ -301,6 +304,7 @@ class Server:
     async def stop(self, grace: float = 0.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.loop_lag.stop()
         self._close_listeners()
         self._draining = True
         self.hub.end_all()

@@ -216,6 +216,12 @@ class Settings:
         "seconds a frame may take from its first byte to its last while the server reads; "
         "past it the session ends with TIMEOUT. 0 = off",
     )
+    # operations (issue 11): the event-loop lag probe
+    loop_lag_interval: float = _f(
+        0.05,
+        "seconds between the event-loop lag probe's timers (how late each runs is the "
+        "privchat_loop_lag_seconds histogram on /metrics). 0 = off",
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -287,6 +293,8 @@ class Settings:
             )
         if self.burst_bytes_per_user < 1:
             raise ConfigError("burst_bytes_per_user must be at least 1")
+        if not 0 <= self.loop_lag_interval <= 60:
+            raise ConfigError("loop_lag_interval must be 0-60 seconds")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [
