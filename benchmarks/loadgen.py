@@ -14,6 +14,12 @@ Scenarios (each stops by itself: every loop is bounded by a frame/message count 
 - ``redis`` / ``mqtt``: the same 1-to-F pub/sub delivery rate against redis-server (RESP) or
               mosquitto (MQTT 3.1.1, QoS 0), for comparison.
 
+``direct`` and ``group`` also take ``--ack-latency`` (each MS timed to its reply: with the
+embedded store, the time to durable), ``--max-messages N`` (stop once N are delivered: fills a
+store) and ``--admin-port P`` (the server's /metrics read at the window's start and end: loop lag
+p50/p99/p99.9 from its lag probe, commits, mean commit latency and batch size), for
+``benchmarks/persistence.py``.
+
 ``--encrypt --server-key FILE`` (``ping``, ``direct``, ``group``, ``idle``): every session LOGINs
 encrypted (PROTOCOL.md 5.2, RSA-OAEP with the server's public key from FILE, a public or private
 PEM) and every later frame both ways is an AES-256-GCM session frame (5.3): the hot-loop protocols
@@ -144,12 +150,15 @@ class Stats:
         self.running = True
         self.deadline = 0.0
         self.latencies: list[int] = []  # ns
+        self.ack_latencies: list[int] = []  # ns, MS sent -> its reply (senders with track_acks)
         self.errors = 0
+        self.limit = MAX_FRAMES  # --max-messages: stop once this many are counted
+        self.server_window: dict[str, Any] = {}  # --admin-port: loop lag, commits (measure)
 
     def active(self) -> bool:
         if not self.running:
             return False
-        if self.count >= MAX_FRAMES or time.monotonic() >= self.deadline:
+        if self.count >= self.limit or time.monotonic() >= self.deadline:
             self.running = False
         return self.running
 
@@ -396,18 +405,23 @@ class SenderProto(asyncio.Protocol):
         self.acked = 0
         self.sent = 0
         self.transport: asyncio.Transport | None = None
+        #: seq -> send time (ns) of the MS in flight, when acknowledgement latency is measured
+        self.sent_at: dict[int, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, n: int) -> None:
         out = []
+        sent_at = self.sent_at
         for _ in range(n):
             ts = now_ns()
             if ts <= self.last_local:
                 ts = self.last_local + 1
             self.last_local = ts
             self.seq += 1
+            if sent_at is not None:
+                sent_at[self.seq & 0xFFFFFFFF] = ts
             body = pb.SendMessageRequest(
                 client_seq=self.seq & 0xFFFFFFFF,
                 local_message_id=ts,
@@ -436,11 +450,17 @@ class SenderProto(asyncio.Protocol):
         if not self._opened(frames):
             return
         n = 0
-        for _seq, command, flags, status, _body in frames:
+        sent_at = self.sent_at
+        for seq, command, flags, status, _body in frames:
             if command == MS and flags & 3 == 1:
                 n += 1
                 if status:
                     self.stats.errors += 1
+                if sent_at is not None:
+                    t = sent_at.pop(seq, 0)
+                    acks = self.stats.ack_latencies
+                    if t and len(acks) < MAX_LAT_SAMPLES:
+                        acks.append(now_ns() - t)
         self.acked += n
         if n and self.window and self.stats.active():
             self.send(n)
@@ -587,11 +607,98 @@ class SealedReceiverProto(ReceiverProto):
 
 def latency_summary(stats: Stats) -> dict[str, float]:
     lat = sorted(stats.latencies)
-    return {
+    out = {
         "lat_p50_ms": round(percentile(lat, 0.50) / 1e6, 3),
         "lat_p99_ms": round(percentile(lat, 0.99) / 1e6, 3),
         "lat_samples": len(lat),
     }
+    if stats.ack_latencies:  # --ack-latency: MS sent -> its reply (acknowledged = durable)
+        acks = sorted(stats.ack_latencies)
+        out["ack_p50_ms"] = round(percentile(acks, 0.50) / 1e6, 3)
+        out["ack_p99_ms"] = round(percentile(acks, 0.99) / 1e6, 3)
+        out["ack_max_ms"] = round(acks[-1] / 1e6, 3)
+        out["ack_samples"] = len(acks)
+    return out
+
+
+# ---- the server's /metrics (--admin-port) -----------------------------------------------------
+async def scrape(port: int, host: str = HOST) -> dict[str, float]:
+    """The server's /metrics as ``{"name{labels}": value}`` ({} when the scrape fails)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    except (TimeoutError, OSError):
+        return {}
+    _, _, body = data.partition(b"\r\n\r\n")
+    out: dict[str, float] = {}
+    for line in body.decode(errors="replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def histogram_delta(
+    before: dict[str, float], after: dict[str, float], name: str
+) -> list[tuple[float, float]]:
+    """(upper bound, observations in that bucket or below) of histogram ``name`` over a window."""
+    prefix = name + '_bucket{le="'
+    rows = []
+    for key, value in after.items():
+        if key.startswith(prefix):
+            bound = key[len(prefix) : -2]
+            le = float("inf") if bound == "+Inf" else float(bound)
+            rows.append((le, value - before.get(key, 0.0)))
+    return sorted(rows)
+
+
+def histogram_quantile(rows: list[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' ``histogram_quantile``: linear within the bucket that holds quantile ``q``."""
+    if not rows or rows[-1][1] <= 0:
+        return None
+    rank = q * rows[-1][1]
+    lower, below = 0.0, 0.0
+    for le, n in rows:
+        if n >= rank:
+            if le == float("inf"):
+                return lower  # past the last finite bound: that bound is all one can say
+            return lower + (le - lower) * ((rank - below) / (n - below) if n > below else 1.0)
+        lower, below = le, n
+    return lower
+
+
+def server_window(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Loop lag and commit figures of the measured window from two scrapes."""
+    if not before or not after:
+        return {}
+    out: dict[str, Any] = {}
+    lag = histogram_delta(before, after, "privchat_loop_lag_seconds")
+    if lag and lag[-1][1] > 0:
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+            v = histogram_quantile(lag, q)
+            out[f"loop_lag_{name}_ms"] = None if v is None else round(v * 1e3, 3)
+        out["loop_lag_samples"] = int(lag[-1][1])
+        within = dict(lag).get(0.002)
+        if within is not None:
+            out["loop_lag_over_2ms"] = int(lag[-1][1] - within)
+
+    def d(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    commits = d("privchat_store_commits_total")
+    if commits > 0:
+        out["commits"] = int(commits)
+        out["commit_mean_ms"] = round(d("privchat_store_commit_seconds_total") / commits * 1e3, 3)
+        out["batch_mean_writes"] = round(d("privchat_store_committed_writes_total") / commits, 1)
+        commit = histogram_delta(before, after, "privchat_store_commit_seconds")
+        v = histogram_quantile(commit, 0.99)
+        if v is not None:
+            out["commit_p99_ms"] = round(v * 1e3, 3)
+    return out
 
 
 async def paced(senders: list[SenderProto], stats: Stats, rate: float) -> None:
@@ -615,10 +722,16 @@ async def measure(
     start()
     await asyncio.sleep(args.warmup)
     stats.latencies.clear()
+    stats.ack_latencies.clear()
+    m0 = await scrape(args.admin_port, args.host) if args.admin_port else {}
     c0, t0, cpu0 = stats.count, time.monotonic(), cpu_seconds(args.server_pid)
-    await asyncio.sleep(args.duration)
+    end = t0 + args.duration
+    while stats.running and (left := end - time.monotonic()) > 0:  # --max-messages ends early
+        await asyncio.sleep(min(left, 0.05))
     c1, t1, cpu1 = stats.count, time.monotonic(), cpu_seconds(args.server_pid)
+    m1 = await scrape(args.admin_port, args.host) if args.admin_port else {}
     stats.running = False
+    stats.server_window = server_window(m0, m1)
     return c1 - c0, t1 - t0, cpu1 - cpu0
 
 
@@ -652,11 +765,15 @@ async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
     receivers_c = await make_users(args.port, f"dr{tag}_", args.pairs, args.host, server_key=key)
     senders: list[SenderProto] = []
     receivers: list[ReceiverProto] = []
+    if args.max_messages:
+        stats.limit = args.max_messages
     for a, b in zip(senders_c, receivers_c, strict=True):
         resp = await a.send(text="hello", to_user=b.user_id)
         await b.next_push(timeout=10)
         window = 0 if args.rate else args.window
         s = new_sender(args, stats, a, resp.channel_id, 1, window)
+        if args.ack_latency:
+            s.sent_at = {}
         r = new_receiver(args, stats, b, args.sample_every)
         take_over(a, s)
         take_over(b, r)
@@ -689,6 +806,7 @@ async def scenario_direct(args: argparse.Namespace) -> dict[str, Any]:
     }
     out.update(latency_summary(stats))
     out.update(cpu_figures(n, dt, cpu, args.server_pid))
+    out.update(stats.server_window)
     close_all(senders_c + receivers_c)
     return out
 
@@ -706,6 +824,10 @@ async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     window = 0 if args.rate else args.window
     sender = new_sender(args, stats, sender_c, gid, 2, window)
+    if args.ack_latency:
+        sender.sent_at = {}
+    if args.max_messages:
+        stats.limit = args.max_messages
     take_over(sender_c, sender)
     receivers = []
     for m in members_c:
@@ -740,6 +862,7 @@ async def scenario_group(args: argparse.Namespace) -> dict[str, Any]:
     }
     out.update(latency_summary(stats))
     out.update(cpu_figures(n, dt, cpu, args.server_pid))
+    out.update(stats.server_window)
     close_all([sender_c, *members_c])
     return out
 
@@ -1178,6 +1301,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--server-key", default="", help="--encrypt: the server's RSA key, public or private PEM"
+    )
+    p.add_argument(
+        "--ack-latency",
+        action="store_true",
+        help="direct/group: also time each MS to its reply (acknowledgement latency p50/p99)",
+    )
+    p.add_argument(
+        "--max-messages",
+        type=int,
+        default=0,
+        help="direct/group: stop once this many deliveries are counted (0: only --duration)",
+    )
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=0,
+        help="the server's admin port: scrape /metrics at the window's start and end (loop lag "
+        "p50/p99, commits, batch size)",
     )
     p.add_argument("--json", default="", help="write the result as JSON here")
     return p

@@ -24,6 +24,7 @@ from .net.deadlines import sweep
 from .net.drain import drain_sessions
 from .net.hashing import Guard, HashPool
 from .net.limits import RateLimits
+from .net.looplag import LoopLagProbe
 from .net.metrics import ServerStats, render_metrics
 from .net.tcp import TcpConnection, TcpContext
 from .rpc.routes import all_routes
@@ -164,7 +165,7 @@ def open_store(settings: Settings, loop: asyncio.AbstractEventLoop | None = None
             except RuntimeError:  # the loop is closed: the store is being closed too
                 pass
 
-        store.attach(notify)
+        store.attach(notify, loop.call_soon)
     return store
 
 
@@ -221,6 +222,7 @@ class Server:
         self.services.stickers = StickerCatalogue.load(settings.data_path, settings.file_base_url)
         self.files: FileServer | None = None
         self._files_tmp: str | None = None
+        self.loop_lag = LoopLagProbe(self.loop, settings.loop_lag_interval, self.stats)
 
     # ---- what the routes, metrics and admin listener read --------------------------------------
     @property
@@ -288,6 +290,7 @@ class Server:
             )
             self._port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+        self.loop_lag.start()
         if s.admin_port:
             self.admin = await AdminServer(self, s.admin_host, s.admin_port).start()
         if s.file_port:
@@ -328,6 +331,7 @@ class Server:
     async def stop(self, grace: float = 0.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.loop_lag.stop()
         self._close_listeners()
         self._draining = True
         self.hub.end_all()

@@ -250,6 +250,12 @@ class Settings:
     file_read_timeout: float = _f(
         30.0, "seconds an upload may go without sending a byte before it is dropped"
     )
+    # operations (issue 11): the event-loop lag probe
+    loop_lag_interval: float = _f(
+        0.05,
+        "seconds between the event-loop lag probe's timers (how late each runs is the "
+        "privchat_loop_lag_seconds histogram on /metrics). 0 = off",
+    )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -335,6 +341,8 @@ class Settings:
             raise ConfigError("max_file_size, file_token_ttl and file_uploads must be positive")
         if self.file_read_timeout <= 0:
             raise ConfigError("file_read_timeout must be positive")
+        if not 0 <= self.loop_lag_interval <= 60:
+            raise ConfigError("loop_lag_interval must be 0-60 seconds")
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [

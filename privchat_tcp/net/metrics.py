@@ -12,7 +12,13 @@ from typing import Protocol
 from ..errors import STATUS_NAMES
 from ..service.ports import Durability
 
-__all__ = ["ServerStats", "MetricsSource", "render_metrics", "LATENCY_BUCKETS"]
+__all__ = [
+    "ServerStats",
+    "MetricsSource",
+    "render_metrics",
+    "LATENCY_BUCKETS",
+    "LOOP_LAG_BUCKETS",
+]
 
 log = logging.getLogger("privchat_tcp.admin")
 
@@ -23,6 +29,24 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005,
     0.001,
     0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+#: upper bounds (seconds) of the event-loop lag histogram (``net/looplag.py``)
+LOOP_LAG_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
     0.005,
     0.01,
     0.025,
@@ -79,6 +103,8 @@ class ServerStats:
         "latency_sum",
         "reads",
         "output_held",
+        "loop_lag_buckets",
+        "loop_lag_sum",
     )
 
     def __init__(self) -> None:
@@ -100,6 +126,9 @@ class ServerStats:
         self.reads = 0
         #: reads whose later frames waited: the replies before them passed the output budget
         self.output_held = 0
+        #: the event-loop lag probe's ticks, by LOOP_LAG_BUCKETS (the last: over the last bound)
+        self.loop_lag_buckets = [0] * (len(LOOP_LAG_BUCKETS) + 1)
+        self.loop_lag_sum = 0.0
 
 
 class MetricsSource(Protocol):
@@ -246,15 +275,47 @@ def render_metrics(server: MetricsSource) -> str:
         metric(
             f"privchat_store_{key}", kind, f"The store's {key.replace('_', ' ')}.", [("", value)]
         )
-    name = "privchat_request_batch_seconds"
-    out.append(f"# HELP {name} Time to handle the frames of one read (one read in 16).")
+    try:
+        histograms = server.store.durability_histograms()
+    except Exception:  # noqa: BLE001 - a scrape must not fail on the store
+        log.exception("store.durability_histograms() failed")
+        histograms = {}
+    for key, (bounds, counts, total) in sorted(histograms.items()):
+        histogram(
+            out, f"privchat_store_{key}", f"The store's {key.replace('_', ' ')}.", bounds, counts
+        )
+        out.append(f"privchat_store_{key}_sum {total}")
+    histogram(
+        out,
+        "privchat_request_batch_seconds",
+        "Time to handle the frames of one read (one read in 16).",
+        LATENCY_BUCKETS,
+        st.latency_buckets,
+    )
+    out.append(f"privchat_request_batch_seconds_sum {st.latency_sum}")
+    if any(st.loop_lag_buckets):  # the probe runs (loop_lag_interval > 0)
+        histogram(
+            out,
+            "privchat_loop_lag_seconds",
+            "How late the event loop ran the lag probe's timer (loop_lag_interval).",
+            LOOP_LAG_BUCKETS,
+            st.loop_lag_buckets,
+        )
+        out.append(f"privchat_loop_lag_seconds_sum {st.loop_lag_sum}")
+    return "\n".join(out) + "\n"
+
+
+def histogram(
+    out: list[str], name: str, help_text: str, bounds: tuple[float, ...], counts: list[int]
+) -> None:
+    """A histogram's HELP, TYPE, cumulative buckets and count (``counts`` has one more entry
+    than ``bounds``: observations over the last bound); the caller appends ``_sum``."""
+    out.append(f"# HELP {name} {help_text}")
     out.append(f"# TYPE {name} histogram")
     cumulative = 0
-    for bound, n in zip(LATENCY_BUCKETS, st.latency_buckets, strict=False):
+    for bound, n in zip(bounds, counts, strict=False):
         cumulative += n
         out.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-    cumulative += st.latency_buckets[-1]
+    cumulative += counts[-1]
     out.append(f'{name}_bucket{{le="+Inf"}} {cumulative}')
-    out.append(f"{name}_sum {st.latency_sum}")
     out.append(f"{name}_count {cumulative}")
-    return "\n".join(out) + "\n"

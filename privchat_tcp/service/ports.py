@@ -676,6 +676,12 @@ class Durability(abc.ABC):
         seconds spent committing, the last and largest batch, writes pending, failing."""
         return {}
 
+    def durability_histograms(self) -> dict[str, tuple[tuple[float, ...], list[int], float]]:
+        """Histograms for metrics (a store that persists): name -> (upper bounds, counts per
+        bucket with one more for over the last bound, sum of the observations); e.g. the
+        latency of each commit and the writes in each batch."""
+        return {}
+
 
 class Store(
     AccountStore,

@@ -1,0 +1,119 @@
+"""The SQLite writer's batches: one kick per event-loop turn, the hot statements grouped per
+table, and every other statement a barrier, so a batch that mixes them leaves each row as the
+changes made in order would (checked by a new store on the same directory)."""
+
+from __future__ import annotations
+
+import pathlib
+import queue
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from store_contract import NOW, record
+
+from privchat_tcp.service.model import KIND_REVOKE, DedupEntry
+from privchat_tcp.store.sharded import SHARDS
+from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore
+
+
+class Turn:
+    """Stands in for the event loop: kicks wait until ``end()``; the writer's reports (from its
+    thread) wait until ``reports()`` runs them on the test's thread."""
+
+    def __init__(self) -> None:
+        self.due: list[Callable[[], None]] = []
+        self.reported: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+
+    def notify(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.reported.put((fn, args))
+
+    def reports(self) -> None:
+        while not self.reported.empty():
+            fn, args = self.reported.get()
+            fn(*args)
+
+    def schedule(self, fn: Callable[[], None]) -> None:
+        self.due.append(fn)
+
+    def end(self) -> int:
+        due, self.due = self.due, []
+        for fn in due:
+            fn()
+        return len(due)
+
+
+def test_one_kick_per_turn_and_one_batch_for_it(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, window=4)
+    turn = Turn()
+    store.attach(turn.notify, turn.schedule)
+    try:
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        for i in range(50):
+            store.commit(record(g, 100 + i))
+        assert len(turn.due) == 1  # 100+ writes, one kick
+        assert store.write_seq > 100
+        assert turn.end() == 1
+        store.flush()
+        turn.reports()
+        stats = store.durability_stats()
+        assert stats["largest_batch_writes"] == stats["committed_writes_total"] == store.write_seq
+        assert sum(store.batch_buckets) == 1  # one transaction for the turn
+        store.commit(record(g, 200))
+        assert turn.end() == 1  # the next turn's writes kick again
+        store.flush()
+        turn.reports()
+        assert sum(store.batch_buckets) == 2
+    finally:
+        store.close()
+
+
+def test_a_mixed_batch_keeps_the_order_of_its_changes(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, window=4)
+    turn = Turn()
+    store.attach(turn.notify, turn.schedule)
+    g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+    h = store.create_group(1, "h", None, [2], NOW, 50).channel_id
+    old, new = NOW * 10, NOW * 20
+    for i in range(6):  # messages, their keys and pts, in both channels, interleaved
+        store.commit(record(g, 100 + i))
+        store.dedup_put(1, "d", 10 + i, DedupEntry(100 + i, i + 1, g, old))
+        store.commit(record(h, 300 + i))
+    # a revoke of a message of this very batch (an UPDATE after its INSERT), and its event
+    store.mark_revoked(g, 102, 1, NOW + 5)
+    store.commit(record(g, 400, KIND_REVOKE))
+    # a key replaced, the old keys swept, then a key put after the sweep: it must stay
+    store.dedup_put(1, "d", 10, DedupEntry(999, 1, g, old))
+    for _ in range(SHARDS):  # a shard per call: every shard once
+        store.dedup_sweep(old + 1)
+    store.dedup_put(1, "d", 77, DedupEntry(105, 6, g, new))
+    store.commit(record(g, 106))
+    assert turn.end() == 1
+    store.flush()
+    turn.reports()
+    assert sum(store.batch_buckets) == 1
+    store.close()
+
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    try:
+        pts = dict(db.execute("SELECT channel_id, pts FROM channels").fetchall())
+        assert pts == {g: 8, h: 6}  # the last pts of each channel, not an earlier one
+        keys = db.execute("SELECT local_id, message_id FROM dedup").fetchall()
+        assert keys == [("77", 105)]  # the sweep ran after the puts before it, not after 77
+    finally:
+        db.close()
+
+    again = SQLiteStore(tmp_path, window=4)
+    try:
+        log_g = again.read_log(g, 0, 100)
+        assert [r.pts for r in log_g] == list(range(1, 9))
+        assert [r.revoked for r in log_g][:4] == [False, False, True, False]
+        assert log_g[6].kind == KIND_REVOKE
+        assert [r.pts for r in again.read_log(h, 0, 100)] == list(range(1, 7))
+        kept = again.dedup_get(1, "d", 77)
+        assert kept is not None and kept.message_id == 105
+        assert again.commit(record(g, 500)).pts == 9
+    finally:
+        again.close()
