@@ -253,6 +253,8 @@ class TcpConnection(asyncio.Protocol):
                     return
             conn = session.conn
             frames = conn.receive_data(data)
+            if conn.closing or conn.pending_violation is not None:  # a broken header
+                session.end_reason = session.end_reason or "broken frame header"
             if conn.buffered:  # a frame is started: its deadline runs from its first read
                 if frames or not self.partial_since:
                     self.partial_since = ctx.clock()

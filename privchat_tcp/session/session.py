@@ -534,6 +534,7 @@ class Session:
                 except ProtocolViolation as exc:
                     self.error(seq, command, exc.status, exc.code, exc.message)
                     if exc.close:
+                        self.end_reason = self.end_reason or _violation_reason(exc.status)
                         conn.close()
                         return []
                 except DecodeError:
@@ -629,6 +630,12 @@ class Session:
 
 
 _PRELOGIN = frozenset((Cmd.LOGIN, Cmd.PING, Cmd.RPC))
+
+
+def _violation_reason(status: int) -> str:
+    """The log's reason for a session closed by a frame that broke the contract."""
+    return f"protocol violation ({STATUS_NAMES.get(status, str(status)).lower()})"
+
 
 _pong_cache: list[Any] = [0, b""]
 
