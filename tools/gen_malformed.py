@@ -577,6 +577,13 @@ WRONG = {
         "2^64": '[{"channel_id":18446744073709551616}]',
     },
 }
+#: (route, key, wrong value) that docs/protocol.md says the route takes: not wrong there
+ACCEPTED = {
+    # "source_id may be a string or a number" (docs/protocol.md, Channels)
+    ("channel/direct/get_or_create", "source_id", "number"),
+    # content is 1-16384 characters (docs/protocol.md, Channels): 5,000 is not too long
+    ("channel/content/publish", "content", "too-long"),
+}
 #: raw UTF-8 that is not valid UTF-8, inside a JSON string
 BAD_BYTES = {
     "overlong": b"\xc0\xaf",
@@ -642,6 +649,8 @@ def rpc() -> Table:
         keys = ROUTE_KEYS[route]
         for key, (kind, _) in keys.items():
             for wname, value in WRONG.get(kind, {}).items():
+                if (route, key, wname) in ACCEPTED:
+                    continue
                 body = _body_with(keys, key, value.encode())
                 t.add(
                     f"{route}.{key}.{wname}",

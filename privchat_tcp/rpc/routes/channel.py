@@ -148,7 +148,7 @@ def broadcast_list(ctx: RpcContext, body: dict[str, Any]) -> Any:
 @routes.route("channel/content/publish", keys=("channel_id", "content", "title", "content_type"))
 def content_publish(ctx: RpcContext, body: dict[str, Any]) -> Any:
     channel_id = u64(body, "channel_id")
-    content = text(body, "content", 32768, multiline=True)
+    content = text(body, "content", 16384, multiline=True)
     title = opt_text(body, "title", 512)
     content_type = opt_text(body, "content_type", 64)
     post = ctx.services.broadcasts.publish(ctx.user_id, channel_id, content, title, content_type)
