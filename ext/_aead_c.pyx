@@ -144,11 +144,11 @@ cdef class Opener(_Direction):
         cdef int finl = 0
         cdef unsigned char* out
         cdef const unsigned char* src = <const unsigned char*>PyBytes_AS_STRING(data)
+        if len(nonce) != NONCE:  # first, as the reference does (a short body is InvalidTag)
+            raise ValueError("nonces are 12 bytes")
         if n < 0:
             raise InvalidTag()
         if n > LARGE:
-            if len(nonce) != NONCE:
-                raise ValueError("nonces are 12 bytes")
             return AESGCM(self.key).decrypt(nonce, data, aad)
         self._start(nonce, aad)
         if EVP_CIPHER_CTX_ctrl(self.ctx, EVP_CTRL_GCM_SET_TAG, TAG, <void*>(src + n)) != 1:

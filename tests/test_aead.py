@@ -146,3 +146,14 @@ def test_session_cipher_uses_the_chosen_one() -> None:
 def test_compiled_extension_required() -> None:
     assert aead.impl_c is not None, "privchat_tcp.wire._aead_c did not import"
     assert aead.IMPL == "c"
+
+
+def test_a_bad_nonce_is_refused_before_a_short_body(impl: ModuleType) -> None:
+    """Fuzzing found the twins disagreeing (tools/fuzz/regressions/fuzz_aead): a body shorter
+    than the tag with a nonce that is not 12 bytes was InvalidTag in the compiled one and
+    ValueError in the reference. Both check the nonce first now."""
+    for body in (b"", bytes(15), bytes(16)):
+        with pytest.raises(ValueError):
+            impl.Opener(KEY).decrypt(bytes(11), body, AAD)
+    with pytest.raises(InvalidTag):
+        impl.Opener(KEY).decrypt(NONCE, bytes(15), AAD)
