@@ -150,19 +150,6 @@ CREATE TABLE IF NOT EXISTS reactions (
     message_id INTEGER NOT NULL, emoji TEXT NOT NULL, user_id INTEGER NOT NULL,
     created_at INTEGER NOT NULL, UNIQUE (message_id, emoji, user_id));
 CREATE TABLE IF NOT EXISTS revoke_counts (channel_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
--- files and devices (issue 12): file metadata (the bytes are DATA_DIR/files/<id>), devices,
--- when each user was last seen online
-CREATE TABLE IF NOT EXISTS files (
-    file_id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, filename TEXT NOT NULL,
-    mime_type TEXT NOT NULL, file_type TEXT NOT NULL, business_type TEXT NOT NULL,
-    max_size INTEGER NOT NULL, token_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
-    created_at INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, access_hash TEXT NOT NULL, uploaded_at INTEGER NOT NULL,
-    width INTEGER NOT NULL, height INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    user_id INTEGER NOT NULL, device_id TEXT NOT NULL, doc TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS last_seen (user_id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 """
 
 #: the tables added after the first release of the schema, created on opening an older store
@@ -202,7 +189,7 @@ CREATE TABLE IF NOT EXISTS broadcast_posts (
     content TEXT NOT NULL, title TEXT, content_type TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS broadcast_posts_by_channel ON broadcast_posts (channel_id, content_id);
 """
-_SCHEMA += _CHANNEL_SCHEMA
+_SCHEMA += _FILES_DEVICES_SCHEMA + _CHANNEL_SCHEMA
 
 # older schema version -> the statements that bring it to the next one
 _MIGRATIONS: dict[int, str] = {}
