@@ -229,3 +229,24 @@ def test_message_content_fields_follow_the_same_rules(
     except ServiceError as exc:
         got = exc.code
     assert got == code
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"content":"hello"}',
+        b'{"content":"mail me: a@b.c"}',
+        b'{"content":"x","reply_to_message_id":5}',
+        b'{"content":"x","mentioned_user_ids":[1]}',
+        b'{"content":"x","metadata":{}}',
+        b"plain text",
+        b"",
+    ],
+)
+@pytest.mark.parametrize("message_type", [0, 1, 7])
+def test_needs_check_is_the_marker_scan(payload: bytes, message_type: int) -> None:
+    """The unrolled scan on the MS hot path says what scanning for each marker says."""
+    from privchat_tcp.service.content import _MARKERS, needs_check
+
+    expected = message_type != 0 or any(marker in payload for marker in _MARKERS)
+    assert needs_check(message_type, payload) is expected

@@ -228,6 +228,9 @@ class FileService:
         return self._store.get_file(file_id)
 
     # ---- messages ------------------------------------------------------------------------------
+    #: the message types ``check_message`` reads (``FileRules``)
+    message_types = FILE_MESSAGE_TYPES
+
     def check_message(self, sender: int, message_type: int, payload: bytes, e2e: bool) -> None:
         """A message of a file type whose envelope's ``metadata.file_id`` is given must name
         a file the sender uploaded (reference 10.2); 20006 otherwise. Other messages, and

@@ -50,7 +50,10 @@ HISTORY_MAX = 100
 
 class FileRules(Protocol):
     """The attachment rule of ``service/files.py``: a message's ``file_id`` must name a file
-    its sender uploaded (20006 otherwise)."""
+    its sender uploaded (20006 otherwise). ``message_types``: the types it reads (the others
+    pass without a call: the MS hot path)."""
+
+    message_types: frozenset[int]
 
     def check_message(self, sender: int, message_type: int, payload: bytes, e2e: bool) -> None: ...
 
@@ -167,8 +170,9 @@ class MessageService:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the server sends System messages")
         if check:
             check_content(self._log, self.channels, sender, channel, message_type, env)
-        if self.files is not None:
-            self.files.check_message(sender, message_type, payload, e2e)
+        files = self.files
+        if files is not None and message_type in files.message_types:
+            files.check_message(sender, message_type, payload, e2e)
         ts = self._clock()
         if channel.channel_type == GROUP:
             member = channel.members[sender]
@@ -203,7 +207,8 @@ class MessageService:
             self._dedup.dedup_put(
                 sender, device, local_id, DedupEntry(message_id, pts, channel_id, ts)
             )
-            self._maybe_sweep(ts)
+            if ts - self._last_sweep > 1_000:  # ``_maybe_sweep``, inline
+                self._maybe_sweep(ts)
         self.delivery.deliver(channel, record, origin)
         return SendResult(message_id, pts, channel_id, ts, False)
 

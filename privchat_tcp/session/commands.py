@@ -174,12 +174,15 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             content = req.content.SerializeToString()
         else:
             content = b""
-    if not e2e and payload and is_envelope(payload):  # what the JSON views will parse
-        check_stored(payload, session.deps.settings.json_max_depth)
+    if not e2e and payload and (payload[:1] == b"{" or is_envelope(payload)):
+        check_stored(payload, session.deps.settings.json_max_depth)  # what the views will parse
     if e2e:
         check, env = False, None
     elif fast is not None and fast[2]:  # a payload and no MessageContent
-        check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
+        if needs_check(message_type, payload):
+            check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
+        else:  # plain text: no parse (``_rules_envelope`` would say the same)
+            check, env = False, None
     else:
         check, env = _rules_envelope(
             message_type,

@@ -209,7 +209,11 @@ class MemoryStore(Store):
         log = self._logs[record.channel_id]
         record.pts = len(log) + 1
         log.append(record)
-        self._count_bytes(record)
+        sender = record.sender_id  # ``_count_bytes``, inline (the MS hot path)
+        user_bytes = self._user_bytes
+        user_bytes[sender] = (
+            user_bytes.get(sender, 0) + len(record.payload) + len(record.content) + RECORD_BYTES
+        )
         if record.kind == KIND_MESSAGE:
             mid = record.message_id
             self._by_message.shards[hash(mid) % SHARDS][mid] = record
