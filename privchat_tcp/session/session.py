@@ -269,12 +269,14 @@ class Session:
         "end_reason",
         "out_room",
         "_rpc",
+        "_durability",
         "__weakref__",
     )
 
     def __init__(self, deps: SessionDeps, link: Link, now: float) -> None:
         self.deps = deps
         self.link = link
+        self._durability = deps.services.durability  # ``handle`` reads it every read
         self.conn = Connection(deps.settings.max_body_prelogin)
         self.state = SessionState.ANONYMOUS
         self.user_id = 0
@@ -467,7 +469,7 @@ class Session:
         Return those left unhandled because the replies queued passed ``out_room`` bytes (the
         adapter keeps them and hands them back once the peer has read). At least one frame is
         handled per call, so a single large reply gets through."""
-        durability = self.deps.services.durability
+        durability = self._durability
         before = durability.write_seq
         rest = self._handle(frames)
         if durability.write_seq != before:

@@ -495,7 +495,8 @@ class MemoryStore(Store):
         self._blocked.get(user_id, {}).pop(target_id, None)
 
     def blocked_at(self, user_id: int, target_id: int) -> int | None:
-        return self._blocked.get(user_id, {}).get(target_id)
+        blocked = self._blocked.get(user_id)  # no empty dict per call: the MS send rule asks
+        return None if blocked is None else blocked.get(target_id)
 
     def blacklist(self, user_id: int) -> list[tuple[int, int]]:
         return list(self._blocked.get(user_id, {}).items())
