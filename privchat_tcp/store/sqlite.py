@@ -29,6 +29,7 @@ import fcntl
 import heapq
 import json
 import logging
+import operator
 import os
 import pathlib
 import re
@@ -59,6 +60,7 @@ from ..service.model import (
     User,
 )
 from .memory import RECORD_BYTES, MemoryStore
+from .sharded import SHARDS
 
 __all__ = ["SQLiteStore", "StoreOpenError", "SCHEMA_VERSION", "DB_NAME", "backup"]
 
@@ -66,7 +68,10 @@ log = logging.getLogger("privchat_tcp.store")
 
 DB_NAME = "privchat.db"
 LOCK_NAME = "privchat.lock"
-SCHEMA_VERSION = 1
+#: 1: a dedup row per idempotency key. 2: a message's key is its own row's (sender_id,
+#: sender_device, local_message_id), rebuilt from ``messages`` at start; ``dedup`` holds only
+#: the keys no message row implies (``dedup_put`` of an entry that is not the record's own)
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -192,7 +197,27 @@ CREATE INDEX IF NOT EXISTS broadcast_posts_by_channel ON broadcast_posts (channe
 _SCHEMA += _FILES_DEVICES_SCHEMA + _CHANNEL_SCHEMA
 
 # older schema version -> the statements that bring it to the next one
-_MIGRATIONS: dict[int, str] = {}
+_MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: drop the dedup rows that their message row now implies (``_IMPLIED_KEYS``)
+    1: """
+DELETE FROM dedup WHERE EXISTS (
+    SELECT 1 FROM messages m WHERE m.channel_id = dedup.channel_id AND m.pts = dedup.pts
+    AND m.kind = 0 AND m.message_id = dedup.message_id AND m.sender_id = dedup.sender
+    AND m.sender_device = dedup.device AND m.local_message_id = dedup.local_id
+    AND m.timestamp = dedup.timestamp);
+""",
+}
+
+#: the idempotency keys the message rows imply (schema 2), with the dedup rows' own, in the
+#: order ``_load_dedup`` takes them (timestamp; at a tie a dedup row after a message's)
+_IMPLIED_KEYS = (
+    "SELECT timestamp, 0, sender_id, sender_device, local_message_id, message_id, pts,"
+    " channel_id FROM messages WHERE kind = 0 AND local_message_id != '0' AND timestamp >= ?"
+)
+_DEDUP_KEYS = (
+    "SELECT timestamp, 1, sender, device, local_id, message_id, pts, channel_id FROM dedup"
+    " WHERE timestamp >= ?"
+)
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (channel_id, pts, message_id, channel_type, sender_id, sender_device,"
@@ -242,6 +267,7 @@ _MESSAGE_COLUMNS = (
 )
 
 Op = tuple[str, tuple[Any, ...]]
+_by_time = operator.itemgetter(0, 1)
 _INT64_MAX = (1 << 63) - 1
 
 #: the DeviceRecord fields kept in a devices row's JSON document (all but user_id)
@@ -390,12 +416,13 @@ class _Writer(threading.Thread):
             self.store._report(self.store._on_commit, upto, len(ops), time.perf_counter() - t0)
 
     def _commit(self, ops: list[Op]) -> None:
-        """One transaction. The hot statements (a message, its idempotency key, the channel's
-        pts) are grouped per table into multi-row statements (``_insert_rows``), and only the
-        last pts of a channel is written; they commute with each other (distinct tables and
-        keys), and every other statement is a barrier: what was grouped before it runs first,
-        so each row sees its changes in the order they were made. (On one CPU the writer waits
-        for the GIL after each step while the loop runs: fewer steps, shorter commits.)"""
+        """One transaction. The hot statements (a message, a dedup row, the channel's pts,
+        which is its last message row's) are grouped per table into multi-row statements
+        (``_insert_rows``), and only the last pts of a channel is written; they commute with
+        each other (distinct tables and keys), and every other statement is a barrier: what was
+        grouped before it runs first, so each row sees its changes in the order they were made.
+        (On one CPU the writer waits for the GIL after each step while the loop runs: fewer
+        steps, shorter commits.)"""
         db = self.db
         messages: list[tuple[Any, ...]] = []
         dedups: list[tuple[Any, ...]] = []
@@ -418,8 +445,9 @@ class _Writer(threading.Thread):
             n = len(ops)
             while i < n:
                 sql, params = ops[i]
-                if sql is _INSERT_MESSAGE:
+                if sql is _INSERT_MESSAGE:  # (its channel's pts is the row's: one op, not two)
                     messages.append(params)
+                    pts[params[0]] = params[1]
                     i += 1
                     continue
                 if sql is _INSERT_DEDUP:
@@ -639,13 +667,7 @@ class SQLiteStore(MemoryStore):
         self._load_social(db)
         self._load_channel_extras(db)
         self._load_files_devices(db)
-        since = int(time.time() * 1000) - dedup_retention * 1000
-        for sender, dev, local, mid, p, cid, ts in db.execute(
-            "SELECT sender, device, local_id, message_id, pts, channel_id, timestamp FROM dedup"
-            " WHERE timestamp >= ? ORDER BY timestamp",
-            (since,),
-        ):
-            MemoryStore.dedup_put(self, sender, dev, int(local), DedupEntry(mid, p, cid, ts))
+        self._load_dedup(db, int(time.time() * 1000) - dedup_retention * 1000)
         for sender, nbytes, count in db.execute(
             "SELECT sender_id, SUM(LENGTH(payload) + LENGTH(content)), COUNT(*) FROM messages"
             " GROUP BY sender_id"
@@ -817,6 +839,22 @@ class SQLiteStore(MemoryStore):
             MemoryStore.put_device(self, DeviceRecord(user_id=uid, **fields))
             self._device_seq = max(self._device_seq, seq)
         self._last_seen = dict(db.execute("SELECT user_id, at FROM last_seen").fetchall())
+
+    def _load_dedup(self, db: sqlite3.Connection, since: int) -> None:
+        """The idempotency keys younger than ``since``: those of the message rows and the
+        dedup table's own, straight into the shards in time order (as ``dedup_put`` made them,
+        so ``dedup_sweep`` finds each shard's oldest first); a device name is one str however
+        many keys share it."""
+        rows = db.execute(_IMPLIED_KEYS, (since,)).fetchall()
+        rows += db.execute(_DEDUP_KEYS, (since,)).fetchall()
+        rows.sort(key=_by_time)  # stable: mostly sorted runs already (a channel's, the table's)
+        shards = self._dedup.shards
+        names: dict[str, str] = {}
+        intern = names.setdefault
+        entry = DedupEntry
+        for ts, _, sender, dev, local, mid, p, cid in rows:
+            key = (sender, intern(dev, dev), int(local))
+            shards[hash(key) % SHARDS][key] = entry(mid, p, cid, ts)
 
     # ---- writes --------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -1234,8 +1272,7 @@ class SQLiteStore(MemoryStore):
                 record.target_message_id,
             ),
         )
-        self._put(_SET_PTS, (pts, cid))
-        self._pts_writes.append((self.write_seq, cid, pts))
+        self._pts_writes.append((self.write_seq, cid, pts))  # (the writer sets channels.pts)
         return record
 
     def _trim(self, upto: int) -> None:
@@ -1344,6 +1381,18 @@ class SQLiteStore(MemoryStore):
     # ---- dedup and cursors ---------------------------------------------------------------------
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
         super().dedup_put(sender, device, local_id, entry)
+        record = self._by_message.get(entry.message_id)
+        if (  # the key of the record just committed: its message row holds it (schema 2)
+            record is not None
+            and record.local_message_id == local_id
+            and record.sender_id == sender
+            and record.sender_device == device
+            and record.pts == entry.pts
+            and record.channel_id == entry.channel_id
+            and record.timestamp == entry.timestamp
+            and record.kind == KIND_MESSAGE
+        ):
+            return
         self._put(
             _INSERT_DEDUP,
             (
