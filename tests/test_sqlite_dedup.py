@@ -121,3 +121,25 @@ def test_a_schema_1_store_is_migrated(tmp_path: pathlib.Path) -> None:
         assert _send(again, cid, 1, "phone", 200).pts == 6
     finally:
         again.close()
+
+
+def test_a_key_whose_message_left_the_window_answers_from_disk(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, window=4)
+    try:
+        cid = store.get_or_create_direct(1, 2, _now())[0].channel_id
+        first = _send(store, cid, 1, "phone", 1)
+        for i in range(20):
+            _send(store, cid, 1, "phone", 2 + i)
+        store.flush()
+        assert not store.in_window(cid, 0)  # the first message is on disk only
+        got = store.dedup_get(1, "phone", 1)
+        assert got == DedupEntry(first.message_id, 1, cid, first.timestamp)
+        # the same numbers under another sender or device are another key
+        assert store.dedup_get(1, "tablet", 1) is None
+        assert store.dedup_get(3, "phone", 1) is None
+        # swept once every shard was visited (one shard per call), and then a miss
+        swept = sum(store.dedup_sweep(_now() + 1000) for _ in range(2000))
+        assert swept == 21 and store.dedup_get(1, "phone", 1) is None
+        assert store.stats()["dedup_keys"] == 0
+    finally:
+        store.close()
