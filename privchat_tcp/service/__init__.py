@@ -100,6 +100,8 @@ class Services:
             settings, store, self.channels, self.social, self.privacy, clock
         )
         self.messages.send_rule = self.social.check_send
+        # one rule for opening a direct channel (get_or_create and an MS to a peer)
+        self.conversations.contact_rule = self.social.check_contact
         # files, devices, presence, stickers (issue 12)
         self.files = FileService(settings, store, clock)
         self.messages.files = self.files

@@ -163,7 +163,7 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             )
         else:
             conv = req.conversation
-            channel = services.channels.resolve_target(
+            channel = services.conversations.resolve_target(
                 session.user_id, 0, req.channel_type, conv.type, conv.target_id
             )
         if req.HasField("content"):
