@@ -207,9 +207,8 @@ def test_friends_settings_and_blocks_follow_the_feed(server: ServerThread) -> No
             (str(alice.user_id), True)
         ]
 
-        def settings() -> None:
-            store.put_doc(alice.user_id, "settings", {"theme": "dark", "lang": "fr"})
-            services.feed.settings_changed(alice.user_id, ["theme", "lang"])
+        def settings() -> None:  # the document as the service writes it
+            services.profiles.update_settings(alice.user_id, {"theme": "dark", "lang": "fr"})
 
         server.call(settings)
         page3 = await sync(alice, "user_settings")

@@ -79,7 +79,7 @@ class Services:
         # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
         self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
         self.notices.feed = self.feed
-        self.privacy = PrivacyService(store, store, clock)
+        self.privacy = PrivacyService(store, store, clock, store)
         self.social = SocialService(
             settings,
             store,

@@ -52,6 +52,7 @@ __all__ = [
     "SyncPage",
     "SUPPORTED",
     "UNSUPPORTED_ENTITY",
+    "PRIVACY_SETTING",
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "friend_family",
@@ -78,6 +79,9 @@ ALIASES = {"blacklist": "user_block"}
 #: the SDK skips an optional entity type on this substring (reference 11.7); the value the
 #: client sent is not echoed (it is hostile input)
 UNSUPPORTED_ENTITY = "不支持的 entity_type（当前支持 " + ", ".join(SUPPORTED) + "）"
+#: the ``user_settings`` entity that carries the account's privacy flags (reserved: no
+#: setting of ``account/settings/update`` has this key)
+PRIVACY_SETTING = "privacy"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
 
@@ -136,12 +140,24 @@ class EntityFeed:
     def user_created(self, user_id: int) -> None:
         self.bump(user_family(user_id), str(user_id))
 
-    def user_changed(self, user_id: int, viewers: Iterable[int]) -> None:
-        """A user's profile changed: in their own view and in each viewer's."""
+    def user_changed(
+        self, user_id: int, viewers: Iterable[int], groups: Iterable[int] = ()
+    ) -> None:
+        """A user's profile changed: in their own view, in each viewer's (friends, direct
+        peers: the ``user:<viewer>`` families) and, once per group, in the group's members
+        (``member:<cid>``, which a scoped ``user`` sync reads)."""
         self.bump(user_family(user_id), str(user_id))
         for viewer in viewers:
             if viewer != user_id:
                 self.bump(user_family(viewer), str(user_id))
+        for cid in groups:
+            self.bump(member_family(cid), f"{cid}:{user_id}")
+
+    def privacy_changed(self, user_id: int) -> None:
+        """The user's privacy flags changed: their ``user_settings`` entity ``privacy`` (the
+        flags) and their own ``user`` entity, in their own view (other devices re-pull)."""
+        self.bump(settings_family(user_id), PRIVACY_SETTING)
+        self.bump(user_family(user_id), str(user_id))
 
     def channel_created(self, channel: Channel) -> None:
         cid = channel.channel_id
@@ -199,7 +215,10 @@ class EntityFeed:
             self.bump(user_family(me), str(other))
 
     def blocked(self, user_id: int, target_id: int, unblocked: bool = False) -> None:
+        """The viewer blocked (unblocked) someone: the ``user_block`` entity, and the target
+        in the viewer's ``user`` view (its ``is_blocked``)."""
         self.bump(block_family(user_id), str(target_id), deleted=unblocked)
+        self.bump(user_family(user_id), str(target_id))
 
     def settings_changed(self, user_id: int, keys: Iterable[str], removed: bool = False) -> None:
         for key in keys:
@@ -323,8 +342,13 @@ class EntitySync:
                 return self._accounts.get_user(member.user_id)
             return (channel, member)
         if kind == "user_settings":
+            if entity_id == PRIVACY_SETTING:
+                return (entity_id, self._profiles.get_doc(viewer, "privacy"))
             doc = self._profiles.get_doc(viewer, "settings")
-            return (entity_id, doc[entity_id]) if entity_id in doc else None
+            values = doc.get("values")
+            if not isinstance(values, dict):
+                return None
+            return (entity_id, values[entity_id]) if entity_id in values else None
         if not entity_id.isdigit():
             return None
         ident = int(entity_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...service import Services
-from ...service.entities import EntityItem, SyncPage
+from ...service.entities import PRIVACY_SETTING, EntityItem, SyncPage
 from ...service.model import DIRECT, GROUP, Channel, Member, User
 from ..params import opt_text, opt_u64, text
 from ..table import RouteTable, RpcContext
@@ -47,6 +47,10 @@ def _item(ctx: RpcContext, page: SyncPage, item: EntityItem) -> dict[str, Any]:
         out["payload"] = _friend(value[0], value[1], item.version)
     elif kind == "user":
         out["payload"] = _user(value, item.version)
+        if value.user_id != page.viewer:  # the viewer's relation to them
+            social = ctx.services.social
+            out["payload"]["is_friend"] = social.is_friend(page.viewer, value.user_id)
+            out["payload"]["is_blocked"] = social.is_blocked(page.viewer, value.user_id)
     elif kind == "group":
         out["payload"] = _group(value)
     elif kind == "channel":
@@ -60,6 +64,9 @@ def _item(ctx: RpcContext, page: SyncPage, item: EntityItem) -> dict[str, Any]:
             "blocked_user_id": user.user_id,
             "blocked_at": at,
         }
+    elif value[0] == PRIVACY_SETTING:  # user_settings: the privacy flags, defaults filled in
+        flags = ctx.services.privacy.get(page.viewer)
+        out["payload"] = {"setting_key": value[0], "value": flags}
     else:  # user_settings
         out["payload"] = {"setting_key": value[0], "value": value[1]}
     return out
