@@ -73,9 +73,11 @@ class Services:
             self.channels, store, store, store, store, store, self.feed, clock
         )
         self.broadcasts = BroadcastService(store, clock)
-        self.entities = EntitySync(store, store, store, store, store, store, store, store)
+        self.entities = EntitySync(
+            store, store, store, store, store, store, store, store, store, settings.max_reply_bytes
+        )
         self.reads = ReadService(self.channels, store, store, delivery, clock)
-        self.reactions = ReactionService(self.channels, store, store, clock)
+        self.reactions = ReactionService(self.channels, store, store, clock, delivery)
         # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
         self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
         self.notices.feed = self.feed
