@@ -146,11 +146,16 @@ def test_user_detail_update_and_profile(server: ServerThread) -> None:
         assert got["status"] == "success" and got["action"] == "get"
         assert got["display_name"] == "Alice" and got["bio"] == "two\nlines"
         assert got["extra_fields"] == {"city": "Paris"} and got["phone"] == "+15550100"
-        # the registration and every change bumped alice's "user" entity
+        # the registration and every change bumped alice's entity in the views that see her
+        # (her own: the per-viewer family entity/sync_entities reads); bob sees her in none
         store = server.server.store  # type: ignore[union-attr]
-        items = server.call(lambda: store.entities_since("user", 0, 10))
-        assert [e[0] for e in items] == [str(bob.user_id), str(alice.user_id)]
-        assert items[-1][1] == 4  # alice, bob, then alice's two updates
+        own_family = server.call(lambda: store.entities_since(f"user:{alice.user_id}", 0, 10))
+        assert [e[0] for e in own_family] == [str(alice.user_id)]
+        mine = await alice.rpc("entity/sync_entities", {"entity_type": "user"})
+        [me] = mine["items"]
+        assert me["payload"]["nickname"] == "Alice" and me["version"] == own_family[0][1]
+        theirs = await bob.rpc("entity/sync_entities", {"entity_type": "user"})
+        assert str(alice.user_id) not in {i["entity_id"] for i in theirs["items"]}
 
         # refusals
         empty = await refused(alice.rpc("account/user/update", {"display_name": "  "}))

@@ -94,7 +94,7 @@ def test_every_bootstrap_type_and_the_unsupported_answer(server: ServerThread) -
             page = await sync(alice, empty)
             assert page == {"items": [], "next_version": 0, "has_more": False}
         # an optional type the server does not keep: the text the SDK skips it on
-        for kind in ("channel_extra", "message", "zzz"):
+        for kind in ("channel_extra", "reminder", "zzz"):
             err = await refused(alice, {"entity_type": kind})
             assert err.code == ErrorCode.INVALID_PARAMS and err.status == Status.BAD_REQUEST
             assert "不支持的 entity_type" in err.message and kind not in err.message
@@ -207,9 +207,8 @@ def test_friends_settings_and_blocks_follow_the_feed(server: ServerThread) -> No
             (str(alice.user_id), True)
         ]
 
-        def settings() -> None:
-            store.put_doc(alice.user_id, "settings", {"theme": "dark", "lang": "fr"})
-            services.feed.settings_changed(alice.user_id, ["theme", "lang"])
+        def settings() -> None:  # the document as the service writes it
+            services.profiles.update_settings(alice.user_id, {"theme": "dark", "lang": "fr"})
 
         server.call(settings)
         page3 = await sync(alice, "user_settings")

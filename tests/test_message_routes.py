@@ -179,7 +179,8 @@ def test_read_status_counts_lists_and_receipts(server: ServerThread) -> None:
         assert back["last_read_pts"] == 4 and back["accepted_read_pts"] == 1
         assert (await b.rpc("message/status/count", {}))["unread_count"] == 1  # the group's
 
-        # a group: the list counts the members but the sender; no receipt is pushed
+        # a group: the list counts the members but the sender; no read_receipt, but the
+        # members are told the reader's position (a small group: every member)
         assert await c.rpc(
             "message/status/read", {"channel_id": gid, "message_id": gm.server_message_id}
         )
@@ -187,11 +188,15 @@ def test_read_status_counts_lists_and_receipts(server: ServerThread) -> None:
             "message/status/read_stats", {"channel_id": gid, "message_id": gm.server_message_id}
         )
         assert stats == {"read_count": 1, "total_count": 2}
+        moved_note = await next_notice(a)
+        assert moved_note["metadata"]["notification_type"] == "user_read_pts"
+        assert moved_note["metadata"]["channel_id"] == gid
+        assert moved_note["metadata"]["reader_id"] == str(c.user_id)
         await a.ping()
         notices = [
             p for p in a.drain_pushes() if p.command == Cmd.MPS and p.message.message_seq == 0
         ]
-        assert notices == []
+        assert notices == []  # one notice, not two
 
         # refusals
         await refused(

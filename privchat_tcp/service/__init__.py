@@ -73,13 +73,15 @@ class Services:
             self.channels, store, store, store, store, store, self.feed, clock
         )
         self.broadcasts = BroadcastService(store, clock)
-        self.entities = EntitySync(store, store, store, store, store, store, store, store)
+        self.entities = EntitySync(
+            store, store, store, store, store, store, store, store, store, settings.max_reply_bytes
+        )
         self.reads = ReadService(self.channels, store, store, delivery, clock)
-        self.reactions = ReactionService(self.channels, store, store, clock)
+        self.reactions = ReactionService(self.channels, store, store, clock, delivery)
         # accounts and contacts (issue 12): privacy, friends, blacklists, profiles, QR codes
         self.notices = Notifier(store, store, delivery, self.messages.ids, clock)
         self.notices.feed = self.feed
-        self.privacy = PrivacyService(store, store, clock)
+        self.privacy = PrivacyService(store, store, clock, store)
         self.social = SocialService(
             settings,
             store,
@@ -100,6 +102,8 @@ class Services:
             settings, store, self.channels, self.social, self.privacy, clock
         )
         self.messages.send_rule = self.social.check_send
+        # one rule for opening a direct channel (get_or_create and an MS to a peer)
+        self.conversations.contact_rule = self.social.check_contact
         # files, devices, presence, stickers (issue 12)
         self.files = FileService(settings, store, clock)
         self.messages.files = self.files

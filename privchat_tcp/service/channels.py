@@ -125,7 +125,9 @@ class ChannelService:
     def resolve_target(
         self, user_id: int, channel_id: int, channel_type: int, conv_type: int, conv_target: int
     ) -> Channel:
-        """The channel an MS is addressed to: by id, or by a Conversation (peer or group)."""
+        """The channel an MS is addressed to: by id, or by a group Conversation. A peer
+        Conversation (``CONV_SINGLE``) may open a direct channel, which is the rule of
+        ``ConversationService.resolve_target`` (privacy, blacklists): refused here."""
         if channel_id:  # the usual case, inline; member_channel raises the refusals
             channel = self._channels.get_channel(channel_id)
             if (
@@ -136,8 +138,6 @@ class ChannelService:
                 return channel
             return self.member_channel(user_id, channel_id, channel_type)
         if conv_type:
-            if conv_type == CONV_SINGLE:
-                return self.direct(user_id, conv_target)[0]
             if conv_type == CONV_GROUP:
                 channel_id = conv_target
                 channel_type = GROUP

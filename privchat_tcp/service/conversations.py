@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 
 from ..errors import ErrorCode, InvalidParams, ServiceError
-from .channels import ChannelService
+from .channels import CONV_SINGLE, ChannelService
 from .entities import EntityFeed
 from .model import DIRECT, Channel, ChannelPrefs
 from .ports import ChannelPrefsStore, ProfileStore, QRCodeStore, SearchSessionStore, SocialStore
@@ -80,6 +80,10 @@ class ConversationService:
         self._searches = searches
         self._feed = feed
         self._clock = clock
+        #: the refusal of ``user_id`` writing to ``target_id`` (``SocialService.check_contact``:
+        #: 20402, 20403, privacy 10004), set by the composition of the services; None: the
+        #: checks below (blacklists both ways, ``allow_receive_message_from_non_friend``)
+        self.contact_rule: Callable[[int, int], None] | None = None
 
     # ---- direct channels -----------------------------------------------------------------------
     def find_direct(self, user_id: int, target_id: int) -> Channel | None:
@@ -100,21 +104,39 @@ class ConversationService:
         if existing is not None:
             self._unhide(user_id, existing)
             return existing, False
-        if self._social.blocked_at(target_id, user_id) is not None:
-            raise ServiceError(BLOCKED_BY_USER, "blocked by the user")
-        if self._social.blocked_at(user_id, target_id) is not None:
-            raise ServiceError(USER_IN_BLACKLIST, "the user is in your blacklist")
+        self._check_contact(user_id, target_id)
         friends = self._social.friends_since(user_id, target_id) is not None
         if source is not None:
             self._check_source(user_id, target_id, source, source_id or "", friends)
-        if not friends and not privacy_flag(
-            self._profiles, target_id, "allow_receive_message_from_non_friend"
-        ):
-            raise _denied("the user accepts messages from friends only")
         channel, created = self._channels.direct(user_id, target_id)
         if created and source is not None:
             self._prefs.set_direct_source(channel.channel_id, source, source_id or "")
         return channel, created
+
+    def _check_contact(self, user_id: int, target_id: int) -> None:
+        if self.contact_rule is not None:
+            self.contact_rule(user_id, target_id)
+            return
+        if self._social.blocked_at(target_id, user_id) is not None:
+            raise ServiceError(BLOCKED_BY_USER, "blocked by the user")
+        if self._social.blocked_at(user_id, target_id) is not None:
+            raise ServiceError(USER_IN_BLACKLIST, "the user is in your blacklist")
+        if self._social.friends_since(user_id, target_id) is None and not privacy_flag(
+            self._profiles, target_id, "allow_receive_message_from_non_friend"
+        ):
+            raise _denied("the user accepts messages from friends only")
+
+    def resolve_target(
+        self, user_id: int, channel_id: int, channel_type: int, conv_type: int, conv_target: int
+    ) -> Channel:
+        """The channel an MS is addressed to (``ChannelService.resolve_target``); a peer
+        Conversation opens the direct channel by ``open_direct``'s rule, the one of
+        ``channel/direct/get_or_create`` (20402, 20403, the privacy flag: 10004)."""
+        if not channel_id and conv_type == CONV_SINGLE:
+            return self.open_direct(user_id, conv_target, None, None)[0]
+        return self._channels.resolve_target(
+            user_id, channel_id, channel_type, conv_type, conv_target
+        )
 
     def direct_source(self, channel_id: int) -> tuple[str, str] | None:
         return self._prefs.direct_source(channel_id)

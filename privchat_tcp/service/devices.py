@@ -4,7 +4,8 @@ push settings, and kicking a device (its logins revoked; the session layer ends 
 The session layer reports each session's start (``connected``, at LOGIN, with the client
 address the PROXY header carried) and end (``disconnected``); which devices are online right
 now is kept here, in this process (like the hub's registry). A device's record is written when
-it changes at LOGIN and at the end of its session, never per frame.
+it changes at LOGIN and at the end of its session, never per frame, and at the end of the
+event loop's turn: several changes of one device in a turn are one write.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ MAX_LOGIN_IDS = 8
 
 
 def _field(value: str) -> str:
-    """A device-reported string, kept printable and short."""
-    return "".join(ch for ch in value[:64] if ch.isprintable())
+    """A device-reported string, kept printable and short (the usual printable one as it is:
+    one C call, not a generator over its characters, on every LOGIN)."""
+    value = value[:64]
+    if value.isprintable():
+        return value
+    return "".join(ch for ch in value if ch.isprintable())
 
 
 class DeviceService:
@@ -109,15 +114,18 @@ class DeviceService:
             self.on_change(user_id, True)
 
     def disconnected(self, user_id: int, device_id: str) -> None:
-        """The device's session ended: its last active time and the user's last seen are now."""
-        self.flush()
+        """The device's session ended: its last active time and the user's last seen are now.
+        The record is written at the end of the turn like a LOGIN's (a storm of ends and
+        LOGINs in one turn writes each device once)."""
         live = self._live.get(user_id)
         if live is None or live.pop(device_id, None) is None:
             return
         now = self._clock()
-        record = self._store.get_device(user_id, device_id)
-        if record is not None:
-            self._keep(dataclasses.replace(record, last_active=now))
+        record = self._pending.get((user_id, device_id)) or self._store.get_device(
+            user_id, device_id
+        )
+        if record is not None and record.last_active != now:
+            self._later(dataclasses.replace(record, last_active=now))
         if not live:
             del self._live[user_id]
             try:

@@ -20,9 +20,10 @@ from typing import Any
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, ServiceError, UserNotFound
 from .channels import ChannelService
-from .model import SYSTEM_USER_ID, QRCode, User
+from .entities import PRIVACY_SETTING, EntityFeed
+from .model import DIRECT, GROUP, SYSTEM_USER_ID, QRCode, User
 from .ports import AccountStore, EntityLog, ProfileStore, QRCodeStore, SearchSessionStore
-from .social import USER_FAMILY, PrivacyService, SocialService, settings_family
+from .social import PrivacyService, SocialService, settings_family
 
 __all__ = ["ProfileService", "QRCodeService", "QR_TYPES", "qr_url"]
 
@@ -62,6 +63,7 @@ class ProfileService:
         self._profiles = profiles
         self._searches = searches
         self._entities = entities
+        self._feed = EntityFeed(entities)
         self.social = social
         self.privacy = privacy
         self._clock = clock
@@ -85,8 +87,17 @@ class ProfileService:
         return target, friend, self.social.can_send(viewer, target_id)
 
     def touch(self, user_id: int) -> None:
-        """The user appeared or changed: bump its "user" entity (``entity/sync_entities``)."""
-        self._entities.bump_entity(USER_FAMILY, str(user_id))
+        """The user appeared or changed: bump its ``user`` entity in the views of those who
+        see it (``EntityFeed.user_changed``): the user, their friends and direct peers, and
+        their groups' member families (``entity/sync_entities``)."""
+        viewers = {uid for uid, _ in self.social.friends(user_id)}
+        groups = []
+        for channel in self.social.channels.user_channels(user_id):
+            if channel.channel_type == DIRECT:
+                viewers.update(channel.members)
+            elif channel.channel_type == GROUP and not channel.dissolved:
+                groups.append(channel.channel_id)
+        self._feed.user_changed(user_id, sorted(viewers), groups)
 
     def profile(self, user_id: int) -> dict[str, Any]:
         return dict(self._profiles.get_doc(user_id, "profile"))
@@ -125,6 +136,8 @@ class ProfileService:
         """Set (a JSON value) or delete (None) each setting; returns every setting."""
         doc = dict(self._profiles.get_doc(user_id, "settings"))
         values: dict[str, Any] = dict(doc.get("values", {}))
+        if PRIVACY_SETTING in changes:
+            raise InvalidParams(f"the setting {PRIVACY_SETTING} is set by account/privacy/update")
         for key, value in changes.items():
             if value is None:
                 values.pop(key, None)

@@ -4,16 +4,26 @@ A member reacts to a message of its channel (within its history: after its join)
 message takes no new reaction. Reactions are bounded per message: at most
 ``MAX_EMOJIS_PER_MESSAGE`` different emoji, and each user holds at most
 ``MAX_REACTIONS_PER_USER`` of them, so a message's reactions stay small whatever a client sends.
+
+A change (an add that added, a remove that removed) bumps the reaction's entity in the
+channel's family ``reaction:<cid>`` (``message_reaction`` entities; a tombstone on remove)
+and pushes a notice (no pts, ``from_uid`` 0, System, topic ``notification``) whose payload is
+``{"message_type": "notification", "content": "消息回应", "metadata": {"notification_type":
+"message_reaction_added" | "message_reaction_removed", "message_id", "channel_id",
+"channel_type", "user_id", "emoji", "reactions", "total_count", "updated_at"}}`` to the
+members (the reactor's other devices too; the origin session is left out); in a group above
+``large_group_threshold`` members only to the reactor and the message's sender.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from ..errors import ErrorCode, MessageNotFound, ServiceError
 from .channels import ChannelService
-from .model import KIND_MESSAGE, Record
-from .ports import MessageLog, ReactionStore
+from .model import GROUP, KIND_MESSAGE, Record
+from .ports import Delivery, MessageLog, ReactionStore
 
 __all__ = ["ReactionService", "MAX_EMOJIS_PER_MESSAGE", "MAX_REACTIONS_PER_USER", "MAX_EMOJI_LEN"]
 
@@ -29,11 +39,13 @@ class ReactionService:
         log: MessageLog,
         store: ReactionStore,
         clock: Callable[[], int],
+        delivery: Delivery | None = None,
     ) -> None:
         self.channels = channels
         self._log = log
         self._store = store
         self._clock = clock
+        self.delivery = delivery
 
     def _message(self, user_id: int, message_id: int, channel_id: int) -> Record:
         """The message (in ``channel_id``; 0: in any channel), if ``user_id`` may see it."""
@@ -54,7 +66,47 @@ class ReactionService:
             )
         return emoji
 
-    def add(self, user_id: int, message_id: int, channel_id: int, emoji: str) -> bool:
+    def _changed(
+        self, user_id: int, record: Record, emoji: str, removed: bool, origin: str | None
+    ) -> None:
+        cid = record.channel_id
+        self.channels.feed.reaction_changed(cid, record.message_id, user_id, emoji, removed)
+        if self.delivery is None:
+            return
+        channel = self.channels.channel(cid)
+        targets: list[int] = list(channel.members)
+        if (
+            channel.channel_type == GROUP
+            and len(targets) > self.channels.settings.large_group_threshold
+        ):
+            targets = [user_id] if record.sender_id == user_id else [user_id, record.sender_id]
+        reactions = self._store.reactions(record.message_id)
+        payload = json.dumps(
+            {
+                "message_type": "notification",
+                "content": "消息回应",
+                "metadata": {
+                    "notification_type": "message_reaction_removed"
+                    if removed
+                    else "message_reaction_added",
+                    "message_id": str(record.message_id),
+                    "channel_id": cid,
+                    "channel_type": channel.channel_type,
+                    "user_id": str(user_id),
+                    "emoji": emoji,
+                    "reactions": reactions,
+                    "total_count": sum(len(uids) for uids in reactions.values()),
+                    "updated_at": self._clock(),
+                },
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        self.delivery.push_notice(targets, channel, payload, origin)
+
+    def add(
+        self, user_id: int, message_id: int, channel_id: int, emoji: str, origin: str | None = None
+    ) -> bool:
         """React; True if added, False if the user already had this reaction (no change)."""
         emoji = self.check_emoji(emoji)
         record = self._message(user_id, message_id, channel_id)
@@ -72,13 +124,21 @@ class ReactionService:
             raise ServiceError(
                 ErrorCode.PARAM_OUT_OF_RANGE, "too many reactions of yours on this message"
             )
-        return self._store.add_reaction(message_id, emoji, user_id, self._clock())
+        added = self._store.add_reaction(message_id, emoji, user_id, self._clock())
+        if added:
+            self._changed(user_id, record, emoji, False, origin)
+        return added
 
-    def remove(self, user_id: int, message_id: int, channel_id: int, emoji: str) -> bool:
+    def remove(
+        self, user_id: int, message_id: int, channel_id: int, emoji: str, origin: str | None = None
+    ) -> bool:
         """Take a reaction back; False if the user had none with this emoji."""
         emoji = self.check_emoji(emoji)
-        self._message(user_id, message_id, channel_id)
-        return self._store.remove_reaction(message_id, emoji, user_id)
+        record = self._message(user_id, message_id, channel_id)
+        removed = self._store.remove_reaction(message_id, emoji, user_id)
+        if removed:
+            self._changed(user_id, record, emoji, True, origin)
+        return removed
 
     def reactions_of(self, user_id: int, message_id: int, channel_id: int) -> dict[str, list[int]]:
         """emoji -> the users who reacted with it, in the order they did."""

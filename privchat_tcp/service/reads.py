@@ -2,9 +2,15 @@
 who read a message, and the receipts a direct chat's sender is pushed.
 
 A user's read position in a channel is a pts (``ReadStore``): reading a message moves it to
-that message's pts, ``read_pts`` moves it to a pts; it never moves back. A message counts as
-read by a member once the member's position reaches its pts. Unread messages are the messages
-(not revoke events, not revoked, not the user's own) after the position and the member's join.
+that message's pts, ``read_pts`` moves it to a pts; it never moves back. When it moves, the
+entity families ``read:<cid>`` and ``reads:<uid>`` are bumped (``message_status`` entities),
+and a ``user_read_pts`` notice is pushed (``read_notice_targets``) to the reader's other
+devices and to the other members: the peer of a direct chat (the sender of a message read
+with ``message/status/read`` gets the reference's ``read_receipt`` instead), every member of a
+group up to ``large_group_threshold`` members (a larger group's members sync the entities).
+A message counts as read by a member once the member's position reaches its pts. Unread
+messages are the messages (not revoke events, not revoked, not the user's own) after the
+position and the member's join.
 """
 
 from __future__ import annotations
@@ -77,7 +83,11 @@ class ReadService:
         channel, record = self._message(user_id, channel_id, message_id)
         now = self._clock()
         moved = self._reads.set_read_pts(user_id, channel_id, record.pts, now)
-        if moved and channel.channel_type == DIRECT and record.sender_id != user_id:
+        if not moved:
+            return
+        receipt_to = 0
+        if channel.channel_type == DIRECT and record.sender_id != user_id:
+            receipt_to = record.sender_id
             payload = _notice(
                 "消息已读",
                 {
@@ -89,6 +99,7 @@ class ReadService:
                 },
             )
             self.delivery.push_notice((record.sender_id,), channel, payload, origin)
+        self._moved(user_id, channel, origin, skip=receipt_to)
 
     def set_read_pts(
         self,
@@ -110,19 +121,38 @@ class ReadService:
         accepted = min(read_pts, self._log.current_pts(channel_id))
         moved = self._reads.set_read_pts(user_id, channel_id, accepted, self._clock())
         position = self._reads.get_read(user_id, channel_id)[0]
-        if moved and channel.channel_type == DIRECT:
-            peers = [uid for uid in channel.members if uid != user_id]
-            payload = _notice(
-                "已读位置更新",
-                {
-                    "notification_type": "user_read_pts",
-                    "channel_id": channel_id,
-                    "reader_id": str(user_id),
-                    "read_pts": position,
-                },
-            )
-            self.delivery.push_notice(peers, channel, payload, origin)
+        if moved:
+            self._moved(user_id, channel, origin)
         return accepted, position
+
+    def read_notice_targets(self, user_id: int, channel: Channel) -> list[int]:
+        """Who is told that ``user_id``'s position moved: the reader (its other devices:
+        the origin session is left out by the delivery), the direct peer, and the members of
+        a group up to ``large_group_threshold`` members."""
+        if channel.channel_type == DIRECT:
+            return list(channel.members)
+        if len(channel.members) <= self.channels.settings.large_group_threshold:
+            return list(channel.members)
+        return [user_id]
+
+    def _moved(self, user_id: int, channel: Channel, origin: str | None, skip: int = 0) -> None:
+        """The position moved: bump the ``message_status`` entities, push the notice."""
+        cid = channel.channel_id
+        self.channels.feed.read_moved(cid, user_id)
+        position, at = self._reads.get_read(user_id, cid)
+        payload = _notice(
+            "已读位置更新",
+            {
+                "notification_type": "user_read_pts",
+                "channel_id": cid,
+                "channel_type": channel.channel_type,
+                "reader_id": str(user_id),
+                "read_pts": position,
+                "read_at": _iso(at),
+            },
+        )
+        targets = [uid for uid in self.read_notice_targets(user_id, channel) if uid != skip]
+        self.delivery.push_notice(targets, channel, payload, origin)
 
     # ---- counting ------------------------------------------------------------------------------
     def unread_channels(self, user_id: int, channel_id: int) -> list[Channel]:

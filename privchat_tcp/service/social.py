@@ -12,10 +12,12 @@ functions of this module:
   20403 when the sender blocked the peer (reference section 8, and server 0.1's send
   handler), 10004 when the peer takes no messages from non-friends or is the system user.
 
-Entity families bumped here (``EntityLog``; ``entity/sync_entities`` reads them): ``"user"``
-(entity id: the user id) when a user's public fields change, ``friend_family(uid)`` (entity
-id: the friend's id; a tombstone when the friendship ends), ``blacklist_family(uid)``
-(``user_block``: the blocked id) and ``settings_family(uid)`` (``user_settings``: the key).
+Entity families bumped here, through ``EntityFeed`` (``service/entities.py``;
+``entity/sync_entities`` reads them): a friendship's start and end bump ``friend:<uid>``
+(the friend's id; a tombstone when it ends) and ``user:<uid>`` (the friend) for both users; a
+block or unblock bumps ``user_block:<uid>`` (the blocked id; a tombstone on unblock) and
+``user:<uid>`` (the target) of the blocker; a privacy change the user's ``user_settings``
+entity ``privacy`` and their own ``user`` entity.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from .ports import (
 
 __all__ = [
     "PRIVACY_FLAGS",
-    "USER_FAMILY",
     "friend_family",
     "blacklist_family",
     "settings_family",
@@ -69,7 +70,6 @@ PRIVACY_FLAGS = (
 #: where a friend request (or a direct chat) may say it comes from (reference 7.2, 15.13)
 SOURCES = ("search", "group", "card_share", "qrcode", "phone")
 
-USER_FAMILY = "user"
 SYSTEM_MESSAGE_TYPE = 5  # ContentMessageType "system" (0.1.1 numbering)
 
 
@@ -158,10 +158,17 @@ class Notifier:
 class PrivacyService:
     """The privacy flags of each user (document kind "privacy")."""
 
-    def __init__(self, profiles: ProfileStore, social: SocialStore, clock: Callable[[], int]):
+    def __init__(
+        self,
+        profiles: ProfileStore,
+        social: SocialStore,
+        clock: Callable[[], int],
+        entities: EntityLog | None = None,
+    ) -> None:
         self._profiles = profiles
         self._social = social
         self._clock = clock
+        self._feed = EntityFeed(entities)
 
     def get(self, user_id: int) -> dict[str, Any]:
         """Every flag (defaults filled in) and ``updated_at`` (unix ms; the account's
@@ -179,6 +186,7 @@ class PrivacyService:
         doc.update(changes)
         doc["updated_at"] = self._clock()
         self._profiles.put_doc(user_id, "privacy", doc)
+        self._feed.privacy_changed(user_id)
         return doc
 
     def allows(self, viewer: int, target: int, what: str) -> bool:
@@ -219,6 +227,7 @@ class SocialService:
         self._qrcodes = qrcodes
         self._profiles = profiles
         self._entities = entities
+        self._feed = EntityFeed(entities)
         self.channels = channels
         self.privacy = privacy
         self.notifier = notifier
@@ -431,8 +440,8 @@ class SocialService:
         return self._social.friends_of(user_id)
 
     def _bump_friends(self, a: int, b: int, deleted: bool) -> None:
-        self._entities.bump_entity(friend_family(a), str(b), deleted)
-        self._entities.bump_entity(friend_family(b), str(a), deleted)
+        """Each side's ``friend`` and ``user`` views (the per-viewer families)."""
+        self._feed.friendship(a, b, ended=deleted)
 
     # ---- blacklist -----------------------------------------------------------------------------
     def block(self, user_id: int, target_id: int) -> None:
@@ -442,13 +451,13 @@ class SocialService:
         self._social.block(user_id, target_id, self._clock())
         # what the blocked user asked for is dropped with them
         self._social.delete_friend_request(target_id, user_id)
-        self._entities.bump_entity(blacklist_family(user_id), str(target_id))
+        self._feed.blocked(user_id, target_id)
 
     def unblock(self, user_id: int, target_id: int) -> bool:
         if self._social.blocked_at(user_id, target_id) is None:
             return False
         self._social.unblock(user_id, target_id)
-        self._entities.bump_entity(blacklist_family(user_id), str(target_id), True)
+        self._feed.blocked(user_id, target_id, unblocked=True)
         return True
 
     def blacklist(self, user_id: int) -> list[tuple[int, int]]:

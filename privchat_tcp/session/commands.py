@@ -83,9 +83,14 @@ def _login(session: Session, seq: int, body: bytes, cipher: SessionCipher | None
     device_id = req.device_info.device_id if req.HasField("device_info") else ""
     user, claims = deps.services.accounts.check_token(req.auth_token, device_id)
     hub = deps.hub
-    existing = hub.user_sessions(user.user_id)
     limit = settings.max_devices_per_user
-    if limit and len(existing) >= limit and all(s.device_id != device_id for s in existing):
+    # O(1), not a copy of the user's sessions: a user with thousands of devices online made
+    # every LOGIN cost as much as all of them
+    if (
+        limit
+        and hub.device_count(user.user_id) >= limit
+        and not hub.has_device(user.user_id, device_id)
+    ):
         raise ServiceError(ErrorCode.DEVICE_LIMIT_EXCEEDED, "too many devices online", Status.BUSY)
     session.logged_in(user.user_id, device_id, claims["jti"], claims["lid"], claims["exp"])
     deps.services.messages.session_started(session.session_id, user.user_id, device_id)
@@ -163,7 +168,7 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             )
         else:
             conv = req.conversation
-            channel = services.channels.resolve_target(
+            channel = services.conversations.resolve_target(
                 session.user_id, 0, req.channel_type, conv.type, conv.target_id
             )
         if req.HasField("content"):

@@ -56,6 +56,11 @@ class Hub:
         devices = self._by_user.get(user_id)
         return 0 if devices is None else len(devices)
 
+    def has_device(self, user_id: int, device_id: str) -> bool:
+        """Whether a session of the user's device is registered (O(1): a LOGIN asks)."""
+        devices = self._by_user.get(user_id)
+        return devices is not None and device_id in devices
+
     def unregister(self, session: Session) -> None:
         devices = self._by_user.get(session.user_id)
         last = False

@@ -3,14 +3,15 @@ tombstones; the payloads are the reference's ``*SyncPayload`` shapes."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ...service import Services
-from ...service.entities import EntityItem, SyncPage
-from ...service.model import DIRECT, GROUP, Channel, Member, User
+from ...service.entities import PRIVACY_SETTING, EntityItem, SyncPage
+from ...service.model import DIRECT, GROUP, Channel, Member, Record, User
 from ..params import opt_text, opt_u64, text
 from ..table import RouteTable, RpcContext
-from ..views import envelope
+from ..views import CONTENT_TYPES, envelope
 
 routes = RouteTable()
 
@@ -19,12 +20,17 @@ LAST_MSG_CHARS = 200
 
 
 @routes.route("entity/sync_entities", keys=("entity_type", "since_version", "scope", "limit"))
-def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
+async def entity_sync(ctx: RpcContext, body: dict[str, Any]) -> Any:
+    """A ``message`` page may read old history: off the loop; the others answer at once."""
     entity_type = text(body, "entity_type", 64)
     since = opt_u64(body, "since_version")
     scope = opt_text(body, "scope", 128)
     limit = opt_u64(body, "limit")
-    page = ctx.services.entities.sync(ctx.user_id, entity_type, since, scope, limit)
+    entities = ctx.services.entities
+    if entities.kind(entity_type) == "message":
+        page = await entities.sync_messages(ctx.user_id, since, scope, limit)
+    else:
+        page = entities.sync(ctx.user_id, entity_type, since, scope, limit)
     return {
         "items": [_item(ctx, page, item) for item in page.items],
         "next_version": page.next_version,
@@ -47,6 +53,10 @@ def _item(ctx: RpcContext, page: SyncPage, item: EntityItem) -> dict[str, Any]:
         out["payload"] = _friend(value[0], value[1], item.version)
     elif kind == "user":
         out["payload"] = _user(value, item.version)
+        if value.user_id != page.viewer:  # the viewer's relation to them
+            social = ctx.services.social
+            out["payload"]["is_friend"] = social.is_friend(page.viewer, value.user_id)
+            out["payload"]["is_blocked"] = social.is_blocked(page.viewer, value.user_id)
     elif kind == "group":
         out["payload"] = _group(value)
     elif kind == "channel":
@@ -60,9 +70,100 @@ def _item(ctx: RpcContext, page: SyncPage, item: EntityItem) -> dict[str, Any]:
             "blocked_user_id": user.user_id,
             "blocked_at": at,
         }
+    elif kind == "message":
+        out["payload"] = _message(ctx, value)
+    elif kind == "message_status":
+        out["payload"] = _read_status(*value)
+    elif kind == "message_reaction":
+        out["payload"] = _reaction(ctx, *value)
+    elif value[0] == PRIVACY_SETTING:  # user_settings: the privacy flags, defaults filled in
+        flags = ctx.services.privacy.get(page.viewer)
+        out["payload"] = {"setting_key": value[0], "value": flags}
     else:  # user_settings
         out["payload"] = {"setting_key": value[0], "value": value[1]}
     return out
+
+
+def _message(ctx: RpcContext, record: Record) -> dict[str, Any]:
+    """A message as the reference's MessageSyncPayload (its aliases included); revoked:
+    content blanked, ``revoked`` true."""
+    env = envelope(record, ctx.settings.json_max_depth)
+    content: Any = env.get("content", "")
+    if not isinstance(content, str):
+        content = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    if record.revoked:
+        content = ""
+    kind = (
+        CONTENT_TYPES[record.message_type] if record.message_type < len(CONTENT_TYPES) else "text"
+    )
+    out: dict[str, Any] = {
+        "server_message_id": record.message_id,
+        "message_id": record.message_id,
+        "id": record.message_id,
+        "local_message_id": record.local_message_id or None,
+        "channel_id": record.channel_id,
+        "channel_type": record.channel_type,
+        "type": record.message_type,
+        "conversation_type": record.channel_type,
+        "timestamp": record.timestamp,
+        "created_at": record.timestamp,
+        "send_time": record.timestamp,
+        "from_uid": record.sender_id,
+        "sender_id": record.sender_id,
+        "from": record.sender_id,
+        "uid": record.sender_id,
+        "message_type": kind,
+        "content": content,
+        "text": content,
+        "body": env if not record.revoked and not record.e2e else None,
+        "status": 2 if record.revoked else 1,
+        "pts": record.pts,
+        "order_seq": record.pts,
+        "revoked": record.revoked,
+        "revoked_at": record.revoked_at if record.revoked else None,
+        "revoked_by": record.revoked_by if record.revoked else None,
+    }
+    if record.e2e and not record.revoked:
+        out["e2e"] = True
+        out["data"] = env.get("data")
+    return out
+
+
+def _read_status(
+    channel: Channel, reader: int, read_pts: int, read_at: int, message: Record | None
+) -> dict[str, Any]:
+    """A read position as the reference's MessageStatusSyncPayload: the message at the
+    position (when it is one) is read, and so is everything before it."""
+    out: dict[str, Any] = {
+        "channel_id": channel.channel_id,
+        "channel_type": channel.channel_type,
+        "user_id": reader,
+        "reader_id": reader,
+        "read_pts": read_pts,
+        "last_read_pts": read_pts,
+        "read_at": read_at,
+        "readed": True,
+        "is_read": True,
+        "read": True,
+    }
+    if message is not None:
+        out["message_id"] = out["server_message_id"] = out["id"] = message.message_id
+    return out
+
+
+def _reaction(
+    ctx: RpcContext, channel: Channel, message: Record, user_id: int, emoji: str
+) -> dict[str, Any]:
+    return {
+        "server_message_id": message.message_id,
+        "message_id": message.message_id,
+        "channel_id": channel.channel_id,
+        "channel_type": channel.channel_type,
+        "user_id": user_id,
+        "uid": user_id,
+        "emoji": emoji,
+        "is_deleted": False,
+    }
 
 
 def _user(user: User, version: int) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def _reaction_target(body: dict[str, Any]) -> tuple[int, int]:
 def message_reaction_add(ctx: RpcContext, body: dict[str, Any]) -> Any:
     message_id, channel_id = _reaction_target(body)
     emoji = text(body, "emoji", MAX_EMOJI_LEN)
-    ctx.services.reactions.add(ctx.user_id, message_id, channel_id, emoji)
+    ctx.services.reactions.add(ctx.user_id, message_id, channel_id, emoji, ctx.origin)
     return True
 
 
@@ -189,7 +189,7 @@ def message_reaction_add(ctx: RpcContext, body: dict[str, Any]) -> Any:
 def message_reaction_remove(ctx: RpcContext, body: dict[str, Any]) -> Any:
     message_id, channel_id = _reaction_target(body)
     emoji = text(body, "emoji", MAX_EMOJI_LEN)
-    return ctx.services.reactions.remove(ctx.user_id, message_id, channel_id, emoji)
+    return ctx.services.reactions.remove(ctx.user_id, message_id, channel_id, emoji, ctx.origin)
 
 
 def _reactions(ctx: RpcContext, body: dict[str, Any]) -> tuple[dict[str, list[int]], int]:
