@@ -925,3 +925,572 @@ def test_pts_sync(live: ServerThread) -> None:
         await close(alice, bob)
 
     run(main())
+
+
+# ---- 14. advanced groups ------------------------------------------------------------------------
+def test_advanced_groups(live: ServerThread) -> None:
+    async def main() -> None:
+        owner, admin, m1, m2, x, y = [
+            await person(live, n) for n in ("owner", "admin", "mem", "mem", "join", "scan")
+        ]
+        gid = await group(owner, "Advanced", admin, m1, m2)
+        # roles: the owner makes an admin; a member may not
+        await refused(
+            m1.c.rpc("group/role/set", {"group_id": gid, "user_id": m2.uid, "role": "admin"}),
+            ErrorCode.NOT_GROUP_OWNER,
+            Status.FORBIDDEN,
+        )
+        role = await owner.c.rpc(
+            "group/role/set", {"group_id": gid, "user_id": admin.uid, "role": "admin"}
+        )
+        assert (role["group_id"], role["user_id"], role["role"]) == (gid, admin.uid, "admin")
+        roles = {
+            m["user_id"]: m["role"]
+            for m in (await m1.c.rpc("group/member/list", {"group_id": gid}))["members"]
+        }
+        assert roles[admin.uid] == "Admin" and roles[owner.uid] == "Owner"
+        # mute one member: 20307 on MS, the others still talk; unmute
+        until = await admin.c.rpc(
+            "group/member/mute", {"group_id": gid, "user_id": m1.uid, "mute_duration": 600}
+        )
+        assert isinstance(until, int) and until > 0
+        await refused(m1.c.send(gid, "muted?"), ErrorCode.MEMBER_MUTED, Status.FORBIDDEN)
+        assert (await m2.c.send(gid, "not me")).message_seq > 0
+        listed = (await m2.c.rpc("group/member/list", {"group_id": gid}))["members"]
+        assert {m["user_id"] for m in listed if m["is_muted"]} == {m1.uid}
+        await refused(
+            m2.c.rpc("group/member/mute", {"group_id": gid, "user_id": m1.uid}),
+            ErrorCode.NOT_GROUP_ADMIN,
+        )
+        assert await admin.c.rpc("group/member/unmute", {"group_id": gid, "user_id": m1.uid})
+        assert (await m1.c.send(gid, "back")).message_seq > 0
+        # mute_all: 20306 for members; the owner and admins talk
+        reply = await owner.c.rpc("group/settings/mute_all", {"group_id": gid, "muted": True})
+        assert reply["success"] is True and reply["all_muted"] is True
+        await refused(m2.c.send(gid, "hello?"), ErrorCode.GROUP_MUTED, Status.FORBIDDEN)
+        assert (await admin.c.send(gid, "admins talk")).message_seq > 0
+        await owner.c.rpc("group/settings/mute_all", {"group_id": gid, "muted": False})
+        assert (await m2.c.send(gid, "me too")).message_seq > 0
+        # approval: a member's invitation waits for an admin
+        settings = await owner.c.rpc(
+            "group/settings/update",
+            {"group_id": gid, "settings": {"join_need_approval": True}},
+        )
+        assert settings["success"] is True and settings["updated_count"] == 1
+        got = (await m1.c.rpc("group/settings/get", {"group_id": gid}))["settings"]
+        assert got["join_need_approval"] is True and got["all_muted"] is False
+        assert await m1.c.rpc("group/member/add", {"group_id": gid, "user_id": x.uid}) is False
+        await refused(x.c.rpc("group/group/info", {"group_id": gid}), ErrorCode.NOT_GROUP_MEMBER)
+        (req,) = (await admin.c.rpc("group/approval/list", {"group_id": gid}))["requests"]
+        assert req["user_id"] == x.uid
+        assert req["method"] == {"MemberInvite": {"inviter_id": str(m1.uid)}}
+        done = await admin.c.rpc(
+            "group/approval/handle", {"request_id": req["request_id"], "action": "approve"}
+        )
+        assert (done["action"], done["group_id"], done["user_id"]) == ("approve", gid, x.uid)
+        assert (await x.c.rpc("group/group/info", {"group_id": gid}))["member_count"] == 5
+        # a QR code: the scan is a request too, while approval is on; then joins when off
+        code = await admin.c.rpc("group/qrcode/generate", {"group_id": gid})
+        token = code["qr_code"].rsplit("token=", 1)[1]
+        assert code["qr_code"].startswith(f"privchat://group/get?qrkey={code['qr_key']}&token=")
+        pending = await y.c.rpc("group/join/qrcode", {"qr_key": code["qr_key"], "token": token})
+        assert pending["status"] == "pending" and isinstance(pending["request_id"], str)
+        await owner.c.rpc(
+            "group/settings/update", {"group_id": gid, "settings": {"join_need_approval": False}}
+        )
+        code = await admin.c.rpc("group/qrcode/generate", {"group_id": gid})
+        joined = await y.c.rpc("group/join/qrcode", {"qr_key": code["qr_key"]})
+        assert (joined["status"], joined["group_id"], joined["user_id"]) == ("joined", gid, y.uid)
+        assert (await y.c.send(gid, "scanned in")).message_seq > 0
+        # transfer the ownership: the old owner is a member now
+        moved = await owner.c.rpc(
+            "group/role/transfer_owner", {"group_id": gid, "new_owner_id": admin.uid}
+        )
+        assert (moved["group_id"], moved["new_owner_id"]) == (gid, admin.uid)
+        info = await m1.c.rpc("group/group/info", {"group_id": gid})
+        assert info["owner_id"] == admin.uid and info["member_count"] == 6
+        roles = {
+            m["user_id"]: m["role"]
+            for m in (await m1.c.rpc("group/member/list", {"group_id": gid}))["members"]
+        }
+        assert (roles[admin.uid], roles[owner.uid]) == ("Owner", "Admin")  # the old one: admin
+        await refused(
+            owner.c.rpc("group/role/transfer_owner", {"group_id": gid, "new_owner_id": m1.uid}),
+            ErrorCode.NOT_GROUP_OWNER,
+        )
+        await admin.c.rpc(
+            "group/role/set", {"group_id": gid, "user_id": owner.uid, "role": "member"}
+        )
+        await refused(
+            owner.c.rpc("group/settings/mute_all", {"group_id": gid, "muted": True}),
+            ErrorCode.NOT_GROUP_ADMIN,
+        )
+        assert await owner.c.rpc("group/member/leave", {"group_id": gid}) is True
+        await close(owner, admin, m1, m2, x, y)
+
+    run(main())
+
+
+# ---- 15. replies --------------------------------------------------------------------------------
+def test_replies(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        gid = await group(alice, "Replies", bob, carol)
+        elsewhere = await direct(alice, carol)
+        first = await alice.c.send(gid, "what time is the meeting tomorrow morning, everyone?")
+        away = await alice.c.send(elsewhere, "private")
+        rid = str(first.server_message_id)
+        reply = await bob.c.send(gid, payload=env(content="ten", reply_to_message_id=rid))
+        for d in (alice.c, carol.c):
+            got = await wait_for(d, lambda p: is_message(gid)(p) and p.message.from_uid == bob.uid)
+            assert got.message.server_message_id == reply.server_message_id
+            value = payload(got.message)
+            assert value["content"] == "ten" and value["reply_to_message_id"] == rid
+        hist = (await carol.c.rpc("message/history/get", {"channel_id": gid}))["messages"]
+        assert hist[-1]["message_id"] == reply.server_message_id
+        assert hist[-1]["reply_to_message_id"] == rid and hist[0]["reply_to_message_id"] is None
+        for target in ("123456789", str(away.server_message_id)):  # absent; another channel
+            await refused(
+                bob.c.send(gid, payload=env(content="re", reply_to_message_id=target)),
+                ErrorCode.MESSAGE_NOT_FOUND,
+                Status.NOT_FOUND,
+            )
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- 16. reactions ------------------------------------------------------------------------------
+def test_reactions(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol, out = [
+            await person(live, n) for n in ("alice", "bob", "carol", "outsider")
+        ]
+        gid = await group(alice, "Reactions", bob, carol)
+        mid = (await alice.c.send(gid, "react")).server_message_id
+        for who, emoji in ((bob, "👍"), (carol, "👍"), (carol, "🎉")):
+            add = {"server_message_id": mid, "channel_id": gid, "emoji": emoji}
+            assert await who.c.rpc("message/reaction/add", add) is True
+        listed = await alice.c.rpc("message/reaction/list", {"server_message_id": mid})
+        assert listed == {
+            "success": True,
+            "reactions": {"👍": [bob.uid, carol.uid], "🎉": [carol.uid]},
+            "total_count": 3,
+        }
+        assert await carol.c.rpc(
+            "message/reaction/remove", {"server_message_id": mid, "emoji": "👍"}
+        )
+        stats = await bob.c.rpc("message/reaction/stats", {"server_message_id": mid})
+        assert stats == {
+            "success": True,
+            "stats": {"reactions": {"👍": [bob.uid], "🎉": [carol.uid]}, "total_count": 2},
+        }
+        await refused(
+            out.c.rpc("message/reaction/add", {"server_message_id": mid, "emoji": "😀"}),
+            ErrorCode.NOT_GROUP_MEMBER,
+            Status.FORBIDDEN,
+        )
+        await refused(
+            bob.c.rpc("message/reaction/add", {"server_message_id": 424242, "emoji": "😀"}),
+            ErrorCode.MESSAGE_NOT_FOUND,
+        )
+        await close(alice, bob, carol, out)
+
+    run(main())
+
+
+# ---- 17. blacklist ------------------------------------------------------------------------------
+def test_blacklist(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob = [await person(live, n) for n in ("alice", "bob")]
+        b2 = await add_device(live, bob)
+        cid = await befriend(alice, bob)
+        await alice.c.send(cid, "before")
+        assert await bob.c.rpc("contact/blacklist/add", {"blocked_user_id": alice.uid}) is True
+        listed = await b2.rpc("contact/blacklist/list", {})
+        assert listed["total"] == 1 and listed["users"][0]["user_id"] == alice.uid
+        assert listed["users"][0]["username"] == alice.name
+        blocks = items(await sync(b2, "user_block"))
+        assert list(blocks) == [str(alice.uid)] and blocks[str(alice.uid)]["deleted"] is False
+        assert await bob.c.rpc("contact/blacklist/check", {"target_user_id": alice.uid}) == {
+            "is_blocked": True
+        }
+        # both directions: the blocked one 20402, the blocker 20403; on MS and sync/submit
+        await refused(alice.c.send(cid, "hello?"), ErrorCode.BLOCKED_BY_USER, Status.FORBIDDEN)
+        await refused(b2.send(cid, "hi"), ErrorCode.USER_IN_BLACKLIST, Status.FORBIDDEN)
+        submit = {
+            "local_message_id": 55501,
+            "channel_id": cid,
+            "channel_type": 1,
+            "last_pts": 0,
+            "command_type": "text",
+            "payload": {"content": "x"},
+            "client_timestamp": 0,
+        }
+        await refused(alice.c.rpc("sync/submit", submit), ErrorCode.BLOCKED_BY_USER)
+        await refused(bob.c.rpc("sync/submit", submit), ErrorCode.USER_IN_BLACKLIST)
+        # nothing reached bob while blocked; unblock and talk again
+        since = (await sync(bob.c, "user_block"))["next_version"]
+        assert await bob.c.rpc("contact/blacklist/remove", {"blocked_user_id": alice.uid})
+        tomb = items(await sync(bob.c, "user_block", since))[str(alice.uid)]
+        assert tomb["deleted"] is True
+        after = await alice.c.send(cid, "after")
+        assert after.message_seq == 2  # the refused sends took no pts
+        got = await message(b2, cid)
+        assert (got.message_seq, payload(got)["content"]) == (1, "before")
+        got = await message(b2, cid)
+        assert got.server_message_id == after.server_message_id
+        await close(alice, bob)
+
+    run(main())
+
+
+# ---- 18. mentions -------------------------------------------------------------------------------
+def test_mentions(live: ServerThread) -> None:
+    async def main() -> None:
+        owner, admin, m1, out = [
+            await person(live, n) for n in ("owner", "admin", "mem", "outsider")
+        ]
+        gid = await group(owner, "Mentions", admin, m1)
+        await owner.c.rpc(
+            "group/role/set", {"group_id": gid, "user_id": admin.uid, "role": "admin"}
+        )
+        for text in ("hello @all", "@everyone look", "@全体成员 开会"):
+            await refused(m1.c.send(gid, text), ErrorCode.PERMISSION_DENIED, Status.FORBIDDEN)
+        assert (await m1.c.send(gid, "@alliance meets at ten")).message_seq > 0  # not @all
+        by_owner = await owner.c.send(gid, "hello @all")
+        got = await wait_for(m1.c, lambda p: is_message(gid)(p) and p.message.from_uid == owner.uid)
+        assert got.message.server_message_id == by_owner.server_message_id
+        assert payload(got.message) == {"content": "hello @all"}
+        assert (await admin.c.send(gid, "@everyone too")).message_seq > 0
+        # naming members: a member of the group, not an outsider
+        named = await m1.c.send(
+            gid, payload=env(content="@owner see this", mentioned_user_ids=[owner.uid])
+        )
+        got = await wait_for(
+            owner.c,
+            lambda p: is_message(gid)(p) and p.message.server_message_id == named.server_message_id,
+        )
+        assert payload(got.message)["mentioned_user_ids"] == [owner.uid]
+        await refused(
+            m1.c.send(gid, payload=env(content="hi", mentioned_user_ids=[out.uid])),
+            ErrorCode.MESSAGE_CONTENT_INVALID,
+            Status.BAD_REQUEST,
+        )
+        await close(owner, admin, m1, out)
+
+    run(main())
+
+
+# ---- 19. strangers ------------------------------------------------------------------------------
+def test_strangers(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        # by default a non-friend may write; the detail says so
+        detail = await alice.c.rpc("account/user/detail", {"target_user_id": bob.uid})
+        assert (detail["is_friend"], detail["can_send_message"]) == (False, True)
+        cid = await direct(alice, bob)
+        assert (await alice.c.send(cid, "hi stranger")).message_seq == 1
+        assert payload(await message(bob.c, cid)) == {"content": "hi stranger"}
+        # bob closes his door to non-friends: 10004 for alice, in the detail too
+        flags = await bob.c.rpc(
+            "account/privacy/update", {"allow_receive_message_from_non_friend": False}
+        )
+        assert flags["allow_receive_message_from_non_friend"] is False
+        got = await bob.c.rpc("account/privacy/get", {})
+        assert got["allow_receive_message_from_non_friend"] is False and got["user_id"] == bob.uid
+        await refused(alice.c.send(cid, "again"), ErrorCode.PERMISSION_DENIED, Status.FORBIDDEN)
+        detail = await alice.c.rpc("account/user/detail", {"target_user_id": bob.uid})
+        assert detail["can_send_message"] is False
+        await refused(
+            carol.c.rpc("channel/direct/get_or_create", {"target_user_id": bob.uid}),
+            ErrorCode.PERMISSION_DENIED,
+        )
+        await refused(
+            carol.c.send(text="knock knock", to_user=bob.uid), ErrorCode.PERMISSION_DENIED
+        )
+        # bob may still write to alice (her door is open); friends may write to bob
+        assert (await bob.c.send(cid, "I can write")).message_seq == 2
+        await befriend(alice, bob)
+        assert (await alice.c.send(cid, "friends now")).message_seq == 3
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- 20. presence -------------------------------------------------------------------------------
+def test_presence(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        got = await bob.c.rpc("presence/subscribe", {"user_ids": [alice.uid, bob.uid]})
+        (info,) = got["initial_statuses"].values()  # self is skipped
+        assert info["user_id"] == alice.uid and info["status"] == "Online"
+        assert info["online_devices"] == ["linux"] and info["last_seen"] > 0
+        status = await carol.c.rpc("presence/status/get", {"user_ids": [alice.uid, bob.uid]})
+        assert status["code"] == 0 and status["message"] == "OK"
+        assert {k: v["status"] for k, v in status["statuses"].items()} == {
+            str(alice.uid): "Online",
+            str(bob.uid): "Online",
+        }
+
+        def is_presence(p: Push) -> bool:
+            return p.command == Cmd.PUB and p.message.topic == "presence"
+
+        # alice goes offline: her subscriber is told, with the status from her last seen
+        await alice.c.close()
+        note = json.loads((await wait_for(bob.c, is_presence)).message.payload)
+        assert note["user_id"] == alice.uid
+        assert (note["old_status"], note["new_status"]) == ("Online", "Recently")
+        after = await carol.c.rpc("presence/status/get", {"user_ids": [alice.uid]})
+        assert after["statuses"][str(alice.uid)]["status"] == "Recently"
+        assert after["statuses"][str(alice.uid)]["online_devices"] == []
+        await alice.c.reconnect()
+        note = json.loads((await wait_for(bob.c, is_presence)).message.payload)
+        assert (note["old_status"], note["new_status"]) == ("Recently", "Online")
+        assert await bob.c.rpc("presence/unsubscribe", {"user_ids": [alice.uid]}) is True
+        await refused(
+            bob.c.rpc("presence/status/get", {"user_ids": []}),
+            ErrorCode.INVALID_PARAMS,
+            Status.BAD_REQUEST,
+        )
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- 21. typing ---------------------------------------------------------------------------------
+def test_typing(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol, out = [
+            await person(live, n) for n in ("alice", "bob", "carol", "outsider")
+        ]
+        a2 = await add_device(live, alice)
+        gid = await group(alice, "Typing", bob, carol)
+        for d in (alice.c, a2, bob.c):
+            assert (await d.subscribe(gid, 2)).reason_code == 0
+        assert (await out.c.subscribe(gid, 2)).reason_code == 4  # not a member
+        reply = await carol.c.rpc(
+            "presence/typing",
+            {"channel_id": gid, "channel_type": 2, "is_typing": True, "action_type": "Typing"},
+        )
+        assert reply == {"code": 0, "message": "OK"}
+
+        def is_typing(p: Push) -> bool:
+            return p.command == Cmd.PUB and p.message.topic == "typing"
+
+        for d in (alice.c, a2, bob.c):  # every subscribed session
+            pub = (await wait_for(d, is_typing)).message
+            assert pub.channel_id == gid and pub.publisher == str(carol.uid)
+            note = json.loads(pub.payload)
+            assert (note["user_id"], note["channel_id"], note["channel_type"]) == (
+                carol.uid,
+                gid,
+                2,
+            )
+            assert note["is_typing"] is True and note["action_type"] == "Typing"
+        # the typist's own session, and an unsubscribed one, get nothing
+        await bob.c.rpc(
+            "presence/typing", {"channel_id": gid, "channel_type": 2, "is_typing": True}
+        )
+        pub = (await wait_for(alice.c, is_typing)).message
+        assert pub.publisher == str(bob.uid)
+        marker = await alice.c.send(gid, "marker")
+        for d in (bob.c, carol.c):
+            seen = await until_marker(d, gid, marker.server_message_id)
+            typed = [json.loads(p.message.payload)["user_id"] for p in seen if is_typing(p)]
+            assert bob.uid not in typed
+        await refused(
+            out.c.rpc("presence/typing", {"channel_id": gid, "channel_type": 2, "is_typing": True}),
+            ErrorCode.NOT_GROUP_MEMBER,
+        )
+        await close(alice, bob, carol, out)
+
+    run(main())
+
+
+# ---- 22. system notifications -------------------------------------------------------------------
+def test_system_notifications(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        # the welcome on register: a System message from user 1 in alice's system channel
+        welcome = (
+            await wait_for(
+                alice.c, lambda p: p.command == Cmd.MPS and p.message.from_uid == SYSTEM_USER_ID
+            )
+        ).message
+        assert payload(welcome) == {"content": WELCOME} and welcome.message_type == SYSTEM_MESSAGE
+        system_channel = welcome.channel_id
+        # friend events land in the same system channel
+        await alice.c.rpc("contact/friend/apply", {"target_user_id": bob.uid, "message": "hey"})
+        sent = await notice(bob.c, "friend_request_sent")
+        assert (
+            sent["metadata"]["from_user_id"] == alice.uid and sent["metadata"]["message"] == "hey"
+        )
+        await bob.c.rpc("contact/friend/accept", {"from_user_id": alice.uid})
+        accepted = await notice(alice.c, "friend_request_accepted")
+        assert accepted["channel_id"] == system_channel
+        assert accepted["metadata"]["user_id"] == bob.uid
+        assert accepted["metadata"]["username"] == bob.name
+        # group events in the group channel, to the members they concern
+        gid = await group(alice, "Notices", bob)
+        assert await alice.c.rpc("group/member/add", {"group_id": gid, "user_id": carol.uid})
+        for d in (alice.c, bob.c, carol.c):
+            joined = await notice(d, "group_member_joined")
+            assert joined["channel_id"] == gid
+            meta = joined["metadata"]
+            assert (meta["group_id"], meta["user_id"], meta["invited_by"]) == (
+                gid,
+                carol.uid,
+                alice.uid,
+            )
+            assert meta["username"] == carol.name and meta["group_name"] == "Notices"
+        await bob.c.rpc("group/member/leave", {"group_id": gid})
+        for d in (alice.c, carol.c):
+            left = await notice(d, "group_member_left")
+            assert left["metadata"]["user_id"] == bob.uid
+        # and removal of a friend
+        await bob.c.rpc("contact/friend/remove", {"friend_id": alice.uid})
+        deleted = await notice(alice.c, "friend_deleted")
+        assert deleted["metadata"]["user_id"] == bob.uid
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- 23. statistics -----------------------------------------------------------------------------
+def test_statistics(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        cid = await direct(alice, bob)
+        gid = await group(alice, "Stats", bob, carol)
+        dm = [await alice.c.send(cid, f"d{i}") for i in range(3)]
+        gm = [await alice.c.send(gid, f"g{i}") for i in range(2)]
+        await bob.c.send(gid, "bob's own")  # never unread for bob
+        assert await bob.c.rpc("message/status/count", {"channel_id": cid}) == {
+            "unread_count": 3,
+            "channel_id": str(cid),
+        }
+        assert (await bob.c.rpc("message/status/count", {"channel_id": gid}))["unread_count"] == 2
+        total = await bob.c.rpc("message/status/count", {})
+        welcome_unread = total["unread_count"] - 5
+        assert total["channel_id"] is None and welcome_unread in (0, 1)
+        # the channel entity carries the same count
+        chans = items(await sync(bob.c, "channel"))
+        assert chans[str(cid)]["payload"]["unread_count"] == 3
+        assert chans[str(gid)]["payload"]["unread_count"] == 2
+        # reading moves them
+        await bob.c.rpc(
+            "message/status/read", {"channel_id": cid, "message_id": dm[1].server_message_id}
+        )
+        assert (await bob.c.rpc("message/status/count", {"channel_id": cid}))["unread_count"] == 1
+        await bob.c.rpc(
+            "message/status/read", {"channel_id": gid, "message_id": gm[1].server_message_id}
+        )
+        await carol.c.rpc(
+            "message/status/read", {"channel_id": gid, "message_id": gm[1].server_message_id}
+        )
+        stats = await alice.c.rpc(
+            "message/status/read_stats", {"channel_id": gid, "message_id": gm[1].server_message_id}
+        )
+        assert stats == {"read_count": 2, "total_count": 2}
+        readers = await alice.c.rpc(
+            "message/status/read_list", {"channel_id": gid, "message_id": gm[0].server_message_id}
+        )
+        assert {r["user_id"] for r in readers["readers"]} == {bob.uid, carol.uid}
+        assert (readers["total"], readers["read_count"], readers["unread_count"]) == (2, 2, 0)
+        total = await bob.c.rpc("message/status/count", {})
+        assert total["unread_count"] == 1 + welcome_unread
+        info = await bob.c.rpc("group/group/info", {"group_id": gid})
+        assert info["message_count"] == 3
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- 24. display names --------------------------------------------------------------------------
+def test_display_names(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob = [await person(live, n) for n in ("alice", "bob")]
+        await befriend(alice, bob)
+        gid = await group(alice, "Names", bob)
+        updated = await bob.c.rpc("account/user/update", {"display_name": "Bobby B."})
+        assert updated["status"] == "success"
+        detail = await alice.c.rpc("account/user/detail", {"target_user_id": bob.uid})
+        assert (detail["username"], detail["nickname"]) == (bob.name, "Bobby B.")
+        members = (await alice.c.rpc("group/member/list", {"group_id": gid}))["members"]
+        names = {m["user_id"]: (m["username"], m["nickname"]) for m in members}
+        assert names[bob.uid] == (bob.name, "Bobby B.")
+        assert names[alice.uid] == (alice.name, alice.name)  # no display name: the username
+        user = items(await sync(alice.c, "user"))[str(bob.uid)]["payload"]
+        assert (user["username"], user["nickname"]) == (bob.name, "Bobby B.")
+        friend = items(await sync(alice.c, "friend"))[str(bob.uid)]["payload"]
+        assert friend["user"]["nickname"] == friend["user"]["name"] == "Bobby B."
+        found = await alice.c.rpc("account/search/query", {"query": bob.name})
+        assert [(u["user_id"], u["nickname"]) for u in found["users"]] == [(bob.uid, "Bobby B.")]
+        await refused(
+            bob.c.rpc("account/user/update", {"display_name": "   "}), ErrorCode.NICKNAME_INVALID
+        )
+        await close(alice, bob)
+
+    run(main())
+
+
+# ---- 25. channel titles -------------------------------------------------------------------------
+def test_channel_titles(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob, carol = [await person(live, n) for n in ("alice", "bob", "carol")]
+        await bob.c.rpc("account/user/update", {"display_name": "Bob the Builder"})
+        cid = await direct(alice, bob)
+        gid = await group(alice, "Project X", bob, carol)
+        await alice.c.send(cid, "hello")
+        chans = items(await sync(alice.c, "channel"))
+        dm = chans[str(cid)]["payload"]
+        # a direct channel is named by its peer (reference 11.7: the peer's uid), whose user
+        # entity carries the name to show; a group by the group's name
+        assert (dm["channel_type"], dm["channel_name"]) == (1, str(bob.uid))
+        assert dm["last_msg_content"] == "hello"
+        peer = items(await sync(alice.c, "user"))[dm["channel_name"]]["payload"]
+        assert peer["nickname"] == "Bob the Builder" and peer["username"] == bob.name
+        mirror = items(await sync(bob.c, "channel"))[str(cid)]["payload"]
+        assert mirror["channel_name"] == str(alice.uid)
+        grp = chans[str(gid)]["payload"]
+        assert (grp["channel_type"], grp["channel_name"], grp["name"]) == (
+            2,
+            "Project X",
+            "Project X",
+        )
+        for who in (bob, carol):
+            assert items(await sync(who.c, "channel"))[str(gid)]["payload"]["name"] == "Project X"
+        assert items(await sync(carol.c, "group"))[str(gid)]["payload"]["name"] == "Project X"
+        await close(alice, bob, carol)
+
+    run(main())
+
+
+# ---- other defects the scenarios found ----------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: pushes relay the sender's payload as sent; reference 10.2's push payload "
+    "(reply_to {message_id, sender_id, content <= 50 chars, message_type}, is_mention_all) "
+    "is not built",
+)
+def test_pushes_carry_the_reply_and_the_mention_all(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob = [await person(live, n) for n in ("alice", "bob")]
+        gid = await group(alice, "Built payloads", bob)
+        first = await alice.c.send(gid, "q" * 80)
+        await message(bob.c, gid)
+        rid = str(first.server_message_id)
+        await bob.c.send(gid, payload=env(content="a", reply_to_message_id=rid))
+        got = payload(await message(alice.c, gid))
+        assert got["reply_to"] == {
+            "message_id": first.server_message_id,
+            "sender_id": alice.uid,
+            "content": "q" * 50,
+            "message_type": "text",
+        }
+        await alice.c.send(gid, "hello @all")
+        assert payload(await message(bob.c, gid))["is_mention_all"] is True
+        await close(alice, bob)
+
+    run(main())
