@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from conftest import ServerThread, run
 from test_files import free_port, png, token_for, upload
+from test_message_routes import settle
 
 from privchat_tcp.client import Client, Push
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
@@ -352,6 +353,8 @@ def test_friends(live: ServerThread) -> None:
             )
             is True
         )
+        rejected = await notice(carol.c, "friend_request_rejected")
+        assert rejected["metadata"]["user_id"] == alice.uid
         assert (await alice.c.rpc("contact/friend/pending", {}))["total"] == 0
         checked = await carol.c.rpc("contact/friend/check", {"friend_id": alice.uid})
         assert checked["is_friend"] is False
@@ -410,6 +413,14 @@ def test_groups(live: ServerThread) -> None:
         assert all(
             m["joined_at"].endswith("Z") and m["is_muted"] is False for m in listed["members"]
         )
+        # the SDK's bootstrap of the members: group_member scoped by the group (0.1 roles)
+        synced = items(await sync(m2.c, "group_member", scope=str(gid)))
+        assert {k: v["payload"]["role"] for k, v in synced.items()} == {
+            f"{gid}:{owner.uid}": 0,
+            f"{gid}:{m1.uid}": 2,
+            f"{gid}:{m2.uid}": 2,
+            f"{gid}:{x.uid}": 2,
+        }
         await refused(
             owner.c.rpc("group/member/add", {"group_id": gid, "user_id": x.uid}),
             ErrorCode.MEMBER_ALREADY_IN_GROUP,
@@ -827,6 +838,7 @@ def test_offline_messages_arrive_on_reconnect(live: ServerThread) -> None:
         first = await alice.c.send(cid, "while you were here")
         await message(bob.c, cid)
         await bob.c.close()
+        await settle(live, bob.uid)  # the server has ended the session: bob is offline
         missed = [await alice.c.send(cid, f"missed {i}") for i in range(3)]
         # the same device comes back: READY pushes what it missed, in order, once
         await bob.c.reconnect()
