@@ -295,6 +295,22 @@ def test_auth_and_bootstrap(live: ServerThread) -> None:
             exc = await refused(sync(c, optional), ErrorCode.INVALID_PARAMS, Status.BAD_REQUEST)
             assert "不支持的 entity_type" in exc.message
         await refused(c.rpc("entity/sync_entities", {"entity_type": "group_member"}), 10100)
+        # both devices are listed; logging one out ends its session (LOGOUT flow 2) only
+        listed = await c.rpc("device/list", {})
+        assert [(d["device_id"], d["is_current"], d["online"]) for d in listed["devices"]] == [
+            (c.device_id, True, True),
+            (other.device_id, False, True),
+        ]
+        assert await other.rpc("account/auth/logout", {}) is True
+        ended = await wait_for(other, lambda p: p.command == Cmd.LOGOUT)
+        assert ended.status == Status.UNAUTHENTICATED
+        assert ended.message.code == ErrorCode.TOKEN_REVOKED
+        await other.wait_closed()
+        assert await c.ping() > 0
+        again = await Client.connect("127.0.0.1", live.port)
+        again.device_id = other.device_id
+        await refused(again.login(fresh["token"]), ErrorCode.TOKEN_REVOKED, Status.UNAUTHENTICATED)
+        await again.close()
         for client in (c, other, wrong):
             await client.close()
 
@@ -928,8 +944,25 @@ def test_pts_sync(live: ServerThread) -> None:
         assert sub["decision"] == "accepted" and sub["pts"] == 6
         assert sub["has_gap"] is True and sub["current_pts"] == 5
         assert sub["local_message_id"] == 777001
+        in_step = await alice.c.rpc(
+            "sync/submit",
+            {
+                "local_message_id": 777002,
+                "channel_id": cid,
+                "channel_type": 1,
+                "last_pts": 6,
+                "command_type": "text",
+                "payload": {"content": "in step"},
+                "client_timestamp": 0,
+            },
+        )
+        assert (in_step["pts"], in_step["has_gap"], in_step["current_pts"]) == (7, False, 6)
         got = await message(alice.c, cid)  # the submitted message is delivered like MS
         assert got.message_seq == 6 and got.server_message_id == sub["server_msg_id"]
+        got = (
+            await wait_for(bob.c, lambda p: is_message(cid)(p) and p.message.message_seq == 7)
+        ).message
+        assert payload(got) == {"content": "in step"} and got.from_uid == alice.uid
         await refused(
             alice.c.rpc("sync/get_channel_pts", {"channel_id": gid + 10**6, "channel_type": 2}),
             ErrorCode.CHANNEL_NOT_FOUND,
@@ -1278,9 +1311,10 @@ def test_typing(live: ServerThread) -> None:
         ]
         a2 = await add_device(live, alice)
         gid = await group(alice, "Typing", bob, carol)
+        # SubscribeRequest numbers kinds its own way (reference 4.9): 0 private, 1 group
         for d in (alice.c, a2, bob.c):
-            assert (await d.subscribe(gid, 2)).reason_code == 0
-        assert (await out.c.subscribe(gid, 2)).reason_code == 4  # not a member
+            assert (await d.subscribe(gid, 1)).reason_code == 0
+        assert (await out.c.subscribe(gid, 1)).reason_code == 4  # not a member
         reply = await carol.c.rpc(
             "presence/typing",
             {"channel_id": gid, "channel_type": 2, "is_typing": True, "action_type": "Typing"},
@@ -1314,6 +1348,28 @@ def test_typing(live: ServerThread) -> None:
         await refused(
             out.c.rpc("presence/typing", {"channel_id": gid, "channel_type": 2, "is_typing": True}),
             ErrorCode.NOT_GROUP_MEMBER,
+        )
+        # a direct chat: the peer, subscribed to it, sees the other action types too
+        cid = await direct(alice, bob)
+        assert (await bob.c.subscribe(cid, 1)).reason_code == 4  # not a group
+        assert (await bob.c.subscribe(cid, 0)).reason_code == 0
+        await alice.c.rpc(
+            "presence/typing",
+            {
+                "channel_id": cid,
+                "channel_type": 1,
+                "is_typing": True,
+                "action_type": "UploadingPhoto",
+            },
+        )
+        pub = (
+            await wait_for(bob.c, lambda p: is_typing(p) and p.message.channel_id == cid)
+        ).message
+        note = json.loads(pub.payload)
+        assert (note["user_id"], note["channel_type"], note["action_type"]) == (
+            alice.uid,
+            1,
+            "UploadingPhoto",
         )
         await close(alice, bob, carol, out)
 
