@@ -1768,3 +1768,29 @@ def test_gap_profile_change_reaches_the_viewers_user_sync(live: ServerThread) ->
         await close(alice, bob, carol)
 
     run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: the members group/group/create adds are told nothing (no GroupCreated "
+    "notice, reference 12.5); a notice in the group's log moves every group pts after it, "
+    "so the fix touches the tests that count them",
+)
+def test_members_added_at_creation_are_told(live: ServerThread) -> None:
+    async def main() -> None:
+        alice, bob = [await person(live, n) for n in ("alice", "bob")]
+        gid = await group(alice, "Told", bob)
+        marker = await alice.c.send(gid, "marker")
+        seen = await until_marker(bob.c, gid, marker.server_message_id)
+        made = [payload(p.message) for p in seen if system_notice("group_created")(p)]
+        assert len(made) == 1
+        meta = made[0]["metadata"]
+        assert (meta["group_id"], meta["group_name"], meta["creator_id"]) == (
+            gid,
+            "Told",
+            alice.uid,
+        )
+        assert meta["member_count"] == 2
+        await close(alice, bob)
+
+    run(main())
