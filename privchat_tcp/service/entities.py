@@ -108,6 +108,9 @@ UNSUPPORTED_ENTITY = "不支持的 entity_type（当前支持 " + ", ".join(SUPP
 PRIVACY_SETTING = "privacy"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 200
+#: a channel's ``unread_count`` is exact up to this many events after the read position (in
+#: the store's memory window); past it, it is the number of events (an upper bound)
+EXACT_UNREAD_MAX = 1000
 
 _SCOPE_SPLIT = re.compile(r"[:/|,]")
 
@@ -542,9 +545,20 @@ class EntitySync:
         return self._accounts.get_user(user_id)
 
     def unread(self, viewer: int, channel: Channel) -> int:
-        """Events after the viewer's read position (or their join): an upper bound of the
-        unread messages (the viewer's own and revoke events count too)."""
+        """Unread messages after the viewer's read position (or their join), counted as
+        ``message/status/count`` does (not its own, not revoked, no revoke events) while they
+        are at most ``EXACT_UNREAD_MAX`` events in memory; past that, the number of events."""
+        cid = channel.channel_id
         member = channel.members.get(viewer)
-        read = self._reads.get_read(viewer, channel.channel_id)[0]
+        read = self._reads.get_read(viewer, cid)[0]
         start = max(read, member.join_pts if member else 0)
-        return max(0, self._log.current_pts(channel.channel_id) - start)
+        events = self._log.current_pts(cid) - start
+        if events <= 0:
+            return 0
+        if events > EXACT_UNREAD_MAX or not self._log.in_window(cid, start):
+            return events
+        return sum(
+            1
+            for r in self._log.read_log(cid, start, events)
+            if r.kind == KIND_MESSAGE and r.sender_id != viewer and not r.revoked
+        )

@@ -420,6 +420,13 @@ class SocialService:
             raise ServiceError(ErrorCode.FRIEND_NOT_FOUND, "not friends")
         self._social.remove_friends(user_id, friend_id)
         self._bump_friends(user_id, friend_id, True)
+        me = self.user(user_id)
+        self.notifier.notify(  # FriendDeleted (reference 12.5): the one removed is told
+            friend_id,
+            f"{me.nickname or me.username} removed you from their friends",
+            "friend_deleted",
+            {"user_id": user_id, "username": me.username},
+        )
 
     def pending(self, user_id: int) -> list[FriendRequest]:
         return self._social.friend_requests_to(user_id)
