@@ -11,11 +11,13 @@ family               entity_id       bumped when
 ``friend:<uid>``     friend's uid    a friendship starts or ends (both sides)
 ``user:<uid>``       user id         the viewer registers (self), opens a direct channel
                                      (the peer), becomes or stops being a friend, a visible
-                                     user's profile changes
+                                     user's profile changes (friends, direct peers, fellow
+                                     members of groups up to ``large_group_threshold``)
 ``group:<uid>``      group id        the viewer joins, leaves or is removed, the group
                                      changes or is dissolved
 ``channel:<uid>``    channel id      the viewer joins or leaves a channel, the channel
-                                     changes, the viewer pins, mutes or hides it
+                                     changes, the viewer pins, mutes or hides it, the
+                                     viewer's read position in it moves
 ``member:<cid>``     "<gid>:<uid>"   a member joins, leaves, or changes (role, mute)
 ``user_block:<uid>`` blocked uid     the viewer blocks or unblocks someone
 ``user_settings:``   setting key     the viewer's settings document changes; ``privacy``:
@@ -266,9 +268,11 @@ class EntityFeed:
         self.bump(reaction_family(channel_id), f"{message_id}:{user_id}:{emoji}", removed)
 
     def read_moved(self, channel_id: int, user_id: int) -> None:
-        """A member's read position moved: in the channel's readers and the member's own."""
+        """A member's read position moved: in the channel's readers, the member's own, and
+        the member's ``channel`` entity (its ``unread_count``)."""
         self.bump(read_family(channel_id), f"{channel_id}:{user_id}")
         self.bump(own_read_family(user_id), str(channel_id))
+        self.bump(channel_family(user_id), str(channel_id))
 
     def settings_changed(self, user_id: int, keys: Iterable[str], removed: bool = False) -> None:
         for key in keys:

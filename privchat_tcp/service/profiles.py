@@ -88,8 +88,9 @@ class ProfileService:
 
     def touch(self, user_id: int) -> None:
         """The user appeared or changed: bump its ``user`` entity in the views of those who
-        see it (``EntityFeed.user_changed``): the user, their friends and direct peers, and
-        their groups' member families (``entity/sync_entities``)."""
+        see it (``EntityFeed.user_changed``): the user, their friends and direct peers, the
+        fellow members of their groups up to ``large_group_threshold`` members, and their
+        groups' member families (``entity/sync_entities``)."""
         viewers = {uid for uid, _ in self.social.friends(user_id)}
         groups = []
         for channel in self.social.channels.user_channels(user_id):
@@ -97,6 +98,8 @@ class ProfileService:
                 viewers.update(channel.members)
             elif channel.channel_type == GROUP and not channel.dissolved:
                 groups.append(channel.channel_id)
+                if len(channel.members) <= self.settings.large_group_threshold:
+                    viewers.update(channel.members)
         self._feed.user_changed(user_id, sorted(viewers), groups)
 
     def profile(self, user_id: int) -> dict[str, Any]:
