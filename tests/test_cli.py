@@ -90,9 +90,11 @@ def test_chat_client_registers_and_sends(served: tuple[subprocess.Popen[str], in
     assert re.search(r"logged in as carol \(user 1000000\d\d\)", out.stdout), out.stdout
     assert re.search(r"carol \(user 1000000\d\d\)", out.stdout), out.stdout
     assert "group #friends created with 1 member(s)" in out.stdout
-    assert "  #friends (group 1000)" in out.stdout, out.stdout
-    assert "sent to #friends (pts 1)" in out.stdout, out.stdout
+    assert "[#friends] 1: carol created the group friends" in out.stdout, out.stdout
+    assert "  #friends (group 1000, 1 unread)" in out.stdout, out.stdout  # the notice
+    # pts 1 of the group is its GroupCreated notice
     assert "sent to #friends (pts 2)" in out.stdout, out.stdout
+    assert "sent to #friends (pts 3)" in out.stdout, out.stdout
     assert "usage: /send CHANNEL TEXT" in out.stdout, out.stdout
     assert "commands (USER:" in out.stdout
     assert "Traceback" not in out.stderr

@@ -529,6 +529,7 @@ def test_members_are_told_of_joins_leaves_kicks_and_role_changes(server: ServerT
             if cm["message_type"] == "system"
         ]
         assert kinds == [
+            "group_created",
             "group_member_joined",
             "group_admin_added",
             "group_member_kicked",
@@ -553,10 +554,10 @@ def test_a_new_member_gets_nothing_from_before_joining(server: ServerThread) -> 
         await owner.rpc("group/member/add", {"group_id": g, "user_id": x.user_id})
         after = await owner.send(g, "after")
         diff = await x.pull(g, 0)
-        assert [m.message_seq for m in diff.messages] == [4, 5]  # the join notice, "after"
+        assert [m.message_seq for m in diff.messages] == [5, 6]  # the join notice, "after"
         assert diff.messages[-1].server_message_id == after.server_message_id
         gd = await x.rpc("sync/get_difference", {"channel_id": g, "last_pts": 0})
-        assert [cm["pts"] for cm in gd["commits"]] == [4, 5]
+        assert [cm["pts"] for cm in gd["commits"]] == [5, 6]
         # a new device of the new member gets nothing from before the join either
         other = await new_device(server.port, "x_user", str(uuid.uuid4()))
         marker = await owner.send(g, "marker")
@@ -565,9 +566,9 @@ def test_a_new_member_gets_nothing_from_before_joining(server: ServerThread) -> 
             push = await other.next_push(10)
             if push.command == Cmd.MPS and push.message.channel_id == g:
                 seen.append(push.message.message_seq)
-        assert seen and min(seen) > 3, seen
+        assert seen and min(seen) > 4, seen
         info = await x.rpc("group/group/info", {"group_id": g})
-        assert info["message_count"] == 6  # three, the notice, two
+        assert info["message_count"] == 7  # the created notice, three, the join notice, two
         await close_all(c)
         await x.close()
         await other.close()
@@ -583,7 +584,7 @@ def test_message_count_leaves_out_revoke_events(server: ServerThread) -> None:
         await owner.send(g, "two")
         await owner.revoke(g, sent.server_message_id)
         info = await owner.rpc("group/group/info", {"group_id": g})
-        assert info["message_count"] == 2
+        assert info["message_count"] == 3  # the GroupCreated notice, "one", "two"
         await close_all(c)
 
     run(main())

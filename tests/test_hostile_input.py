@@ -249,11 +249,12 @@ def test_stored_hostile_data_never_fails_a_view_for_other_members(
             diff = await viewer.rpc(
                 "sync/get_difference", {"channel_id": gid, "last_pts": 0, "limit": 100}
             )
-            # pts 1: the notice of mallory's joining (a System message from user 1)
-            notice, *commits = diff["commits"]
+            # pts 1, 2: the group's creation and mallory's joining (System messages, user 1)
+            created, notice, *commits = diff["commits"]
+            assert created["content"]["metadata"]["notification_type"] == "group_created"
             assert notice["sender_id"] == 1 and notice["message_type"] == "system"
             assert "bad?nick" in notice["content"]["content"]
-            assert [c["pts"] for c in commits] == list(range(2, n + 2))
+            assert [c["pts"] for c in commits] == list(range(3, n + 3))
             assert all(isinstance(c["content"], dict) for c in commits)
             assert commits[0]["content"]["content"].startswith("[[[")  # as its text
             assert commits[0]["sender_info"]["nickname"] == "bad?nick"
@@ -267,7 +268,7 @@ def test_stored_hostile_data_never_fails_a_view_for_other_members(
         entities = await member.rpc("entity/sync_entities", {"entity_type": "channel"})
         assert {i["payload"]["name"] for i in entities["items"]} == {"g", "evil?"}
         pulled = await member.pull(gid, 0, 100)  # MP relays the bytes as stored
-        assert [m.payload for m in pulled.messages][1 : len(payloads) + 1] == payloads
+        assert [m.payload for m in pulled.messages][2 : len(payloads) + 2] == payloads
         for c in (owner, member):
             await c.close()
 

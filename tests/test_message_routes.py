@@ -137,7 +137,7 @@ def test_read_status_counts_lists_and_receipts(server: ServerThread) -> None:
         gid = g["group_id"]
         gm = await a.send(gid, "to the group")
         total = await b.rpc("message/status/count", {})
-        assert total == {"unread_count": 4, "channel_id": None}
+        assert total == {"unread_count": 5, "channel_id": None}  # with the GroupCreated notice
 
         a.drain_pushes()
         read = {"channel_id": ch, "message_id": sent[1].server_message_id}
@@ -177,7 +177,7 @@ def test_read_status_counts_lists_and_receipts(server: ServerThread) -> None:
         assert note["metadata"]["read_pts"] == 4 and note["metadata"]["reader_id"] == str(b.user_id)
         back = await b.rpc("message/status/read_pts", {"channel_id": ch, "read_pts": 1})
         assert back["last_read_pts"] == 4 and back["accepted_read_pts"] == 1
-        assert (await b.rpc("message/status/count", {}))["unread_count"] == 1  # the group's
+        assert (await b.rpc("message/status/count", {}))["unread_count"] == 2  # the group's
 
         # a group: the list counts the members but the sender; no read_receipt, but the
         # members are told the reader's position (a small group: every member)
@@ -542,12 +542,12 @@ def test_a_new_member_starts_after_it_joined(server: ServerThread) -> None:
             await a.send(g, f"after{i}")
         await settle(server, carol.user_id)
         await carol.reconnect()
-        # pts 4 is the group's notice of carol's joining (a System message), then hers
-        assert seqs(carol.drain_pushes()) == [(Cmd.MPS, 4), (Cmd.MPS, 5), (Cmd.MPS, 6)]
+        # pts 1 is the GroupCreated notice, 5 the notice of carol's joining, then hers
+        assert seqs(carol.drain_pushes()) == [(Cmd.MPS, 5), (Cmd.MPS, 6), (Cmd.MPS, 7)]
         pulled = await carol.pull(g, 0, 100)
-        assert [m.message_seq for m in pulled.messages] == [4, 5, 6] and pulled.current_pts == 6
+        assert [m.message_seq for m in pulled.messages] == [5, 6, 7] and pulled.current_pts == 7
         diff = await carol.rpc("sync/get_difference", {"channel_id": g, "last_pts": 0})
-        assert [x["pts"] for x in diff["commits"]] == [4, 5, 6]
+        assert [x["pts"] for x in diff["commits"]] == [5, 6, 7]
         hist = await carol.rpc("message/history/get", {"channel_id": g})
         assert [m["content"] for m in hist["messages"]][1:] == ["after0", "after1"]
         assert hist["messages"][0]["sender_id"] == 1  # the join notice
@@ -558,7 +558,7 @@ def test_a_new_member_starts_after_it_joined(server: ServerThread) -> None:
             ErrorCode.MESSAGE_NOT_FOUND,
         )
         # b, a member from the start, still reads the whole history
-        assert len((await b.rpc("message/history/get", {"channel_id": g}))["messages"]) == 6
+        assert len((await b.rpc("message/history/get", {"channel_id": g}))["messages"]) == 7
         for x in (a, b, carol):
             await x.close()
 

@@ -156,7 +156,8 @@ def test_only_members_read_state_and_react(
 ) -> None:
     _, gid, devs = group
     assert _ms(devs["owner"], gid, {"content": "m"}) == 0
-    mid = devs["owner"].rpc("message/history/get", {"channel_id": gid})["messages"][0]["message_id"]
+    history = devs["owner"].rpc("message/history/get", {"channel_id": gid})["messages"]
+    mid = history[-1]["message_id"]  # the owner's "m" (the GroupCreated notice comes first)
     body: dict[str, Any] = {"channel_id": gid}
     for key, value in extra.items():
         if key == "message":

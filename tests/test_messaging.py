@@ -58,9 +58,9 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
         ]
 
         # c2 receives a first message, acknowledges it, then goes offline
-        await a1.send(gid, "before")
-        first = await collect(c2, {gid: 1})
-        assert [p.message.message_seq for p in first] == [1]
+        await a1.send(gid, "before")  # pts 2: pts 1 is the GroupCreated notice
+        first = await collect(c2, {gid: 2})
+        assert [p.message.message_seq for p in first] == [1, 2]
         await asyncio.sleep(0.05)  # let the ACK leave
         await c2.close()
 
@@ -70,13 +70,13 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
             client, channel = senders[i % len(senders)]
             resp = await client.send(channel, f"m{i}", local_message_id=i + 1)
             final[channel] = resp.message_seq
-        assert final[gid] == 1 + sum(1 for i in range(1000) if senders[i % 7][1] == gid)
+        assert final[gid] == 2 + sum(1 for i in range(1000) if senders[i % 7][1] == gid)
 
         # a retried MS returns the original id and pts, and stores nothing twice
         again = await a1.send(gid, "m0", local_message_id=1)
-        first_reply = (await a1.pull(gid, 1, 1)).messages[0]
+        first_reply = (await a1.pull(gid, 2, 1)).messages[0]
         assert again.server_message_id == first_reply.server_message_id
-        assert again.message_seq == 2
+        assert again.message_seq == 3
         assert server.call(lambda: server.server.store.current_pts(gid)) == final[gid]  # type: ignore[union-attr]
 
         # every online device ends with every channel's last pts, without a duplicate
@@ -99,13 +99,13 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
         for p in pushes:
             if p.command == Cmd.MPS:
                 seen.setdefault(p.message.channel_id, []).append(p.message.message_seq)
-        assert seen[gid] == list(range(2, final[gid] + 1))
+        assert seen[gid] == list(range(3, final[gid] + 1))
         assert seen[ac] == list(range(1, final[ac] + 1))
         assert ab not in seen
         assert c2.duplicates == 0
 
         # a revoke reaches every device, as a new pts event
-        target = (await b1.pull(gid, 1, 1)).messages[0]
+        target = (await b1.pull(gid, 2, 1)).messages[0]
         revoked = await a1.revoke(gid, target.server_message_id)
         assert revoked.pts == final[gid] + 1
         for name, client in devices.items():
@@ -116,7 +116,7 @@ def test_three_users_two_devices_offline_catch_up_retry_revoke_replace(
             assert [e.server_message_id for e in events] == [target.server_message_id], name
             assert events[0].topic == "message.revoke"
         # pulled again, the revoked message is a tombstone
-        tomb = (await b1.pull(gid, 1, 1)).messages[0]
+        tomb = (await b1.pull(gid, 2, 1)).messages[0]
         assert tomb.deleted and tomb.payload == b""
 
         # a second LOGIN of a device replaces the first: LOGOUT flow 2, REPLACED
@@ -262,16 +262,16 @@ def test_large_group_gets_mn_and_pulls(make_server: object) -> None:
         g = await a.rpc("group/group/create", {"name": "big", "member_ids": [b.user_id, c.user_id]})
         for i in range(3):
             await a.send(g["group_id"], f"m{i}")
-        got = await collect(b, {g["group_id"]: 3})
+        got = await collect(b, {g["group_id"]: 4})  # pts 1: the GroupCreated notice
         commands = [p.command for p in got]
         assert Cmd.MN in commands
         pulled = [p.message.message_seq for p in got if p.command == Cmd.MPS]
-        assert pulled == [1, 2, 3]
+        assert pulled == [1, 2, 3, 4]
         # a burst: notifications arrive while a pull is in flight; none may be left behind
         await asyncio.gather(*(a.send(g["group_id"], f"burst{i}") for i in range(60)))
-        got = await collect(b, {g["group_id"]: 63})
+        got = await collect(b, {g["group_id"]: 64})
         pulled = [p.message.message_seq for p in got if p.command == Cmd.MPS]
-        assert pulled == list(range(4, 64))
+        assert pulled == list(range(5, 65))
         for x in (a, b, c):
             await x.close()
 
@@ -371,8 +371,9 @@ def test_conversation_addressing_and_mpb(server: ServerThread) -> None:
         assert r.channel_type == 1
         g = await a.rpc("group/group/create", {"name": "g", "member_ids": [b.user_id]})
         r2 = await a.send(to_group=g["group_id"], text="to the group")
-        assert (r2.channel_id, r2.channel_type, r2.message_seq) == (g["group_id"], 2, 1)
-        await collect(b, {r.channel_id: 1, g["group_id"]: 1})
+        # pts 1 of the group is its GroupCreated notice
+        assert (r2.channel_id, r2.channel_type, r2.message_seq) == (g["group_id"], 2, 2)
+        await collect(b, {r.channel_id: 1, g["group_id"]: 2})
         # several messages for one device in one turn leave as one MPB frame
         seen: list[int] = []
         original = b._on_frame
@@ -431,8 +432,8 @@ def test_revoke_rules(make_server: object) -> None:
             )
             is True
         )
-        got = await collect(m2, {gid: 2})
-        assert got[-1].message.deleted and got[-1].message.message_seq == 2
+        got = await collect(m2, {gid: 3})  # pts 1: the GroupCreated notice, 2: "oops"
+        assert got[-1].message.deleted and got[-1].message.message_seq == 3
         try:
             await owner.revoke(gid, sent.server_message_id)
             raise AssertionError("revoked twice")

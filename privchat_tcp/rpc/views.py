@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from ..errors import ServiceError
 from ..proto import privchat_pb2 as pb
 from ..service import Services
+from ..service.content import CONTENT_TYPE_NAMES
 from ..service.model import KIND_REVOKE, ROLE_NAMES, Channel, QRCode, Record, User
 from ..service.profiles import qr_url
 from .safejson import MAX_DEPTH, is_envelope, loads
@@ -33,19 +34,7 @@ __all__ = [
 ]
 
 # ContentMessageType, PrivChat 0.1.1 numbering (reference section 10.1)
-CONTENT_TYPES = [
-    "text",
-    "image",
-    "file",
-    "voice",
-    "video",
-    "system",
-    "audio",
-    "location",
-    "contact_card",
-    "sticker",
-    "forward",
-]
+CONTENT_TYPES = list(CONTENT_TYPE_NAMES)
 CONTENT_TYPE_IDS = {name: i for i, name in enumerate(CONTENT_TYPES)}
 
 

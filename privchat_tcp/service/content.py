@@ -5,20 +5,39 @@ The caller parses the payload envelope (the session layer, with ``rpc.safejson``
 rule can apply: ``needs_check``) and hands the JSON object here; an end-to-end payload is never
 parsed. Failures are ``ServiceError``s: a reply to a message that is not in the channel 20000,
 ``@all`` from a member that is neither owner nor admin 10004, anything else 20006.
+
+What passes may add to the push payload the server builds (reference 10.2: ``reply_to``
+``{message_id, sender_id, content (at most 50 characters), message_type}`` and
+``is_mention_all``): ``check_content`` returns those keys, ``push_payload`` merges them into the
+sender's envelope. A message with neither is relayed as sent (the hot path).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from ..errors import ErrorCode, MessageNotFound, ServiceError
+from ..proto import privchat_pb2 as pb
 from .channels import ChannelService
-from .model import GROUP, KIND_MESSAGE, ROLE_ADMIN, ROLE_OWNER, Channel
+from .model import GROUP, KIND_MESSAGE, ROLE_ADMIN, ROLE_OWNER, Channel, Record
 from .ports import MessageLog
 
-__all__ = ["check_content", "needs_check", "MENTION_ALL", "MAX_MENTIONS", "MAX_FORWARDED"]
+__all__ = [
+    "check_content",
+    "needs_check",
+    "push_payload",
+    "text_of",
+    "CONTENT_TYPE_NAMES",
+    "MENTION_ALL",
+    "MAX_MENTIONS",
+    "MAX_FORWARDED",
+    "REPLY_PREVIEW_CHARS",
+]
 
 #: the texts that mention everyone (reference section 9); "@alliance" is not one
 MENTION_ALL = ("@all", "@全体成员", "@everyone")
@@ -31,6 +50,22 @@ U32_MAX = (1 << 32) - 1
 # ContentMessageType, 0.1.1 numbering (reference 10.1; ``rpc.views.CONTENT_TYPES``)
 TEXT, IMAGE, FILE, VOICE, VIDEO, SYSTEM, AUDIO, LOCATION, CONTACT_CARD, STICKER, FORWARD = range(11)
 _FILE_LIKE = (FILE, VOICE, VIDEO, AUDIO)
+#: ``ContentMessageType.as_str()`` by number (0.1.1)
+CONTENT_TYPE_NAMES = (
+    "text",
+    "image",
+    "file",
+    "voice",
+    "video",
+    "system",
+    "audio",
+    "location",
+    "contact_card",
+    "sticker",
+    "forward",
+)
+#: how much of the replied-to message's text a reply's push carries (reference 10.2)
+REPLY_PREVIEW_CHARS = 50
 
 #: bytes whose presence in a payload may make a rule apply (a text message without any of
 #: them needs no parse: the MS hot path)
@@ -124,6 +159,36 @@ def _check_metadata(channels: ChannelService, message_type: int, metadata: Any) 
                 raise _invalid("metadata.messages[].content must be a string")
 
 
+def text_of(record: Record) -> str:
+    """A stored message's text: its envelope's ``content``, its plain-text payload, or its
+    MessageContent's ``searchable_content``; "" when revoked or end-to-end. The payload was
+    checked within the JSON bounds when it was sent (``rpc.safejson.check_stored``)."""
+    if record.revoked or record.e2e:
+        return ""
+    payload = record.payload
+    if payload:
+        if payload[:1] == b"{":
+            try:
+                value = json.loads(payload)
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                text = value.get("content")
+                return text if isinstance(text, str) else ""
+        return payload.decode("utf-8", "replace")
+    try:
+        return pb.MessageContent.FromString(record.content).searchable_content
+    except DecodeError:
+        return ""
+
+
+def push_payload(env: dict[str, Any], extra: dict[str, Any]) -> bytes:
+    """The payload receivers get: the sender's envelope with what the server adds."""
+    merged = dict(env)
+    merged.update(extra)
+    return json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def check_content(
     log: MessageLog,
     channels: ChannelService,
@@ -131,12 +196,14 @@ def check_content(
     channel: Channel,
     message_type: int,
     env: dict[str, Any] | None,
-) -> None:
+) -> dict[str, Any] | None:
     """Check a message's envelope (``env``: the parsed payload object; None: plain text)
-    against the rules of reference sections 9 and 10 before it is committed."""
+    against the rules of reference sections 9 and 10 before it is committed. Returns what
+    the push payload adds (``reply_to``, ``is_mention_all``), or None."""
     if env is None:
         _check_metadata(channels, message_type, None)
-        return
+        return None
+    extra: dict[str, Any] = {}
     _check_metadata(channels, message_type, env.get("metadata"))
     reply = env.get("reply_to_message_id")
     if reply is not None:
@@ -149,6 +216,15 @@ def check_content(
         floor = 0 if member is None else member.join_pts
         if target is None or target.kind != KIND_MESSAGE or target.pts <= floor:
             raise MessageNotFound("reply_to_message_id names no message of this channel")
+        names = CONTENT_TYPE_NAMES
+        extra["reply_to"] = {
+            "message_id": target.message_id,
+            "sender_id": target.sender_id,
+            "content": text_of(target)[:REPLY_PREVIEW_CHARS],
+            "message_type": names[target.message_type]
+            if target.message_type < len(names)
+            else "text",
+        }
     mentioned = env.get("mentioned_user_ids")
     if mentioned is not None:
         if not isinstance(mentioned, list) or len(mentioned) > MAX_MENTIONS:
@@ -157,7 +233,7 @@ def check_content(
             if _u64(uid, "mentioned_user_ids") not in channel.members:
                 raise _invalid("mentioned_user_ids names a user who is not a member")
     if channel.channel_type != GROUP:
-        return
+        return extra or None
     text = env.get("content")
     mention_all = env.get("is_mention_all") is True or (
         isinstance(text, str) and "@" in text and _MENTION_ALL.search(text) is not None
@@ -168,3 +244,5 @@ def check_content(
             raise ServiceError(
                 ErrorCode.PERMISSION_DENIED, "only the owner or an admin may mention everyone"
             )
+        extra["is_mention_all"] = True
+    return extra or None

@@ -259,7 +259,22 @@ class GroupService:
     def create(
         self, owner_id: int, name: str, description: str | None, member_ids: Iterable[int]
     ) -> Channel:
-        return self.channels.create_group(owner_id, name, description, member_ids)  # bumps
+        """``group/group/create``: the group (its entities bumped), and a GroupCreated notice
+        (reference 12.5) in its log, so every member, offline ones too, is told."""
+        group = self.channels.create_group(owner_id, name, description, member_ids)
+        creator = self.name(owner_id)
+        self._notify(
+            group,
+            "group_created",
+            f"{creator} created the group {group.name}",
+            {
+                "group_name": group.name,
+                "creator_id": owner_id,
+                "creator_name": creator,
+                "member_count": len(group.members),
+            },
+        )
+        return group
 
     def _join(self, group: Channel, user_id: int, role: int, inviter: int) -> Member:
         """Add a member (checked: not one yet, room for one) and tell the group."""

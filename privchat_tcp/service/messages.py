@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ..config import Settings
 from ..errors import ErrorCode, InvalidParams, MessageNotFound, ServiceError
 from .channels import ChannelService
-from .content import check_content
+from .content import check_content, push_payload
 from .ids import Snowflake
 from .model import (
     GROUP,
@@ -169,7 +169,9 @@ class MessageService:
         if message_type == SYSTEM_MESSAGE and sender != SYSTEM_USER_ID:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the server sends System messages")
         if check:
-            check_content(self._log, self.channels, sender, channel, message_type, env)
+            extra = check_content(self._log, self.channels, sender, channel, message_type, env)
+            if extra is not None and payload and env is not None:
+                payload = push_payload(env, extra)  # what receivers see (reference 10.2)
         files = self.files
         if files is not None and message_type in files.message_types:
             files.check_message(sender, message_type, payload, e2e)
