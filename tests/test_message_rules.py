@@ -251,3 +251,85 @@ def test_needs_check_is_the_marker_scan(payload: bytes, message_type: int) -> No
 
     expected = message_type != 0 or any(marker in payload for marker in _MARKERS)
     assert needs_check(message_type, payload) is expected
+
+
+def _last_push(dev: Device) -> pb.PushMessageRequest:
+    pushed = [pb.PushMessageRequest.FromString(r.body) for r in dev.pushes(Cmd.MPS)]
+    pushed += [
+        m for r in dev.pushes(Cmd.MPB) for m in pb.PushBatchRequest.FromString(r.body).messages
+    ]
+    return max(pushed, key=lambda m: m.message_seq)
+
+
+def _send_raw(dev: Device, gid: int, **fields: Any) -> int:
+    """The server message id of an MS built from raw SendMessageRequest fields."""
+    req = pb.SendMessageRequest(client_seq=1, channel_id=gid, **fields)
+    return pb.SendMessageResponse.FromString(
+        dev.request(Cmd.MS, req.SerializeToString()).body
+    ).server_message_id
+
+
+REPLIED = [
+    # what the replied-to message is -> the reply_to.content receivers get
+    ({"payload": json.dumps({"content": "é" * 60}).encode()}, "é" * 50, "text"),
+    ({"payload": b"plain text, not JSON"}, "plain text, not JSON", "text"),
+    ({"content": pb.MessageContent(searchable_content="from content")}, "from content", "text"),
+    (
+        {
+            "message_type": 7,
+            "payload": b'{"content":"here","metadata":{"latitude":1,"longitude":2}}',
+        },
+        "here",
+        "location",
+    ),
+]
+
+
+@pytest.mark.parametrize(("target", "preview", "type_name"), REPLIED)
+def test_a_reply_carries_what_it_replies_to(
+    group: tuple[Harness, int, dict[str, Device]],
+    target: dict[str, Any],
+    preview: str,
+    type_name: str,
+) -> None:
+    """Reference 10.2: the push payload the server builds for a reply."""
+    h, gid, devs = group
+    owner_id = h.core.services.channels.group(gid).owner_id
+    mid = _send_raw(devs["owner"], gid, **target)
+    assert _ms(devs["member"], gid, {"content": "re", "reply_to_message_id": str(mid)}) == 0
+    got = json.loads(_last_push(devs["admin"]).payload)
+    assert got["reply_to"] == {
+        "message_id": mid,
+        "sender_id": owner_id,
+        "content": preview,
+        "message_type": type_name,
+    }
+    assert got["content"] == "re" and got["reply_to_message_id"] == str(mid)
+    assert "is_mention_all" not in got
+    hist = devs["admin"].rpc("message/history/get", {"channel_id": gid})["messages"]
+    assert hist[-1]["reply_to_message_id"] == str(mid)
+
+
+def test_a_reply_to_a_revoked_message_shows_no_text(
+    group: tuple[Harness, int, dict[str, Device]],
+) -> None:
+    _, gid, devs = group
+    mid = _send_raw(devs["owner"], gid, payload=b'{"content":"secret"}')
+    devs["owner"].rpc("message/revoke", {"channel_id": gid, "server_message_id": mid})
+    assert _ms(devs["member"], gid, {"content": "re", "reply_to_message_id": mid}) == 0
+    assert json.loads(_last_push(devs["admin"]).payload)["reply_to"]["content"] == ""
+
+
+def test_only_a_rule_that_adds_rebuilds_the_payload(
+    group: tuple[Harness, int, dict[str, Device]],
+) -> None:
+    """A message the rules pass without adding anything is relayed byte for byte."""
+    _, gid, devs = group
+    raw = b'{ "content" : "hi @alliance",  "mentioned_user_ids": [] }'
+    _send_raw(devs["member"], gid, payload=raw)
+    assert _last_push(devs["admin"]).payload == raw
+    _send_raw(devs["owner"], gid, payload=b'{"content":"@all now"}')
+    assert json.loads(_last_push(devs["admin"]).payload) == {
+        "content": "@all now",
+        "is_mention_all": True,
+    }
