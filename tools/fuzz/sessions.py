@@ -15,6 +15,7 @@ runs it on a new harness and says when it does not reproduce alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -125,7 +126,25 @@ def rpc_seeds() -> Iterator[bytes]:
                 yield bytes((index[req.route],)) + req.body
     for name in routes:  # every route, even one the table has no case for
         yield bytes((index[name],)) + b"{}"
+    yield from _listed_bodies(index)
     yield bytes((250,)) + b"{}"
+
+
+def _listed_bodies(index: dict[str, int]) -> Iterator[bytes]:
+    """Each route's body as ``tests/test_hostile_input.py`` lists it (every key it reads, a
+    valid value each), and with its ids set to the world's (bob, the direct channel, the
+    group): valid requests, for the fuzzer to start deep in the handlers."""
+    import test_hostile_input
+
+    ids = (100000001, 1000, 1001)  # bob, the direct channel, the group (World's, in order)
+    for route, keys in test_hostile_input.ROUTE_KEYS.items():
+        if route not in index:
+            continue
+        body = {key: value for key, (_, value) in keys.items()}
+        yield bytes((index[route],)) + json.dumps(body).encode()
+        for some in ids:
+            real = {k: some if kind == "id" else v for k, (kind, v) in keys.items()}
+            yield bytes((index[route],)) + json.dumps(real).encode()
 
 
 TARGET_RPC = Target(
