@@ -22,6 +22,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from .errors import InvalidState, ProtocolViolation, ServiceError
 from .proto import privchat_pb2 as pb
 from .wire.commands import ENC_E2E, ENC_MASK, ENC_RSA, FLOW_MASK, FLOW_RESPONSE, Cmd
@@ -215,7 +217,10 @@ class Client:
         except (ProtocolViolation, ServiceError):
             self._drop()  # a frame that does not open: the connection can't be trusted
             return
-        self._dispatch(seq, command, flags, status, body)
+        try:
+            self._dispatch(seq, command, flags, status, body)
+        except DecodeError:  # a push whose body does not decode: the same (tools/fuzz, client)
+            self._drop()
 
     def _dispatch(self, seq: int, command: int, flags: int, status: int, body: bytes) -> None:
         """Handle one frame from the server, its body already opened."""

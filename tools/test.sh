@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (the README's; .ci/run runs exactly this), from a clean checkout:
 # a virtualenv in .venv, the package installed editable with the compiled extensions required,
-# lint and types, then the whole suite twice: compiled extensions, then the pure-Python twins.
+# lint and types, then the whole suite twice: compiled extensions, then the pure-Python twins,
+# then the fuzz smoke (tools/fuzz: every target for 100000 executions, compiled build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-PRIVCHAT_BUILD_EXT=yes python -m pip install -q -e '.[dev]'
+PRIVCHAT_BUILD_EXT=yes python -m pip install -q -e '.[dev,fuzz]'
 PRIVCHAT_BUILD_EXT=yes python setup.py -q build_ext --inplace
 
 echo "== ruff"
@@ -28,3 +29,5 @@ echo "== tests, compiled extensions"
 PRIVCHAT_REQUIRE_EXT=1 python -m pytest -q -p no:cacheprovider
 echo "== tests, pure-Python twins"
 PRIVCHAT_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider
+echo "== fuzz smoke (tools/fuzz)"
+PRIVCHAT_REQUIRE_EXT=1 python -m tools.fuzz smoke --runs 100000
