@@ -57,6 +57,7 @@ from hypothesis.stateful import (
 
 from privchat_tcp.client import Client, Push
 from privchat_tcp.errors import ErrorCode, ServiceError, Status
+from privchat_tcp.service.model import SYSTEM_USER_ID
 from privchat_tcp.wire.commands import Cmd
 
 T = TypeVar("T")
@@ -167,15 +168,38 @@ class Chan:
     cid: int
     group: bool
     owner: int
-    members: list[int]
+    members: dict[int, int]  # user id -> its join pts (its history starts after it)
+    #: user id -> its memberships, [join pts, the pts of its leave notice (0: a member)]:
+    #: what it may be pushed
+    spans: dict[int, list[list[int]]] = field(default_factory=dict)
     log: list[Entry] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, cid: int, group: bool, owner: int, uids: list[int]) -> Chan:
+        return cls(cid, group, owner, dict.fromkeys(uids, 0), {u: [[0, 0]] for u in uids})
 
     @property
     def pts(self) -> int:
         return len(self.log)
 
+    def floor(self, uid: int) -> int:
+        return self.members[uid]
+
+    def may_see(self, uid: int, pts: int) -> bool:
+        return any(j < pts and (not end or pts <= end) for j, end in self.spans.get(uid, []))
+
     def unread(self, uid: int, read: int) -> int:
-        return sum(1 for e in self.log[read:] if not e.event and not e.revoked and e.sender != uid)
+        after = max(read, self.floor(uid))
+        return sum(1 for e in self.log[after:] if not e.event and not e.revoked and e.sender != uid)
+
+    def notice(self) -> None:
+        """A group notice (a join, a leave) at the next pts; its id is learnt when seen."""
+        self.log.append(Entry(self.pts + 1, 0, SYSTEM_USER_ID))
+
+    def learn(self, e: Entry, message_id: int) -> None:
+        if not e.message_id:  # a notice: the first sight of it names it
+            assert all(x.message_id != message_id for x in self.log), (self.cid, message_id)
+            e.message_id = message_id
 
 
 @dataclass(eq=False)
@@ -302,8 +326,10 @@ class ChatMachine(RuleBasedStateMachine):
                 1 for p in pushes if p.command == Cmd.MPS and p.message.message_seq
             )
             for cid, start in first.items():
-                # nothing the device acknowledged comes again; the pushes run to the channel's pts
-                assert start > d.acked.get(cid, 0), (d.label(), cid, start, d.acked)
+                # nothing the device acknowledged comes again, nothing from before it joined;
+                # the pushes run to the channel's pts
+                floor = self.chans[cid].floor(d.user.user_id)
+                assert start > max(d.acked.get(cid, 0), floor), (d.label(), cid, start, d.acked)
                 if cid not in notified:
                     assert d.pushed[cid] == self.chans[cid].pts, (d.label(), cid, d.pushed)
 
@@ -311,10 +337,11 @@ class ChatMachine(RuleBasedStateMachine):
         m = p.message
         cid, pts = m.channel_id, m.message_seq
         chan = self.chans.get(cid)
-        assert chan is not None and d.user.user_id in chan.members, (d.label(), m)
+        assert chan is not None and chan.may_see(d.user.user_id, pts), (d.label(), m)
         assert 1 <= pts <= chan.pts, (d.label(), m, chan.pts)
         entry = chan.log[pts - 1]
         seen = _from_push(m)
+        chan.learn(entry, seen.message_id)
         assert seen.message_id == entry.message_id and seen.event == entry.event, (m, entry)
         assert seen.sender == entry.sender, (m, entry)
         if seen.revoked:
@@ -361,6 +388,7 @@ class ChatMachine(RuleBasedStateMachine):
             last = got[-1].pts
 
     def compare(self, chan: Chan, got: list[Seen], after: int) -> None:
+        """A pull after ``after`` by a member (whose history starts after its join)."""
         assert [s.pts for s in got] == list(range(after + 1, chan.pts + 1)), (
             chan.cid,
             [s.pts for s in got],
@@ -368,12 +396,14 @@ class ChatMachine(RuleBasedStateMachine):
         )
         for s in got:
             e = chan.log[s.pts - 1]
+            chan.learn(e, s.message_id)
             want = Seen(e.pts, e.message_id, e.sender, e.event, e.revoked)
             assert s == want, (chan.cid, s, want)
 
     def check_log(self, d: Dev, chan: Chan, after: int = 0, limit: int = 100) -> None:
         rpc = self.turn % 2 == 1
-        self.compare(chan, self.run(self.fetch(d, chan, after, limit, rpc)), after)
+        got = self.run(self.fetch(d, chan, after, limit, rpc))
+        self.compare(chan, got, max(after, chan.floor(d.user.user_id)))
         self.w.counts["pulls"] += 1
 
     def check_unread(self, d: Dev, chan: Chan | None) -> None:
@@ -458,7 +488,7 @@ class ChatMachine(RuleBasedStateMachine):
         cid = int(got["group_id"])
         assert cid not in self.chans
         uids = [d.user.user_id, *(u.user_id for u in members)]
-        self.chans[cid] = Chan(cid, True, d.user.user_id, uids)
+        self.chans[cid] = Chan.new(cid, True, d.user.user_id, uids)
         self.focus = [cid]
 
     def new_pairs(self) -> list[tuple[Dev, User]]:
@@ -481,7 +511,7 @@ class ChatMachine(RuleBasedStateMachine):
         cid = self._direct(d, peer.user_id)
         assert cid not in self.chans
         self.directs[pair] = cid
-        self.chans[cid] = Chan(cid, False, 0, sorted(pair))
+        self.chans[cid] = Chan.new(cid, False, 0, sorted(pair))
         if again:
             back = next((p for p in peer.devices if p.online), None)
             asker, target = (back, d.user.user_id) if back else (d, peer.user_id)
@@ -537,25 +567,111 @@ class ChatMachine(RuleBasedStateMachine):
         self.focus = [chan.cid]
         self.counts_moved = True
 
-    @precondition(lambda self: any(d.sent for d in self.online()))
+    def resendable(self) -> list[tuple[Dev, int]]:
+        """(device, a local id it sent) in a channel its user is still a member of."""
+        return [
+            (d, local)
+            for d in self.online()
+            for local, (cid, _, _) in sorted(d.sent.items())
+            if d.user.user_id in self.chans[cid].members
+        ]
+
+    @precondition(lambda self: self.resendable())
     @rule(data=st.data(), submit=st.booleans())
     def resend(self, data: st.DataObject, submit: bool) -> None:
         """The same local_message_id again (from any session of the device): the original."""
         self.step("resend")
-        d = data.draw(st.sampled_from([d for d in self.online() if d.sent]), "device")
-        local = data.draw(st.sampled_from(sorted(d.sent)), "local id")
+        d, local = data.draw(st.sampled_from(self.resendable()), "sent")
         cid, message_id, pts = d.sent[local]
         chan = self.chans[cid]
         assert self.run(self._send(d, chan, local, submit)) == (message_id, pts)
         self.focus = [cid]  # the invariant pulls it: nothing was added
+
+    # ---- group membership ----------------------------------------------------------------------
+    def owners(self) -> list[tuple[Dev, Chan]]:
+        return [
+            (d, c) for d in self.online() for c in self.chans.values() if c.owner == d.user.user_id
+        ]
+
+    def invitable(self) -> list[tuple[Dev, Chan, User]]:
+        return [
+            (d, c, u) for d, c in self.owners() for u in self.users if u.user_id not in c.members
+        ]
+
+    def removable(self) -> list[tuple[Dev, Chan, User]]:
+        return [
+            (d, c, u)
+            for d, c in self.owners()
+            for u in self.users
+            if u.user_id in c.members and u.user_id != c.owner
+        ]
+
+    def leavers(self) -> list[tuple[Dev, Chan]]:
+        return [
+            (d, c)
+            for d in self.online()
+            for c in self.chans_of(d.user)
+            if c.group and c.owner != d.user.user_id
+        ]
+
+    @precondition(lambda self: self.invitable())
+    @rule(data=st.data())
+    def add_member(self, data: st.DataObject) -> None:
+        """The owner adds a user (again, after it left): its history starts at the join,
+        whose notice is its first message."""
+        self.step("add_member")
+        d, chan, u = data.draw(st.sampled_from(self.invitable()), "invitation")
+        body = {"group_id": chan.cid, "user_id": u.user_id}
+        assert self.run(self.client(d).rpc("group/member/add", body)) is True
+        chan.members[u.user_id] = chan.pts
+        chan.spans.setdefault(u.user_id, []).append([chan.pts, 0])
+        chan.notice()
+        self.focus = [chan.cid]
+        self.counts_moved = True
+
+    def _gone(self, chan: Chan, u: User) -> None:
+        """``u`` left ``chan`` (or was removed): a notice, which it is told too; then nothing."""
+        chan.notice()
+        del chan.members[u.user_id]
+        chan.spans[u.user_id][-1][1] = chan.pts
+        for d in u.devices:
+            if d.online:  # its pulls are refused now
+                try:
+                    self.run(self.client(d).pull(chan.cid, 0, 10))
+                except ServiceError as exc:
+                    assert exc.code == ErrorCode.NOT_GROUP_MEMBER, (exc.code, exc.message)
+                else:
+                    raise AssertionError(f"{d.label()} pulled {chan.cid} after leaving it")
+                break
+        self.focus = [chan.cid]
+        self.counts_moved = True
+
+    @precondition(lambda self: self.removable())
+    @rule(data=st.data())
+    def remove_member(self, data: st.DataObject) -> None:
+        self.step("remove_member")
+        d, chan, u = data.draw(st.sampled_from(self.removable()), "removal")
+        body = {"group_id": chan.cid, "user_id": u.user_id}
+        assert self.run(self.client(d).rpc("group/member/remove", body)) is True
+        self._gone(chan, u)
+
+    @precondition(lambda self: self.leavers())
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        self.step("leave")
+        d, chan = data.draw(st.sampled_from(self.leavers()), "member")
+        assert self.run(self.client(d).rpc("group/member/leave", {"group_id": chan.cid})) is True
+        self._gone(chan, d.user)
 
     def revocable(self) -> list[tuple[Dev, Chan, Entry]]:
         out = []
         for d in self.online():
             uid = d.user.user_id
             for chan in self.chans_of(d.user):
-                for e in chan.log:
-                    if not e.event and not e.revoked and (e.sender == uid or chan.owner == uid):
+                for e in chan.log[chan.floor(uid) :]:
+                    if e.event or e.revoked or e.sender == SYSTEM_USER_ID:
+                        continue
+                    if e.sender == uid or chan.owner == uid:
                         out.append((d, chan, e))
         return out
 
@@ -585,8 +701,8 @@ class ChatMachine(RuleBasedStateMachine):
         for d in self.online():
             uid = d.user.user_id
             for chan in self.chans_of(d.user):
-                for e in chan.log:
-                    if e.event:
+                for e in chan.log[chan.floor(uid) :]:
+                    if e.event or e.sender == SYSTEM_USER_ID:
                         continue
                     if e.revoked:
                         out.append((d, chan, e, ErrorCode.INVALID_PARAMS))
@@ -615,7 +731,8 @@ class ChatMachine(RuleBasedStateMachine):
         d = data.draw(st.sampled_from(self.talkers()), "device")
         chan = data.draw(st.sampled_from(self.chans_of(d.user)), "channel")
         after = data.draw(st.integers(0, chan.pts), "last_pts")
-        self.compare(chan, self.run(self.fetch(d, chan, after, limit, rpc)), after)
+        got = self.run(self.fetch(d, chan, after, limit, rpc))
+        self.compare(chan, got, max(after, chan.floor(d.user.user_id)))
 
     def ackable(self) -> list[tuple[Dev, Chan]]:
         return [(d, c) for d in self.online() for c in self.chans_of(d.user) if c.pts]
@@ -640,7 +757,8 @@ class ChatMachine(RuleBasedStateMachine):
         d, chan = data.draw(st.sampled_from(self.ackable()), "channel")
         u, client = d.user, self.client(d)
         before = u.reads.get(chan.cid, 0)
-        messages = [e for e in chan.log if not e.event]
+        floor = chan.floor(u.user_id)
+        messages = [e for e in chan.log[floor:] if not e.event and e.message_id]
         if by_message and messages:
             e = data.draw(st.sampled_from(messages), "message")
             body = {"channel_id": chan.cid, "message_id": e.message_id}
@@ -796,5 +914,7 @@ def test_state_machine(the_world: World) -> None:
     for name in ("send", "resend", "revoke", "pull", "ack", "read", "disconnect", "reconnect"):
         assert counts[name] >= EXAMPLES, (name, dict(counts))
     for name in ("login", "replace", "restart", "create_group", "open_direct", "register"):
+        assert counts[name] > 0, (name, dict(counts))
+    for name in ("add_member", "remove_member", "leave", "revoke_refused"):
         assert counts[name] > 0, (name, dict(counts))
     assert counts["pushes"] and counts["catch_up_pushes"] and counts["pulls"]
