@@ -586,6 +586,18 @@ class ChatMachine(RuleBasedStateMachine):
         chan = self.chans[cid]
         assert self.run(self._send(d, chan, local, submit)) == (message_id, pts)
         self.focus = [cid]  # the invariant pulls it: nothing was added
+        others = [c for c in self.chans_of(d.user) if c is not chan]
+        elsewhere: bool = data.draw(st.booleans(), "elsewhere")
+        if others and elsewhere:
+            # the key names that message: in another channel it is refused, nothing committed
+            other = data.draw(st.sampled_from(others), "other channel")
+            try:
+                self.run(self._send(d, other, local, submit))
+            except ServiceError as exc:
+                assert exc.code == ErrorCode.DUPLICATE_OPERATION, (exc.code, exc.message)
+            else:
+                raise AssertionError(f"local id {local} of {d.label()} reused in {other.cid}")
+            self.focus.append(other.cid)
 
     # ---- group membership ----------------------------------------------------------------------
     def owners(self) -> list[tuple[Dev, Chan]]:
@@ -733,6 +745,37 @@ class ChatMachine(RuleBasedStateMachine):
         after = data.draw(st.integers(0, chan.pts), "last_pts")
         got = self.run(self.fetch(d, chan, after, limit, rpc))
         self.compare(chan, got, max(after, chan.floor(d.user.user_id)))
+
+    @precondition(lambda self: self.talkers())
+    @rule(data=st.data(), limit=st.integers(1, 8))
+    def history(self, data: st.DataObject, limit: int) -> None:
+        """message/history/get, newest first in pages of ``limit``: the messages (no revoke
+        events) since the member joined, revoked ones blanked; and the channel's pts."""
+        self.step("history")
+        d = data.draw(st.sampled_from(self.talkers()), "device")
+        chan = data.draw(st.sampled_from(self.chans_of(d.user)), "channel")
+        client = self.client(d)
+
+        async def pages() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            body: dict[str, Any] = {"channel_id": chan.cid, "limit": limit}
+            while True:
+                page = await client.rpc("message/history/get", body)
+                assert len(page["messages"]) <= limit
+                out[:0] = page["messages"]
+                if not page["has_more"] or not page["messages"]:
+                    return out
+                body["before_server_message_id"] = page["messages"][0]["message_id"]
+
+        got = self.run(pages())
+        want = [e for e in chan.log[chan.floor(d.user.user_id) :] if not e.event]
+        assert [m["pts"] for m in got] == [e.pts for e in want], (chan.cid, got, want)
+        for m, e in zip(got, want, strict=True):
+            chan.learn(e, m["message_id"])
+            seen = (m["message_id"], m["sender_id"], m["revoked"], m["content"] == "")
+            assert seen == (e.message_id, e.sender, e.revoked, e.revoked), (m, e)
+        pts = self.run(client.rpc("sync/get_channel_pts", {"channel_id": chan.cid}))
+        assert pts["current_pts"] == chan.pts
 
     def ackable(self) -> list[tuple[Dev, Chan]]:
         return [(d, c) for d in self.online() for c in self.chans_of(d.user) if c.pts]
@@ -915,6 +958,6 @@ def test_state_machine(the_world: World) -> None:
         assert counts[name] >= EXAMPLES, (name, dict(counts))
     for name in ("login", "replace", "restart", "create_group", "open_direct", "register"):
         assert counts[name] > 0, (name, dict(counts))
-    for name in ("add_member", "remove_member", "leave", "revoke_refused"):
+    for name in ("add_member", "remove_member", "leave", "revoke_refused", "history"):
         assert counts[name] > 0, (name, dict(counts))
     assert counts["pushes"] and counts["catch_up_pushes"] and counts["pulls"]
