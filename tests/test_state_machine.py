@@ -8,7 +8,9 @@ in a group), resend with the same ``local_message_id``, revoke (MR or ``message/
 refused revoke, pull (MP or ``sync/get_difference``, from any pts, in pages), ACK, read
 (``message/status/read_pts`` or ``message/status/read``), disconnect, reconnect (the saved
 token), login (a password login, then LOGIN), replace (a second LOGIN of an online device ends
-the first session with REPLACED) and restart the server.
+the first session with REPLACED), add a member, remove one, leave a group (a notice in the log,
+the history starting at the join) and restart the server. One Hypothesis rule draws the step by
+weight among those that apply (sends the most, restarts at most once an example).
 
 Checked after every step: every push a device got names a record of the model (same id, pts
 and kind; a tombstone only for a revoked message), pts strictly increasing within a session,
