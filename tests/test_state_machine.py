@@ -194,7 +194,7 @@ class Chan:
         return sum(1 for e in self.log[after:] if not e.event and not e.revoked and e.sender != uid)
 
     def notice(self) -> None:
-        """A group notice (a join, a leave) at the next pts; its id is learnt when seen."""
+        """A group notice (the creation, a join, a leave) at the next pts; its id is learnt when seen."""
         self.log.append(Entry(self.pts + 1, 0, SYSTEM_USER_ID))
 
     def learn(self, e: Entry, message_id: int) -> None:
@@ -516,6 +516,7 @@ class ChatMachine(RuleBasedStateMachine):
         assert cid not in self.chans
         uids = [d.user.user_id, *(u.user_id for u in members)]
         self.chans[cid] = Chan.new(cid, True, d.user.user_id, uids)
+        self.chans[cid].notice()  # pts 1: the GroupCreated notice
         self.focus = [cid]
 
     def new_pairs(self) -> list[tuple[Dev, User]]:
