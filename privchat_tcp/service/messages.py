@@ -130,8 +130,18 @@ class MessageService:
         #: who may write to whom in a direct channel (``SocialService.check_send``: blacklists,
         #: privacy); raises the refusal
         self.send_rule: Callable[[int, Channel], None] | None = None
-        #: the attachment rule (``FileService.check_message``), set by ``Services``
-        self.files: FileRules | None = None
+        self._files: FileRules | None = None
+        self._file_types: frozenset[int] = frozenset()
+
+    @property
+    def files(self) -> FileRules | None:
+        """The attachment rule (``FileService.check_message``), set by ``Services``."""
+        return self._files
+
+    @files.setter
+    def files(self, files: FileRules | None) -> None:
+        self._files = files
+        self._file_types = frozenset() if files is None else frozenset(files.message_types)
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -170,11 +180,13 @@ class MessageService:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, "only the server sends System messages")
         if check:
             check_content(self._log, self.channels, sender, channel, message_type, env)
-        files = self.files
-        if files is not None and message_type in files.message_types:
-            files.check_message(sender, message_type, payload, e2e)
+        if message_type in self._file_types:  # ``files.message_types``: the others pass
+            files = self.files
+            if files is not None:
+                files.check_message(sender, message_type, payload, e2e)
         ts = self._clock()
-        if channel.channel_type == GROUP:
+        channel_type = channel.channel_type
+        if channel_type == GROUP:
             member = channel.members[sender]
             if member.mute_until == -1 or member.mute_until > ts:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
@@ -190,7 +202,7 @@ class MessageService:
                 0,
                 message_id,
                 channel_id,
-                channel.channel_type,
+                channel_type,
                 sender,
                 device,
                 local_id,

@@ -35,12 +35,14 @@ class SendQuota:
         #: user id -> [tokens, as of]; only users whose bucket is not full (swept)
         self._buckets: dict[int, list[float]] = {}
         self._swept = monotonic()
+        self._sweep_at = self._swept + SWEEP_INTERVAL  # the next ``_sweep``
+        self._user_bytes = log.user_bytes
 
     def take(self, user_id: int, nbytes: int) -> None:
         """Admit a message of ``nbytes`` from ``user_id`` (taking its bytes from the bucket),
         or raise ServiceError: TOO_LARGE past the stored quota, RATE_LIMITED past the rate."""
         limit = self.stored_limit
-        if limit and self._log.user_bytes(user_id) + nbytes > limit:
+        if limit and self._user_bytes(user_id) + nbytes > limit:
             raise ServiceError(
                 ErrorCode.STORAGE_QUOTA_EXCEEDED, "storage quota exceeded", Status.TOO_LARGE
             )
@@ -48,26 +50,26 @@ class SendQuota:
         if not rate:
             return
         now = self._monotonic()
-        burst = self.burst
         bucket = self._buckets.get(user_id)
-        if bucket is None:
-            tokens = burst
-            bucket = self._buckets[user_id] = [burst, now]
+        if bucket is None:  # a full bucket admits any message (it may go into debt)
+            self._buckets[user_id] = [self.burst - nbytes, now]
         else:
+            burst = self.burst
             tokens = bucket[0] + (now - bucket[1]) * rate
             if tokens > burst:
                 tokens = burst
-        bucket[1] = now
-        if tokens < nbytes and tokens < burst:
-            bucket[0] = tokens
-            raise ServiceError(ErrorCode.SEND_MESSAGE_TOO_FAST, "sending too fast, retry later")
-        bucket[0] = tokens - nbytes
-        if now - self._swept > SWEEP_INTERVAL:
+            bucket[1] = now
+            if tokens < nbytes and tokens < burst:
+                bucket[0] = tokens
+                raise ServiceError(ErrorCode.SEND_MESSAGE_TOO_FAST, "sending too fast, retry later")
+            bucket[0] = tokens - nbytes
+        if now > self._sweep_at:
             self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         """Forget the buckets that are full again (nothing left to remember)."""
         self._swept = now
+        self._sweep_at = now + SWEEP_INTERVAL
         rate, burst = self.rate, self.burst
         for user_id, (tokens, at) in list(self._buckets.items()):
             if tokens + (now - at) * rate >= burst:
