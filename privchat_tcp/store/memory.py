@@ -454,6 +454,7 @@ class MemoryStore(Store):
 
     def put_doc(self, user_id: int, kind: str, doc: dict[str, Any]) -> None:
         self._docs[(user_id, kind)] = dict(doc)
+        self.contacts_version += 1
 
     # friends and blacklists ------------------------------------------------------
     def put_friend_request(self, request: FriendRequest) -> None:
@@ -477,10 +478,12 @@ class MemoryStore(Store):
             return
         self._friends.setdefault(user_a, {})[user_b] = now_ms
         self._friends.setdefault(user_b, {})[user_a] = now_ms
+        self.contacts_version += 1
 
     def remove_friends(self, user_a: int, user_b: int) -> None:
         self._friends.get(user_a, {}).pop(user_b, None)
         self._friends.get(user_b, {}).pop(user_a, None)
+        self.contacts_version += 1
 
     def friends_since(self, user_a: int, user_b: int) -> int | None:
         return self._friends.get(user_a, {}).get(user_b)
@@ -490,9 +493,11 @@ class MemoryStore(Store):
 
     def block(self, user_id: int, target_id: int, now_ms: int) -> None:
         self._blocked.setdefault(user_id, {}).setdefault(target_id, now_ms)
+        self.contacts_version += 1
 
     def unblock(self, user_id: int, target_id: int) -> None:
         self._blocked.get(user_id, {}).pop(target_id, None)
+        self.contacts_version += 1
 
     def blocked_at(self, user_id: int, target_id: int) -> int | None:
         blocked = self._blocked.get(user_id)  # no empty dict per call: the MS send rule asks
