@@ -28,6 +28,7 @@ from .model import (
     Channel,
     DedupEntry,
     Record,
+    SendResult,
 )
 from .ports import CursorStore, DedupStore, Delivery, MessageLog, ReadStore
 from .quotas import SendQuota
@@ -66,21 +67,6 @@ RECORD_FIELDS_BYTES = 64
 def record_bytes(record: Record) -> int:
     """About what one record takes in a page or a push: the bound of ``max_reply_bytes``."""
     return len(record.payload) + len(record.content) + RECORD_FIELDS_BYTES
-
-
-class SendResult:
-    """What a commit (or the retry of one) answers: the message's id, pts and time."""
-
-    __slots__ = ("message_id", "pts", "channel_id", "timestamp", "duplicate")
-
-    def __init__(
-        self, message_id: int, pts: int, channel_id: int, timestamp: int, duplicate: bool
-    ) -> None:
-        self.message_id = message_id
-        self.pts = pts
-        self.channel_id = channel_id
-        self.timestamp = timestamp
-        self.duplicate = duplicate
 
 
 class DeviceMarks:
