@@ -480,7 +480,7 @@ class Session:
         durability = self._durability
         before = durability.write_seq
         conn = self.conn
-        head = tail = b""
+        head = b""  # and ``tail``, once ``head`` is set
         fast_ping = True  # False: the handler answers PINGs, not the fast path
         rest: list[Frame] = []
         it = iter(frames)
