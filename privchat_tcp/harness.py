@@ -174,8 +174,8 @@ class Harness:
     def turn(self) -> None:
         """The end of an event-loop turn: run what was scheduled (the hub's flush), and drive
         spawned coroutines (blocking work runs inline here) to completion."""
-        scheduled, spawned = self._scheduled, self.spawned  # bound in __init__: never replaced
-        while scheduled or spawned:
+        while self._scheduled or self.spawned:
+            scheduled, spawned = self._scheduled, self.spawned
             while spawned:
                 coro = spawned.pop(0)
                 try:
