@@ -10,7 +10,7 @@ saves about 200 bytes per record over boxed ints.
 
 cimport cython
 
-__all__ = ["Record", "DedupEntry"]
+__all__ = ["Record", "DedupEntry", "SendResult"]
 
 
 @cython.no_gc
@@ -111,3 +111,36 @@ cdef class DedupEntry:
     def __repr__(self):
         return (f"DedupEntry(message_id={self.message_id!r}, pts={self.pts!r}, "
                 f"channel_id={self.channel_id!r}, timestamp={self.timestamp!r})")
+
+
+@cython.no_gc
+@cython.final
+cdef class SendResult:
+    cdef public long long message_id
+    cdef public long long pts
+    cdef public long long channel_id
+    cdef public long long timestamp
+    cdef public bint duplicate
+
+    def __init__(self, long long message_id, long long pts, long long channel_id,
+                 long long timestamp, bint duplicate):
+        self.message_id = message_id
+        self.pts = pts
+        self.channel_id = channel_id
+        self.timestamp = timestamp
+        self.duplicate = duplicate
+
+    def __eq__(self, other):
+        if type(other) is not SendResult:
+            return NotImplemented
+        cdef SendResult o = <SendResult>other
+        return (self.message_id == o.message_id and self.pts == o.pts
+                and self.channel_id == o.channel_id and self.timestamp == o.timestamp
+                and self.duplicate == o.duplicate)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"SendResult(message_id={self.message_id!r}, pts={self.pts!r}, "
+                f"channel_id={self.channel_id!r}, timestamp={self.timestamp!r}, "
+                f"duplicate={bool(self.duplicate)!r})")

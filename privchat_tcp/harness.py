@@ -175,16 +175,17 @@ class Harness:
         """The end of an event-loop turn: run what was scheduled (the hub's flush), and drive
         spawned coroutines (blocking work runs inline here) to completion."""
         while self._scheduled or self.spawned:
-            while self.spawned:
-                coro = self.spawned.pop(0)
+            scheduled, spawned = self._scheduled, self.spawned
+            while spawned:
+                coro = spawned.pop(0)
                 try:
                     coro.send(None)
                 except StopIteration:
                     pass
                 else:  # pragma: no cover - the harness's run_blocking never suspends
                     raise AssertionError("a spawned coroutine suspended")
-            while self._scheduled:
-                self._scheduled.pop(0)()
+            while scheduled:
+                scheduled.pop(0)()
 
     def user(self, name: str) -> User:
         """A user created directly in the store (no password hashing)."""

@@ -425,6 +425,19 @@ class StoreContract:
         store.unblock(1, 2)  # no-op
         assert store.blocked_at(1, 2) is None and store.blacklist(1) == [(3, NOW + 1)]
 
+    def test_contacts_version_changes_with_every_contacts_write(self, store: Store) -> None:
+        writes = [
+            lambda: store.block(1, 2, NOW),
+            lambda: store.unblock(1, 2),
+            lambda: store.add_friends(1, 2, NOW),
+            lambda: store.remove_friends(1, 2),
+            lambda: store.put_doc(2, "privacy", {"allow_receive_message_from_non_friend": False}),
+        ]
+        for write in writes:
+            before = store.contacts_version
+            write()
+            assert store.contacts_version != before
+
     def test_qrcodes_by_key_and_creator_and_replaced(self, store: Store) -> None:
         a = QRCode("k1", "user", 1, 1, "t", NOW, max_usage=2)
         store.put_qrcode(a)

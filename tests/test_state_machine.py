@@ -194,7 +194,8 @@ class Chan:
         return sum(1 for e in self.log[after:] if not e.event and not e.revoked and e.sender != uid)
 
     def notice(self) -> None:
-        """A group notice (the creation, a join, a leave) at the next pts; its id is learnt when seen."""
+        """A group notice (the creation, a join, a leave) at the next pts; its id is learnt
+        when seen."""
         self.log.append(Entry(self.pts + 1, 0, SYSTEM_USER_ID))
 
     def learn(self, e: Entry, message_id: int) -> None:

@@ -126,6 +126,14 @@ def test_record_twins_behave_alike(impl: ModuleType) -> None:
     assert (d.message_id, d.pts, d.channel_id, d.timestamp) == (1, 2, 3, 4)
     assert d == impl.DedupEntry(1, 2, 3, 4) and d != impl.DedupEntry(1, 2, 3, 5)
     assert repr(d) == repr(_record_py.DedupEntry(1, 2, 3, 4))
+    big = (1 << 62) + 5
+    s = impl.SendResult(big, 2, 3, 4, True)
+    assert (s.message_id, s.pts, s.channel_id, s.timestamp, s.duplicate) == (big, 2, 3, 4, True)
+    assert s.duplicate is True and impl.SendResult(1, 2, 3, 4, False).duplicate is False
+    assert s == impl.SendResult(big, 2, 3, 4, True) and s != impl.SendResult(big, 2, 3, 4, False)
+    assert repr(s) == repr(_record_py.SendResult(big, 2, 3, 4, True))
+    with pytest.raises(TypeError):
+        hash(s)
 
 
 def test_the_compiled_records_stay_out_of_the_gc() -> None:
@@ -133,6 +141,7 @@ def test_the_compiled_records_stay_out_of_the_gc() -> None:
         pytest.skip("the pure-Python records are ordinary GC objects")
     assert not gc.is_tracked(base.Record(**FIELDS))
     assert not gc.is_tracked(base.DedupEntry(1, 2, 3, 4))
+    assert not gc.is_tracked(base.SendResult(1, 2, 3, 4, False))
 
 
 def test_committed_messages_leave_nothing_for_the_gc_to_walk() -> None:

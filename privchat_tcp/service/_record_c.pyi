@@ -4,5 +4,6 @@ It mirrors _record_py."""
 
 from ._record_py import DedupEntry as DedupEntry
 from ._record_py import Record as Record
+from ._record_py import SendResult as SendResult
 
-__all__ = ["Record", "DedupEntry"]
+__all__ = ["Record", "DedupEntry", "SendResult"]

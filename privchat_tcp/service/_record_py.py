@@ -1,10 +1,11 @@
 """The store's per-message objects, pure Python (the spec of ``ext/_record_c.pyx``).
 
 ``Record`` is one committed event of a channel's log, ``DedupEntry`` what a retried MS answers
-with. The compiled twin has the same constructor, fields, equality and repr, and is invisible to
-the cyclic garbage collector (``cython.no_gc``): a server keeps millions of these, and every
-full collection would otherwise walk all of them (measured: one collection held the event loop
-for 585 ms after about a million messages). ``privchat_tcp.service.model`` picks the twin
+with, ``SendResult`` what a commit (or its retry) answers, once per MS. Each compiled twin has
+the same constructor, fields, equality and repr, and is invisible to the cyclic garbage
+collector (``cython.no_gc``): a server keeps millions of these, and every full collection
+would otherwise walk all of them (measured: one collection held the event loop for 585 ms
+after about a million messages). ``privchat_tcp.service.model`` picks the twin
 (``_ext``).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Record", "DedupEntry"]
+__all__ = ["Record", "DedupEntry", "SendResult"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,3 +51,14 @@ class DedupEntry:
     pts: int
     channel_id: int
     timestamp: int
+
+
+@dataclasses.dataclass(slots=True)
+class SendResult:
+    """What a commit (or the retry of one) answers: the message's id, pts and time."""
+
+    message_id: int
+    pts: int
+    channel_id: int
+    timestamp: int  # unix ms
+    duplicate: bool  # the retry of a committed message

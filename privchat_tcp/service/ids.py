@@ -1,31 +1,24 @@
-"""Message ids: snowflakes, drawn on the event loop's thread with the time passed in."""
+"""Message ids: snowflakes, drawn on the event loop's thread with the time passed in.
+
+``Snowflake.next`` runs once per MS: it has a compiled twin (``ext/_ids_c.pyx``) picked by
+``_ext``, the pure one (``_ids_py.py``) its spec; tests draw the same ids from both.
+"""
 
 from __future__ import annotations
 
-__all__ = ["Snowflake"]
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from .._ext import twins
 
-class Snowflake:
-    """41-bit ms since 2024-01-01, 5-bit datacenter, 5-bit machine, 12-bit sequence."""
+__all__ = ["Snowflake", "IMPL", "impl_py", "impl_c"]
 
-    EPOCH_MS = 1_704_067_200_000
+_twins = twins("privchat_tcp.service", "ids")
+impl_py: ModuleType = _twins.impl_py
+impl_c: ModuleType | None = _twins.impl_c
+IMPL = _twins.name
 
-    def __init__(self, datacenter: int, machine: int) -> None:
-        self._node = (datacenter << 17) | (machine << 12)
-        self._last = 0
-        self._seq = 0
-
-    def next(self, now: int) -> int:
-        """The next id; ``now`` is the current unix ms.
-
-        Not thread-safe: ids are drawn on the event loop's thread, like every store write."""
-        ms = now - self.EPOCH_MS
-        if ms <= self._last:
-            ms = self._last
-            self._seq = (self._seq + 1) & 0xFFF
-            if self._seq == 0:  # 4096 ids in one ms: borrow the next ms
-                ms += 1
-        else:
-            self._seq = 0
-        self._last = ms
-        return (ms << 22) | self._node | self._seq
+if TYPE_CHECKING:
+    from ._ids_py import Snowflake
+else:
+    Snowflake = _twins.impl.Snowflake

@@ -28,6 +28,7 @@ from .model import (
     Channel,
     DedupEntry,
     Record,
+    SendResult,
 )
 from .ports import CursorStore, DedupStore, Delivery, MessageLog, ReadStore
 from .quotas import SendQuota
@@ -66,21 +67,6 @@ RECORD_FIELDS_BYTES = 64
 def record_bytes(record: Record) -> int:
     """About what one record takes in a page or a push: the bound of ``max_reply_bytes``."""
     return len(record.payload) + len(record.content) + RECORD_FIELDS_BYTES
-
-
-class SendResult:
-    """What a commit (or the retry of one) answers: the message's id, pts and time."""
-
-    __slots__ = ("message_id", "pts", "channel_id", "timestamp", "duplicate")
-
-    def __init__(
-        self, message_id: int, pts: int, channel_id: int, timestamp: int, duplicate: bool
-    ) -> None:
-        self.message_id = message_id
-        self.pts = pts
-        self.channel_id = channel_id
-        self.timestamp = timestamp
-        self.duplicate = duplicate
 
 
 class DeviceMarks:
@@ -130,8 +116,18 @@ class MessageService:
         #: who may write to whom in a direct channel (``SocialService.check_send``: blacklists,
         #: privacy); raises the refusal
         self.send_rule: Callable[[int, Channel], None] | None = None
-        #: the attachment rule (``FileService.check_message``), set by ``Services``
-        self.files: FileRules | None = None
+        self._files: FileRules | None = None
+        self._file_types: frozenset[int] = frozenset()
+
+    @property
+    def files(self) -> FileRules | None:
+        """The attachment rule (``FileService.check_message``), set by ``Services``."""
+        return self._files
+
+    @files.setter
+    def files(self, files: FileRules | None) -> None:
+        self._files = files
+        self._file_types = frozenset() if files is None else frozenset(files.message_types)
 
     # ---- sending -------------------------------------------------------------------------------
     def send(
@@ -172,11 +168,13 @@ class MessageService:
             extra = check_content(self._log, self.channels, sender, channel, message_type, env)
             if extra is not None and payload and env is not None:
                 payload = push_payload(env, extra)  # what receivers see (reference 10.2)
-        files = self.files
-        if files is not None and message_type in files.message_types:
-            files.check_message(sender, message_type, payload, e2e)
+        if message_type in self._file_types:  # ``files.message_types``: the others pass
+            files = self.files
+            if files is not None:
+                files.check_message(sender, message_type, payload, e2e)
         ts = self._clock()
-        if channel.channel_type == GROUP:
+        channel_type = channel.channel_type
+        if channel_type == GROUP:
             member = channel.members[sender]
             if member.mute_until == -1 or member.mute_until > ts:
                 raise ServiceError(ErrorCode.MEMBER_MUTED, "you are muted in this group")
@@ -192,7 +190,7 @@ class MessageService:
                 0,
                 message_id,
                 channel_id,
-                channel.channel_type,
+                channel_type,
                 sender,
                 device,
                 local_id,

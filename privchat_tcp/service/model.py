@@ -1,6 +1,7 @@
 """The data model the services and every store share: plain values, no I/O.
 
-``Record`` (one committed event of a channel's log) and ``DedupEntry`` have a compiled twin
+``Record`` (one committed event of a channel's log), ``DedupEntry`` and ``SendResult`` (what
+an MS's commit answers) have a compiled twin
 (``ext/_record_c.pyx``) picked by ``_ext``; a record is never changed by the service after it
 is committed (the store's ``mark_revoked`` is the one change the log allows).
 """
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING
 from .._ext import twins
 
 if TYPE_CHECKING:
-    from ._record_py import DedupEntry, Record
+    from ._record_py import DedupEntry, Record, SendResult
 else:  # the compiled twin keeps the store's millions of records out of the cyclic GC
     _records = twins("privchat_tcp.service", "record")
     Record = _records.impl.Record
     DedupEntry = _records.impl.DedupEntry
+    SendResult = _records.impl.SendResult
 
 __all__ = [
     "User",
@@ -25,6 +27,7 @@ __all__ = [
     "Member",
     "Record",
     "DedupEntry",
+    "SendResult",
     "KIND_MESSAGE",
     "KIND_REVOKE",
     "SYSTEM_MESSAGE",

@@ -294,7 +294,15 @@ class ProfileStore(abc.ABC):
 
 
 class SocialStore(abc.ABC):
-    """Friend requests, friendships (symmetric) and blacklists (one-way)."""
+    """Friend requests, friendships (symmetric) and blacklists (one-way).
+
+    ``contacts_version`` changes with every write of a friendship or a blacklist entry
+    (``add_friends``, ``remove_friends``, ``block``, ``unblock``) and, in a store that is also
+    the ``ProfileStore``, of a user document (``put_doc``: the privacy flags): a cache of
+    rules read from them (the direct send rule, ``SocialService.check_send``) is valid while
+    it has not changed."""
+
+    contacts_version: int = 0
 
     @abc.abstractmethod
     def put_friend_request(self, request: FriendRequest) -> None:

@@ -10,68 +10,27 @@
 
 The rules only: the clock is passed in (``monotonic``). Per process: several processes behind
 a balancer each keep their own buckets (the stored bytes are the store's).
+
+``SendQuota`` is taken once per MS: it has a compiled twin (``ext/_quota_c.pyx``) picked by
+``_ext``, the pure one (``_quota_py.py``) its spec; tests drive both with the same clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from ..config import Settings
-from ..errors import ErrorCode, ServiceError, Status
-from .ports import MessageLog
+from .._ext import twins
+from ._quota_py import SWEEP_INTERVAL
 
-__all__ = ["SendQuota"]
+__all__ = ["SendQuota", "SWEEP_INTERVAL", "IMPL", "impl_py", "impl_c"]
 
-SWEEP_INTERVAL = 1.0
+_twins = twins("privchat_tcp.service", "quota")
+impl_py: ModuleType = _twins.impl_py
+impl_c: ModuleType | None = _twins.impl_c
+IMPL = _twins.name
 
-
-class SendQuota:
-    def __init__(self, settings: Settings, log: MessageLog, monotonic: Callable[[], float]) -> None:
-        self.rate = float(settings.rate_bytes_per_user)
-        self.burst = float(settings.burst_bytes_per_user)
-        self.stored_limit = settings.max_stored_bytes_per_user
-        self._log = log
-        self._monotonic = monotonic
-        #: user id -> [tokens, as of]; only users whose bucket is not full (swept)
-        self._buckets: dict[int, list[float]] = {}
-        self._swept = monotonic()
-
-    def take(self, user_id: int, nbytes: int) -> None:
-        """Admit a message of ``nbytes`` from ``user_id`` (taking its bytes from the bucket),
-        or raise ServiceError: TOO_LARGE past the stored quota, RATE_LIMITED past the rate."""
-        limit = self.stored_limit
-        if limit and self._log.user_bytes(user_id) + nbytes > limit:
-            raise ServiceError(
-                ErrorCode.STORAGE_QUOTA_EXCEEDED, "storage quota exceeded", Status.TOO_LARGE
-            )
-        rate = self.rate
-        if not rate:
-            return
-        now = self._monotonic()
-        burst = self.burst
-        bucket = self._buckets.get(user_id)
-        if bucket is None:
-            tokens = burst
-            bucket = self._buckets[user_id] = [burst, now]
-        else:
-            tokens = bucket[0] + (now - bucket[1]) * rate
-            if tokens > burst:
-                tokens = burst
-        bucket[1] = now
-        if tokens < nbytes and tokens < burst:
-            bucket[0] = tokens
-            raise ServiceError(ErrorCode.SEND_MESSAGE_TOO_FAST, "sending too fast, retry later")
-        bucket[0] = tokens - nbytes
-        if now - self._swept > SWEEP_INTERVAL:
-            self._sweep(now)
-
-    def _sweep(self, now: float) -> None:
-        """Forget the buckets that are full again (nothing left to remember)."""
-        self._swept = now
-        rate, burst = self.rate, self.burst
-        for user_id, (tokens, at) in list(self._buckets.items()):
-            if tokens + (now - at) * rate >= burst:
-                del self._buckets[user_id]
-
-    def bucket_count(self) -> int:
-        return len(self._buckets)
+if TYPE_CHECKING:
+    from ._quota_py import SendQuota
+else:
+    SendQuota = _twins.impl.SendQuota

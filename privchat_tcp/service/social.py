@@ -55,6 +55,9 @@ __all__ = [
     "SOURCES",
 ]
 
+#: how many allowed (sender, direct channel) pairs ``check_send`` remembers (then forgets all)
+SEND_ALLOWED_MAX = 100_000
+
 #: the account privacy flags of reference 7.1, all true by default (stored as ProfileStore
 #: document kind "privacy", with ``updated_at`` in unix ms)
 PRIVACY_FLAGS = (
@@ -232,6 +235,8 @@ class SocialService:
         self.privacy = privacy
         self.notifier = notifier
         self._clock = clock
+        #: (sender, direct channel id) -> the ``contacts_version`` its message was allowed at
+        self._send_allowed: dict[tuple[int, int], int] = {}
 
     # ---- lookups -------------------------------------------------------------------------------
     def user(self, user_id: int) -> User:
@@ -249,16 +254,27 @@ class SocialService:
 
     # ---- the send rule -------------------------------------------------------------------------
     def check_send(self, sender: int, channel: Channel) -> None:
-        """Refuse a message in a direct channel the peer does not take from ``sender``."""
+        """Refuse a message in a direct channel the peer does not take from ``sender``.
+
+        An allowed (sender, channel) is remembered until the store's ``contacts_version``
+        changes (a block, an unblock, a friendship, a privacy change): the next message
+        after such a change is checked again (the MS hot path)."""
         if channel.channel_type != DIRECT:
+            return
+        key = (sender, channel.channel_id)
+        version = self._social.contacts_version
+        allowed = self._send_allowed
+        if allowed.get(key) == version:
             return
         peer = sender
         for uid in channel.members:
             if uid != sender:
                 peer = uid
-        if peer == sender:
-            return
-        self.check_contact(sender, peer)
+        if peer != sender:
+            self.check_contact(sender, peer)
+        if len(allowed) >= SEND_ALLOWED_MAX:
+            allowed.clear()
+        allowed[key] = version
 
     def check_contact(self, sender: int, peer: int) -> None:
         """The refusal of ``sender`` writing to ``peer`` (a message, a direct chat)."""

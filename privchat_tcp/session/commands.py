@@ -16,7 +16,7 @@ from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.params import parse_body
 from ..rpc.safejson import check_stored, is_envelope, loads
-from ..service.content import needs_check
+from ..service.content import TEXT, needs_check
 from ..service.model import Channel, Record
 from ..wire import compression as _compression
 from ..wire import pbwire
@@ -146,17 +146,35 @@ def logout(session: Session, seq: int, flags: int, body: bytes) -> None:
 
 # ---- messages ---------------------------------------------------------------------------------
 _FAST_MS = pbwire.DECODE_SEND_IS_FAST
+_decode_send = pbwire.decode_send_request
+_send_response = pbwire.send_response
+_MS = int(Cmd.MS)
+_TEXT = TEXT
 
 
 def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
     services = session.deps.services
     e2e = flags & ENC_MASK == ENC_E2E
     # the usual MS without a protobuf object (compiled only: the pure decoder is slower)
-    fast = pbwire.decode_send_request(body) if _FAST_MS else None
-    if fast is not None and fast[2]:
+    fast = _decode_send(body) if _FAST_MS else None
+    if fast is not None and fast[2]:  # addressed by channel id, a payload and no MessageContent
         client_seq, local_id, channel_id, channel_type, message_type, payload = fast
         channel = services.channels.resolve_target(session.user_id, channel_id, channel_type, 0, 0)
         content = b""
+        if e2e:
+            check, env = False, None
+        else:
+            if payload and (payload[:1] == b"{" or is_envelope(payload)):
+                check_stored(payload, session.deps.settings.json_max_depth)  # what views parse
+            if message_type == _TEXT and not (
+                b"@" in payload
+                or b"reply_to" in payload
+                or b"mention" in payload
+                or b"metadata" in payload
+            ):  # plain text (``needs_check``, inline): no parse, as ``_rules_envelope`` says
+                check, env = False, None
+            else:
+                check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
     else:
         req = pb.SendMessageRequest.FromString(body)
         client_seq, local_id, message_type = req.client_seq, req.local_message_id, req.message_type
@@ -179,22 +197,17 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
             content = req.content.SerializeToString()
         else:
             content = b""
-    if not e2e and payload and (payload[:1] == b"{" or is_envelope(payload)):
-        check_stored(payload, session.deps.settings.json_max_depth)  # what the views will parse
-    if e2e:
-        check, env = False, None
-    elif fast is not None and fast[2]:  # a payload and no MessageContent
-        if needs_check(message_type, payload):
-            check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
-        else:  # plain text: no parse (``_rules_envelope`` would say the same)
+        if not e2e and payload and (payload[:1] == b"{" or is_envelope(payload)):
+            check_stored(payload, session.deps.settings.json_max_depth)  # what the views parse
+        if e2e:
             check, env = False, None
-    else:
-        check, env = _rules_envelope(
-            message_type,
-            payload,
-            req.content if req.HasField("content") else None,
-            session.deps.settings,
-        )
+        else:
+            check, env = _rules_envelope(
+                message_type,
+                payload,
+                req.content if req.HasField("content") else None,
+                session.deps.settings,
+            )
     result = services.messages.send(
         session.user_id,
         session.device_id,
@@ -208,10 +221,12 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
         check=check,
         env=env,
     )
-    session.reply(
+    if session.pending:  # ``Session.reply``, inline
+        session.materialize()
+    session.conn.send_response(
         seq,
-        Cmd.MS,
-        pbwire.send_response(
+        _MS,
+        _send_response(
             client_seq,
             result.message_id,
             result.pts,

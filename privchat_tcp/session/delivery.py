@@ -119,6 +119,7 @@ class Deliverer:
         #: channel -> the pts of the last record delivered live (what a READY session whose
         #: catch-up was complete has, when it ends: ``session_ended``)
         self.delivered: dict[int, int] = {}
+        self._large = settings.large_group_threshold
 
     def large(self, channel: Channel) -> bool:
         return len(channel.members) > self.settings.large_group_threshold
@@ -137,7 +138,14 @@ class Deliverer:
                 self._waiting = True
                 d.when_durable(d.write_seq, self._release)
             return
-        self._deliver(channel, record, origin)
+        # ``_deliver``, inline (the MS hot path)
+        self.delivered[channel.channel_id] = record.pts
+        members = channel.members
+        if len(members) > self._large:  # ``mode``, inline
+            body = pbwire.notify(channel.channel_id, channel.channel_type, record.pts)
+            self.hub.fan_out(members, body, NOTIFY, origin)
+        else:
+            self.hub.fan_out(members, push_body(record), E2E if record.e2e else BATCH, origin)
 
     def _release(self) -> None:
         self._waiting = False

@@ -127,24 +127,28 @@ class Hub:
     def fan_out(self, members: Iterable[int], body: bytes, mode: int, origin: str | None) -> None:
         """Queue ``body`` on every READY session of ``members`` but the origin, by the
         delivery mode (``delivery.BATCH``, ``E2E`` or ``NOTIFY``)."""
-        by_user = self._by_user
         skip = self._by_id.get(origin) if origin is not None else None
         dirty = self._dirty
-        for uid in members:
-            devices = by_user.get(uid)
-            if devices is None:
-                continue
-            for s in devices.values():
-                if s is skip or not s.ready:
-                    continue
-                if mode == BATCH:
-                    s.enqueue(body)
-                elif mode == E2E:
-                    s.push_now(Cmd.MPS, body, e2e=True)
-                else:
-                    s.push_now(Cmd.MN, body)
-                dirty[s] = None
-        self._kick()
+        if mode == BATCH:  # the usual mode, its own loop (no test per recipient)
+            for devices in map(self._by_user.get, members):
+                if devices is not None:
+                    for s in devices.values():
+                        if s.ready and s is not skip:
+                            s.enqueue(body)
+                            dirty[s] = None
+        else:
+            for devices in map(self._by_user.get, members):
+                if devices is not None:
+                    for s in devices.values():
+                        if s.ready and s is not skip:
+                            if mode == E2E:
+                                s.push_now(Cmd.MPS, body, e2e=True)
+                            else:
+                                s.push_now(Cmd.MN, body)
+                            dirty[s] = None
+        if dirty and not self._flush_scheduled:  # ``_kick``, inline
+            self._flush_scheduled = True
+            self._schedule(self.flush)
 
     def publish(self, channel: Channel, body: bytes, origin: str | None) -> None:
         """A PUB to the channel's subscribers that are still its members."""

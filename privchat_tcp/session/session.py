@@ -39,7 +39,7 @@ from ..proto import privchat_pb2 as pb
 from ..rpc.safejson import dumps as _json_dumps
 from ..rpc.table import PasswordGuard, RpcContext, UnlimitedPasswords
 from ..wire import pbwire
-from ..wire.commands import ENC_MASK, ENC_RSA, TRANSFORM_MASK, Cmd
+from ..wire.commands import ENC_MASK, ENC_RSA, FLOW_RESPONSE, TRANSFORM_MASK, Cmd
 from ..wire.connection import Connection
 from ..wire.frame import Frame
 from ..wire.frame import encode_header as _encode_header
@@ -274,6 +274,8 @@ class Session:
         "out_room",
         "_rpc",
         "_durability",
+        "_server",
+        "_handlers",
         "__weakref__",
     )
 
@@ -281,6 +283,8 @@ class Session:
         self.deps = deps
         self.link = link
         self._durability = deps.services.durability  # ``handle`` reads it every read
+        self._server = deps.server  # ``handle`` reads ``draining`` every read of PINGs
+        self._handlers = deps.commands.handlers
         self.conn = Connection(deps.settings.max_body_prelogin)
         self.state = SessionState.ANONYMOUS
         self.user_id = 0
@@ -389,7 +393,7 @@ class Session:
         """Turn queued push bodies into MPS / MPB frames, in order."""
         pending = self.pending
         if len(pending) == 1:
-            self.conn.send_push(Cmd.MPS, pending[0])
+            self.conn.send_push(_MPS, pending[0])
         else:
             start = 0
             size = 0
@@ -399,7 +403,7 @@ class Session:
                     self._send_batch(pending[start:i])
                     start, size = i, len(body) + 6
             self._send_batch(pending[start:])
-        pending.clear()
+        del pending[:]
 
     def _send_batch(self, bodies: list[bytes]) -> None:
         if len(bodies) == 1:
@@ -475,45 +479,32 @@ class Session:
         handled per call, so a single large reply gets through."""
         durability = self._durability
         before = durability.write_seq
-        rest = self._handle(frames)
-        if durability.write_seq != before:
-            self.hold = durability.write_seq
-        return rest
-
-    def hold_for_pending_writes(self) -> None:
-        """Hold the queued output until every write so far is durable (what it shows may
-        depend on them: a catch-up, an asynchronous RPC's reply)."""
-        durability = self.deps.services.durability
-        if durability.write_seq > durability.durable_seq:
-            self.hold = durability.write_seq
-
-    def _handle(self, frames: list[Frame]) -> list[Frame]:
         conn = self.conn
-        commands = self.deps.commands
-        handlers = commands.handlers
-        head = tail = b""
+        head = b""  # and ``tail``, once ``head`` is set
         fast_ping = True  # False: the handler answers PINGs, not the fast path
-        queue = conn.queue_frame
+        rest: list[Frame] = []
         it = iter(frames)
         for seq, command, flags, status, body in it:
             if conn.closing:
-                return []
-            if command == 3 and not flags and not body and conn.cipher is None and fast_ping:
+                break
+            if command == 3 and fast_ping and not flags and not body and conn.cipher is None:
                 # PING with an empty body (health checks, heartbeats): the hot, trivial frame.
-                # The reply differs only in seq, so it is built once per batch.
+                # The reply differs only in seq: its bytes around the seq are cached (``pong``).
                 if not head:
-                    pong_body = pong()
-                    if self.deps.server.draining or (
-                        conn.compression and len(pong_body) >= conn.compress_threshold
+                    ms = _time_ns() // 1_000_000
+                    cache = _pong_cache
+                    if ms != cache[0]:
+                        _pong_refresh(ms)
+                    if self._server.draining or (
+                        conn.compression and len(cache[1]) >= conn.compress_threshold
                     ):
                         fast_ping = False  # the handler answers (draining: GOING_AWAY)
                     else:
                         if self.pending:
                             self.materialize()
-                        header = _encode_header(len(pong_body), 0, 3, 1, 0)
-                        head, tail = header[:5], header[9:] + pong_body
+                        head, tail = cache[2], cache[3]
                 if head:
-                    queue(head + seq.to_bytes(4, "big") + tail)
+                    conn.queue_frame(head + seq.to_bytes(4, "big") + tail)
                     continue
             try:
                 try:
@@ -524,10 +515,10 @@ class Session:
                             and conn.cipher is None
                             and not conn.encrypted
                         ):
-                            commands.login_encrypted(self, seq, flags, status, body)
+                            self.deps.commands.login_encrypted(self, seq, flags, status, body)
                             continue
                         body = conn.open_body(seq, command, flags, status, body)
-                    handler = handlers.get(command)
+                    handler = self._handlers.get(command)
                     if handler is None:
                         raise ServiceError(
                             ErrorCode.UNSUPPORTED_PROTOCOL, "unknown command", Status.UNSUPPORTED
@@ -542,7 +533,7 @@ class Session:
                     if exc.close:
                         self.end_reason = self.end_reason or _violation_reason(exc.status)
                         conn.close()
-                        return []
+                        break
                 except DecodeError:
                     self.error(
                         seq,
@@ -554,8 +545,18 @@ class Session:
             except Exception as exc:  # a handler failed, or answering it did: this frame only
                 self.internal_error(seq, command, exc)
             if conn.out_bytes > self.out_room:
-                return list(it)
-        return []
+                rest = list(it)
+                break
+        if durability.write_seq != before:
+            self.hold = durability.write_seq
+        return rest
+
+    def hold_for_pending_writes(self) -> None:
+        """Hold the queued output until every write so far is durable (what it shows may
+        depend on them: a catch-up, an asynchronous RPC's reply)."""
+        durability = self.deps.services.durability
+        if durability.write_seq > durability.durable_seq:
+            self.hold = durability.write_seq
 
     def refuse(self, frames: list[Frame], status: int, code: int, message: str) -> None:
         """Answer each frame with an error without handling it (the rate limit). On an
@@ -636,6 +637,7 @@ class Session:
 
 
 _PRELOGIN = frozenset((Cmd.LOGIN, Cmd.PING, Cmd.RPC))
+_MPS = int(Cmd.MPS)
 
 
 def _violation_reason(status: int) -> str:
@@ -643,7 +645,16 @@ def _violation_reason(status: int) -> str:
     return f"protocol violation ({STATUS_NAMES.get(status, str(status)).lower()})"
 
 
-_pong_cache: list[Any] = [0, b""]
+#: the PONG of the current millisecond: [ms, body, the plain frame's 5 bytes before the seq,
+#: its bytes after the seq (the rest of the header and the body)]
+_pong_cache: list[Any] = [-1, b"", b"", b""]
+_time_ns = time.time_ns
+
+
+def _pong_refresh(ms: int) -> None:
+    body = pbwire.pong(ms)
+    header = _encode_header(len(body), 0, Cmd.PING, FLOW_RESPONSE, 0)
+    _pong_cache[:] = (ms, body, header[:5], header[9:] + body)
 
 
 def pong() -> bytes:
@@ -652,10 +663,9 @@ def pong() -> bytes:
     Measured (100 connections x 32 PINGs in flight, one core): encoding the varint per frame
     took ~40% of the server's time; the cache and the inline fast path in ``handle`` doubled
     PING frames/s."""
-    ms = time.time_ns() // 1_000_000
+    ms = _time_ns() // 1_000_000
     if ms != _pong_cache[0]:
-        _pong_cache[0] = ms
-        _pong_cache[1] = pbwire.pong(ms)
+        _pong_refresh(ms)
     body: bytes = _pong_cache[1]
     return body
 

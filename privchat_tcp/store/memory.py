@@ -65,6 +65,9 @@ class MemoryStore(Store):
         # the two per-message indexes are sharded: one big dict's resize stalls every session
         self._by_message: ShardedMap[int, Record] = ShardedMap()
         self._dedup: ShardedMap[tuple[int, str, int], DedupEntry] = ShardedMap()
+        # their shard lists, indexed by the hot path (``commit``, ``dedup_get/put``)
+        self._message_shards = self._by_message.shards
+        self._dedup_shards = self._dedup.shards
         self._acks: dict[tuple[int, str], dict[int, int]] = {}
         # entity versions: family -> (entity_id -> (version, deleted)), kept in version order
         self._entities: dict[str, dict[str, tuple[int, bool]]] = {}
@@ -214,10 +217,11 @@ class MemoryStore(Store):
         user_bytes[sender] = (
             user_bytes.get(sender, 0) + len(record.payload) + len(record.content) + RECORD_BYTES
         )
-        if record.kind == KIND_MESSAGE:
+        kind = record.kind
+        if kind == KIND_MESSAGE:
             mid = record.message_id
-            self._by_message.shards[hash(mid) % SHARDS][mid] = record
-        elif record.kind == KIND_REVOKE:
+            self._message_shards[hash(mid) % SHARDS][mid] = record
+        elif kind == KIND_REVOKE:
             self._revokes[record.channel_id] = self._revokes.get(record.channel_id, 0) + 1
         return record
 
@@ -261,11 +265,11 @@ class MemoryStore(Store):
     # dedup ------------------------------------------------------------------------
     def dedup_get(self, sender: int, device: str, local_id: int) -> DedupEntry | None:
         key = (sender, device, local_id)
-        return self._dedup.shards[hash(key) % SHARDS].get(key)
+        return self._dedup_shards[hash(key) % SHARDS].get(key)
 
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
         key = (sender, device, local_id)
-        self._dedup.shards[hash(key) % SHARDS][key] = entry
+        self._dedup_shards[hash(key) % SHARDS][key] = entry
 
     def dedup_sweep(self, older_than: int) -> int:
         # one shard per call: entries are inserted in time order, so the expired ones lead
@@ -454,6 +458,7 @@ class MemoryStore(Store):
 
     def put_doc(self, user_id: int, kind: str, doc: dict[str, Any]) -> None:
         self._docs[(user_id, kind)] = dict(doc)
+        self.contacts_version += 1
 
     # friends and blacklists ------------------------------------------------------
     def put_friend_request(self, request: FriendRequest) -> None:
@@ -477,10 +482,12 @@ class MemoryStore(Store):
             return
         self._friends.setdefault(user_a, {})[user_b] = now_ms
         self._friends.setdefault(user_b, {})[user_a] = now_ms
+        self.contacts_version += 1
 
     def remove_friends(self, user_a: int, user_b: int) -> None:
         self._friends.get(user_a, {}).pop(user_b, None)
         self._friends.get(user_b, {}).pop(user_a, None)
+        self.contacts_version += 1
 
     def friends_since(self, user_a: int, user_b: int) -> int | None:
         return self._friends.get(user_a, {}).get(user_b)
@@ -490,9 +497,11 @@ class MemoryStore(Store):
 
     def block(self, user_id: int, target_id: int, now_ms: int) -> None:
         self._blocked.setdefault(user_id, {}).setdefault(target_id, now_ms)
+        self.contacts_version += 1
 
     def unblock(self, user_id: int, target_id: int) -> None:
         self._blocked.get(user_id, {}).pop(target_id, None)
+        self.contacts_version += 1
 
     def blocked_at(self, user_id: int, target_id: int) -> int | None:
         blocked = self._blocked.get(user_id)  # no empty dict per call: the MS send rule asks

@@ -336,8 +336,9 @@ class Connection:
 
     def send_response(self, seq: int, command: int, body: bytes, e2e: bool = False) -> None:
         if self.cipher is None and not self.compression:  # the common case, inline
-            self._out.append(_encode_header(len(body), seq, command, FLOW_RESPONSE, 0) + body)
-            self.out_bytes += len(body) + 12
+            n = len(body)
+            self._out.append(_encode_header(n, seq, command, FLOW_RESPONSE, 0) + body)
+            self.out_bytes += n + 12
         else:
             self.send(seq, command, FLOW_RESPONSE, 0, body, e2e)
 
@@ -346,7 +347,12 @@ class Connection:
 
     def send_push(self, command: int, body: bytes, status: int = 0, e2e: bool = False) -> None:
         self.push_seq = seq = (self.push_seq + 1) & 0xFFFFFFFF
-        self.send(seq, command, FLOW_PUSH, status, body, e2e)
+        if self.cipher is None and not self.compression:  # the common case, ``send`` inline
+            n = len(body)
+            self._out.append(_encode_header(n, seq, command, FLOW_PUSH, status) + body)
+            self.out_bytes += n + 12
+        else:
+            self.send(seq, command, FLOW_PUSH, status, body, e2e)
 
     def end_session(self, status: int, code: int, message: str) -> None:
         """LOGOUT flow 2 with the reason, then close (PROTOCOL.md section 8)."""
@@ -395,7 +401,7 @@ class Connection:
         out = self._out
         if not out:
             return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        data = b"".join(out)  # one frame: the frame itself, not a copy
+        del out[:]
         self.out_bytes = 0
         return data
