@@ -83,6 +83,10 @@ def test_a_full_disk_refuses_writes_and_recovers(
             except TimeoutError:
                 unacked.append(local)  # not acknowledged (held, or just slow): resent below
             local += 1
+        # an ACK (bob's client acknowledges what it was pushed, here and in the fill above)
+        # holds none of bob's output: a cursor acknowledges nothing, and one queued just
+        # before the disk filled would never be durable (``Session.ack_span``)
+        bob.ack(dm, 1)
         # other sessions: state changes are refused at once with a clear status ...
         with pytest.raises(ServiceError) as err:
             await asyncio.wait_for(bob.send(dm, "refused", local_message_id=5), 5)

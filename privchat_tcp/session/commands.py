@@ -331,9 +331,15 @@ def mr(session: Session, seq: int, flags: int, body: bytes) -> None:
 
 def ack(session: Session, seq: int, flags: int, body: bytes) -> None:
     req = pb.AckRequest.FromString(body)
-    messages = session.deps.services.messages
+    services = session.deps.services
+    messages = services.messages
+    start = services.durability.write_seq
     for item in req.acks:
         messages.ack(session.user_id, session.device_id, item.channel_id, item.pts)
+    # a cursor acknowledges nothing to anyone: the output need not wait for it to be durable
+    # (with the disk full it never is: the session's replies would wait for ever)
+    first, last = session.ack_span
+    session.ack_span = (first if last == start else start, services.durability.write_seq)
 
 
 def sub(session: Session, seq: int, flags: int, body: bytes) -> None:

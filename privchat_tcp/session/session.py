@@ -270,6 +270,7 @@ class Session:
         "ending_login",
         "async_rpcs",
         "hold",
+        "ack_span",
         "end_reason",
         "out_room",
         "_rpc",
@@ -309,6 +310,9 @@ class Session:
         #: the store write (``Durability.write_seq``) that the queued output acknowledges or
         #: reveals: the adapter writes nothing before it is durable (0: nothing to wait for)
         self.hold = 0
+        #: the store writes (``write_seq`` before, after) of the ACKs handled last: writes
+        #: that acknowledge nothing, so a read of only ACKs holds no output (``handle``)
+        self.ack_span = (0, 0)
         #: why the session ended, for the log ("" while it runs)
         self.end_reason = ""
         #: ``handle`` stops once the connection's queued output passes this many bytes (the
@@ -547,8 +551,11 @@ class Session:
             if conn.out_bytes > self.out_room:
                 rest = list(it)
                 break
-        if durability.write_seq != before:
-            self.hold = durability.write_seq
+        after = durability.write_seq
+        if after != before:
+            span = self.ack_span  # a read whose only writes were ACKs holds nothing
+            if span[1] != after or span[0] > before:
+                self.hold = after
         return rest
 
     def hold_for_pending_writes(self) -> None:
