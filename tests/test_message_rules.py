@@ -39,6 +39,15 @@ def _rpc(dev: Device, route: str, body: dict[str, Any]) -> int:
     return 0
 
 
+def _pushed(dev: Device) -> list[pb.PushMessageRequest]:
+    """The messages pushed to a device, MPS and MPB."""
+    pushed = [pb.PushMessageRequest.FromString(r.body) for r in dev.pushes(Cmd.MPS)]
+    pushed += [
+        m for r in dev.pushes(Cmd.MPB) for m in pb.PushBatchRequest.FromString(r.body).messages
+    ]
+    return pushed
+
+
 @pytest.fixture
 def group() -> tuple[Harness, int, dict[str, Device]]:
     h = Harness()
@@ -179,10 +188,7 @@ def test_a_member_added_later_sees_only_what_came_after(
     devs["owner"].rpc("group/member/add", {"group_id": gid, "user_id": late.user_id})
     assert _ms(devs["owner"], gid, {"content": "new"}) == 0
     dev = h.login(late)
-    pushed = [pb.PushMessageRequest.FromString(r.body) for r in dev.pushes(Cmd.MPS)]
-    pushed += [
-        m for r in dev.pushes(Cmd.MPB) for m in pb.PushBatchRequest.FromString(r.body).messages
-    ]
+    pushed = _pushed(dev)
     # the group's notice of the joining (a System message from user 1), then "new"
     assert [json.loads(p.payload)["content"] for p in pushed][-1:] == ["new"]
     assert all(p.from_uid == 1 for p in pushed[:-1])
@@ -254,11 +260,7 @@ def test_needs_check_is_the_marker_scan(payload: bytes, message_type: int) -> No
 
 
 def _last_push(dev: Device) -> pb.PushMessageRequest:
-    pushed = [pb.PushMessageRequest.FromString(r.body) for r in dev.pushes(Cmd.MPS)]
-    pushed += [
-        m for r in dev.pushes(Cmd.MPB) for m in pb.PushBatchRequest.FromString(r.body).messages
-    ]
-    return max(pushed, key=lambda m: m.message_seq)
+    return max(_pushed(dev), key=lambda m: m.message_seq)
 
 
 def _send_raw(dev: Device, gid: int, **fields: Any) -> int:
