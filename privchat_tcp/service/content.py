@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
+from .._ext import twins
 from ..errors import ErrorCode, MessageNotFound, ServiceError
 from ..proto import privchat_pb2 as pb
+from . import _scan_py
 from .channels import ChannelService
 from .model import GROUP, KIND_MESSAGE, ROLE_ADMIN, ROLE_OWNER, Channel, Record
 from .ports import MessageLog
@@ -30,6 +33,7 @@ from .ports import MessageLog
 __all__ = [
     "check_content",
     "needs_check",
+    "plain",
     "push_payload",
     "text_of",
     "CONTENT_TYPE_NAMES",
@@ -69,17 +73,24 @@ REPLY_PREVIEW_CHARS = 50
 
 #: bytes whose presence in a payload may make a rule apply (a text message without any of
 #: them needs no parse: the MS hot path)
-_MARKERS = (b"reply_to", b"mention", b"metadata", b"@")
+_MARKERS = _scan_py.MARKERS
+assert _scan_py.TEXT == TEXT
 
+# the payload scans of the MS hot path: a compiled twin (``ext/_scan_c.pyx``) picked by
+# ``_ext``, the pure one (``_scan_py.py``) its spec
+_twins = twins("privchat_tcp.service", "scan")
+impl_py: ModuleType = _twins.impl_py
+impl_c: ModuleType | None = _twins.impl_c
+IMPL = _twins.name
 
-def needs_check(message_type: int, payload: bytes) -> bool:
-    """Whether a payload's envelope must be parsed for the rules (cheap byte scans)."""
-    if message_type != TEXT:
-        return True
-    # ``_MARKERS``, unrolled: C-level scans and no generator (the MS hot path)
-    return (
-        b"@" in payload or b"reply_to" in payload or b"mention" in payload or b"metadata" in payload
-    )
+if TYPE_CHECKING:
+    from ._scan_py import needs_check, plain
+else:
+    #: whether a payload's envelope must be parsed for the rules (``_scan_py.needs_check``)
+    needs_check = _twins.impl.needs_check
+    #: whether an MS payload is plain text that needs no rule and no JSON check
+    #: (``_scan_py.plain``)
+    plain = _twins.impl.plain
 
 
 def _invalid(message: str) -> ServiceError:

@@ -16,7 +16,7 @@ from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from ..rpc.params import parse_body
 from ..rpc.safejson import check_stored, is_envelope, loads
-from ..service.content import TEXT, needs_check
+from ..service.content import needs_check, plain
 from ..service.model import Channel, Record
 from ..wire import compression as _compression
 from ..wire import pbwire
@@ -149,7 +149,8 @@ _FAST_MS = pbwire.DECODE_SEND_IS_FAST
 _decode_send = pbwire.decode_send_request
 _send_response = pbwire.send_response
 _MS = int(Cmd.MS)
-_TEXT = TEXT
+_plain = plain
+_needs_check = needs_check
 
 
 def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
@@ -161,17 +162,14 @@ def ms(session: Session, seq: int, flags: int, body: bytes) -> None:
         client_seq, local_id, channel_id, channel_type, message_type, payload = fast
         channel = services.channels.resolve_target(session.user_id, channel_id, channel_type, 0, 0)
         content = b""
-        if e2e:
+        if e2e or _plain(message_type, payload, session.deps.settings.json_max_depth):
+            # plain text (``content.plain``, the usual MS): no rule applies, the JSON check
+            # passes, no parse, as ``check_stored`` and ``_rules_envelope`` would say
             check, env = False, None
         else:
             if payload and (payload[:1] == b"{" or is_envelope(payload)):
                 check_stored(payload, session.deps.settings.json_max_depth)  # what views parse
-            if message_type == _TEXT and not (
-                b"@" in payload
-                or b"reply_to" in payload
-                or b"mention" in payload
-                or b"metadata" in payload
-            ):  # plain text (``needs_check``, inline): no parse, as ``_rules_envelope`` says
+            if not _needs_check(message_type, payload):  # no parse, as ``_rules_envelope``
                 check, env = False, None
             else:
                 check, env = _rules_envelope(message_type, payload, None, session.deps.settings)
