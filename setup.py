@@ -36,6 +36,7 @@ EXT_PACKAGES = {
     "_frame_c": "privchat_tcp.wire",
     "_pbwire_c": "privchat_tcp.wire",
     "_aead_c": "privchat_tcp.wire",
+    "_output_c": "privchat_tcp.wire",
     "_record_c": "privchat_tcp.service",
     "_quota_c": "privchat_tcp.service",
     "_ids_c": "privchat_tcp.service",
@@ -44,7 +45,7 @@ EXT_PACKAGES = {
 
 PACKAGE_DATA = {
     "privchat_tcp": ["py.typed", "stickers/*.json", "stickers/*/*.svg"],
-    "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi"],
+    "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi", "_output_c.pyi"],
     "privchat_tcp.service": ["_record_c.pyi", "_quota_c.pyi", "_ids_c.pyi", "_scan_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }

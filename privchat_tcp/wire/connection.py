@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
+from .._ext import twins
 from ..errors import ErrorCode, ProtocolViolation, ServiceError, Status
 from ..proto import privchat_pb2 as pb
 from . import frame as _frame
@@ -51,7 +52,6 @@ from .commands import (
     ENC_MASK,
     ENC_RSA,
     ENC_SESSION,
-    FLOW_PUSH,
     FLOW_RESPONSE,
     Cmd,
 )
@@ -70,6 +70,12 @@ CLIENT_MAX_BODY = 64 << 20
 
 _split = _frame.split_frames
 _encode_header = _frame.encode_header
+
+# the output path of the replies and pushes (``send_response``, ``send_push``, ``data_to_send``,
+# bound as ``Connection``'s methods): a compiled twin (``ext/_output_c.pyx``) picked by
+# ``_ext``, the pure one (``_output_py.py``) its spec
+_output_twins = twins("privchat_tcp.wire", "output")
+_output = _output_twins.impl
 
 _VIOLATIONS = {
     V_RESERVED: None,  # close without a reply
@@ -334,25 +340,24 @@ class Connection:
             self._out.append(_encode_header(len(body), seq, command, flags, status) + body)
         self.out_bytes += len(body) + 12
 
-    def send_response(self, seq: int, command: int, body: bytes, e2e: bool = False) -> None:
-        if self.cipher is None and not self.compression:  # the common case, inline
-            n = len(body)
-            self._out.append(_encode_header(n, seq, command, FLOW_RESPONSE, 0) + body)
-            self.out_bytes += n + 12
-        else:
-            self.send(seq, command, FLOW_RESPONSE, 0, body, e2e)
+    if TYPE_CHECKING:
+
+        def send_response(self, seq: int, command: int, body: bytes, e2e: bool = False) -> None:
+            """Queue the response frame to request ``seq`` (``_output_py.send_response``)."""
+
+    else:
+        send_response = _output.send_response
 
     def send_error(self, seq: int, command: int, status: int, code: int, message: str) -> None:
         self.send(seq, command, FLOW_RESPONSE, status, error_body(code, message))
 
-    def send_push(self, command: int, body: bytes, status: int = 0, e2e: bool = False) -> None:
-        self.push_seq = seq = (self.push_seq + 1) & 0xFFFFFFFF
-        if self.cipher is None and not self.compression:  # the common case, ``send`` inline
-            n = len(body)
-            self._out.append(_encode_header(n, seq, command, FLOW_PUSH, status) + body)
-            self.out_bytes += n + 12
-        else:
-            self.send(seq, command, FLOW_PUSH, status, body, e2e)
+    if TYPE_CHECKING:
+
+        def send_push(self, command: int, body: bytes, status: int = 0, e2e: bool = False) -> None:
+            """Queue a push frame with the next push seq (``_output_py.send_push``)."""
+
+    else:
+        send_push = _output.send_push
 
     def end_session(self, status: int, code: int, message: str) -> None:
         """LOGOUT flow 2 with the reason, then close (PROTOCOL.md section 8)."""
@@ -397,11 +402,10 @@ class Connection:
     def output_size(self) -> int:
         return sum(map(len, self._out))
 
-    def data_to_send(self) -> bytes:
-        out = self._out
-        if not out:
-            return b""
-        data = b"".join(out)  # one frame: the frame itself, not a copy
-        del out[:]
-        self.out_bytes = 0
-        return data
+    if TYPE_CHECKING:
+
+        def data_to_send(self) -> bytes:
+            """Every queued frame as one buffer (``_output_py.data_to_send``)."""
+
+    else:
+        data_to_send = _output.data_to_send

@@ -1,0 +1,99 @@
+# cython: language_level=3
+"""Compiled twin of privchat_tcp/wire/_output_py.py: the same output path, bound by
+``Connection`` as its methods.
+
+The frame of a reply or a push is one allocation: the 12 header bytes written in C in front
+of the body's (the pure twin joins ``encode_header``'s bytes and the body). Anything but
+exact ints in the header's ranges and a ``bytes`` body goes the pure twin's way (through the
+facade's ``encode_header``), so errors stay the spec's.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
+
+from privchat_tcp.wire.commands import FLOW_PUSH, FLOW_RESPONSE
+from privchat_tcp.wire.frame import encode_header as _encode_header
+
+__all__ = ["send_response", "send_push", "data_to_send"]
+
+cdef int _FLOW_RESPONSE = FLOW_RESPONSE
+cdef int _FLOW_PUSH = FLOW_PUSH
+
+
+cdef inline void _put32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = <unsigned char>(v >> 24)
+    p[1] = <unsigned char>(v >> 16)
+    p[2] = <unsigned char>(v >> 8)
+    p[3] = <unsigned char>v
+
+
+cdef inline bint _as_uint(object o, long long top, long long* out) except -1:
+    """True and ``*out`` set if ``o`` is an exact int in [0, top]; False otherwise (no error)."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(o):
+        return False
+    v = PyLong_AsLongLongAndOverflow(o, &overflow)
+    if overflow or v < 0 or v > top:
+        return False
+    out[0] = v
+    return True
+
+
+cdef object _frame(Py_ssize_t n, object seq, object command, int flow, object status, object body):
+    cdef long long s = 0, c = 0, st = 0
+    cdef bytes out
+    cdef unsigned char* p
+    if (
+        PyBytes_CheckExact(body)
+        and n <= 0xFFFFFFFF
+        and _as_uint(seq, 0xFFFFFFFF, &s)
+        and _as_uint(command, 0xFF, &c)
+        and _as_uint(status, 0xFF, &st)
+    ):
+        out = PyBytes_FromStringAndSize(NULL, n + 12)
+        p = <unsigned char*>PyBytes_AS_STRING(out)
+        _put32(p, <uint32_t>n)
+        p[4] = 1  # VERSION
+        _put32(p + 5, <uint32_t>s)
+        p[9] = <unsigned char>c
+        p[10] = <unsigned char>flow
+        p[11] = <unsigned char>st
+        memcpy(p + 12, PyBytes_AS_STRING(body), n)
+        return out
+    return _encode_header(n, seq, command, flow, status) + body
+
+
+def send_response(conn, seq, command, body, e2e=False):
+    cdef Py_ssize_t n
+    if conn.cipher is None and not conn.compression:
+        n = len(body)
+        conn._out.append(_frame(n, seq, command, _FLOW_RESPONSE, 0, body))
+        conn.out_bytes += n + 12
+    else:
+        conn.send(seq, command, FLOW_RESPONSE, 0, body, e2e)
+
+
+def send_push(conn, command, body, status=0, e2e=False):
+    cdef Py_ssize_t n
+    seq = (conn.push_seq + 1) & 0xFFFFFFFF
+    conn.push_seq = seq
+    if conn.cipher is None and not conn.compression:
+        n = len(body)
+        conn._out.append(_frame(n, seq, command, _FLOW_PUSH, status, body))
+        conn.out_bytes += n + 12
+    else:
+        conn.send(seq, command, FLOW_PUSH, status, body, e2e)
+
+
+def data_to_send(conn):
+    out = conn._out
+    if not out:
+        return b""
+    data = b"".join(out)
+    del out[:]
+    conn.out_bytes = 0
+    return data
