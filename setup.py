@@ -41,12 +41,14 @@ EXT_PACKAGES = {
     "_quota_c": "privchat_tcp.service",
     "_ids_c": "privchat_tcp.service",
     "_scan_c": "privchat_tcp.service",
+    "_push_c": "privchat_tcp.session",
 }
 
 PACKAGE_DATA = {
     "privchat_tcp": ["py.typed", "stickers/*.json", "stickers/*/*.svg"],
     "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi", "_output_c.pyi"],
     "privchat_tcp.service": ["_record_c.pyi", "_quota_c.pyi", "_ids_c.pyi", "_scan_c.pyi"],
+    "privchat_tcp.session": ["_push_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 

@@ -12,12 +12,14 @@ import collections
 import json
 import time
 from collections.abc import Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
+from .._ext import twins
 from ..config import Settings
 from ..proto import privchat_pb2 as pb
 from ..service.messages import record_bytes
-from ..service.model import GROUP, KIND_REVOKE, SYSTEM_MESSAGE, Channel, Record
+from ..service.model import GROUP, SYSTEM_MESSAGE, Channel, Record
 from ..service.ports import Durability
 from ..wire import pbwire
 from ..wire.commands import Cmd
@@ -33,47 +35,17 @@ E2E = 1  # its own MPS frame, sealed as end-to-end (encryption 3)
 NOTIFY = 2  # an MN: the device pulls
 
 
-def push_body(record: Record) -> bytes:
-    """The record's PushMessageRequest: a message, its tombstone once revoked, or a revoke
-    event (whose ids are the revoked message's: ``msg_id`` ``revoke_<id>``, ``server_message_id``
-    the revoked message, ``message_seq`` the event's own pts)."""
-    if record.kind == KIND_REVOKE:
-        target = record.target_message_id
-        return pbwire.push(
-            f"revoke_{target}",
-            target,
-            record.pts,
-            0,
-            record.timestamp // 1000,
-            record.channel_id,
-            record.channel_type,
-            SYSTEM_MESSAGE,
-            "message.revoke",
-            record.sender_id,
-            record.payload,
-            True,
-            b"",
-            False,
-            "",
-        )
-    tombstone = record.revoked
-    return pbwire.push(
-        f"msg_{record.message_id}",
-        record.message_id,
-        record.pts,
-        record.local_message_id,
-        record.timestamp // 1000,
-        record.channel_id,
-        record.channel_type,
-        record.message_type,
-        "",
-        record.sender_id,
-        b"" if tombstone else record.payload,
-        tombstone,
-        b"" if tombstone else record.content,
-        record.e2e,
-        record.sender_device,
-    )
+# a record's push body, built once per delivery: a compiled twin (``ext/_push_c.pyx``) picked
+# by ``_ext``, the pure one (``_push_py.py``) its spec
+_twins = twins("privchat_tcp.session", "push")
+impl_py: ModuleType = _twins.impl_py
+impl_c: ModuleType | None = _twins.impl_c
+IMPL = _twins.name
+
+if TYPE_CHECKING:
+    from ._push_py import push_body
+else:
+    push_body = _twins.impl.push_body
 
 
 def check_subscribe(services: Services, user_id: int, channel_id: int, channel_type: int) -> int:
