@@ -484,7 +484,7 @@ class Session:
         durability = self._durability
         before = durability.write_seq
         conn = self.conn
-        head = b""  # and ``tail``, once ``head`` is set
+        head = tail = b""  # the PONG frame around the seq, set at the first PING
         fast_ping = True  # False: the handler answers PINGs, not the fast path
         rest: list[Frame] = []
         it = iter(frames)
@@ -494,20 +494,21 @@ class Session:
             if command == 3 and fast_ping and not flags and not body and conn.cipher is None:
                 # PING with an empty body (health checks, heartbeats): the hot, trivial frame.
                 # The reply differs only in seq: its bytes around the seq are cached (``pong``).
-                if not head:
-                    ms = _time_ns() // 1_000_000
-                    cache = _pong_cache
-                    if ms != cache[0]:
-                        _pong_refresh(ms)
-                    if self._server.draining or (
-                        conn.compression and len(cache[1]) >= conn.compress_threshold
-                    ):
-                        fast_ping = False  # the handler answers (draining: GOING_AWAY)
-                    else:
-                        if self.pending:
-                            self.materialize()
-                        head, tail = cache[2], cache[3]
-                if head:
+                if head:  # the reply's bytes are set for this read
+                    conn.queue_frame(head + seq.to_bytes(4, "big") + tail)
+                    continue
+                ms = _time_ns() // 1_000_000
+                cache = _pong_cache
+                if ms != cache[0]:
+                    _pong_refresh(ms)
+                if self._server.draining or (
+                    conn.compression and len(cache[1]) >= conn.compress_threshold
+                ):
+                    fast_ping = False  # the handler answers (draining: GOING_AWAY)
+                else:
+                    if self.pending:
+                        self.materialize()
+                    head, tail = cache[2], cache[3]
                     conn.queue_frame(head + seq.to_bytes(4, "big") + tail)
                     continue
             try:
