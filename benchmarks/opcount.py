@@ -26,7 +26,7 @@ sys.path.insert(0, os.getcwd())  # the checkout it is run from
 def count(
     run: Callable[[list[Any]], None], reads: list[list[Any]]
 ) -> tuple[float, list[tuple[str, float]]]:
-    """Bytecodes per ``run(read)`` over ``reads``, and the top functions (per read)."""
+    """Bytecodes per frame of ``run(read)`` over ``reads``, and the top functions (per frame)."""
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -42,14 +42,15 @@ def count(
             run(read)
     finally:
         sys.settrace(None)
-    n = len(reads)
+    n = sum(map(len, reads))
     top = [(f"{f}:{name}", c / n) for (f, name), c in counts.most_common(15)]
     return sum(counts.values()) / n, top
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="bytecodes per MS and PING, in process")
-    parser.add_argument("-n", type=int, default=200, help="frames counted (after 300 warm-up)")
+    parser.add_argument("-n", type=int, default=200, help="reads counted (after 300 warm-up)")
+    parser.add_argument("--per-read", type=int, default=1, help="frames per read (default 1)")
     args = parser.parse_args(argv)
     from benchmarks.dispatch import Bench
 
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(300):
         bench.run(bench.ms_frames(1))
     for kind, make in (("MS", bench.ms_frames), ("PING", bench.ping_frames)):
-        per, top = count(bench.run, [make(1) for _ in range(args.n)])
-        print(f"{kind}: {per:.0f} bytecodes per frame (1 per read)")
+        k = args.per_read
+        per, top = count(bench.run, [make(k) for _ in range(args.n)])
+        print(f"{kind}: {per:.{0 if k == 1 else 1}f} bytecodes per frame ({k} per read)")
         for name, c in top:
             print(f"  {c:8.1f}  {name}")
 
