@@ -7,12 +7,14 @@ from __future__ import annotations
 import pathlib
 import queue
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
 from store_contract import NOW, record
 
 from privchat_tcp.service.model import KIND_REVOKE, DedupEntry
+from privchat_tcp.store import sqlite as sqlite_store
 from privchat_tcp.store.sharded import SHARDS
 from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore
 
@@ -115,5 +117,45 @@ def test_a_mixed_batch_keeps_the_order_of_its_changes(tmp_path: pathlib.Path) ->
         kept = again.dedup_get(1, "d", 77)
         assert kept is not None and kept.message_id == 105
         assert again.commit(record(g, 500)).pts == 9
+    finally:
+        again.close()
+
+
+def test_checkpoints_run_off_the_writer_and_the_wal_restarts(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    """No checkpoint inside a commit (``wal_autocheckpoint=0`` on every connection): the
+    checkpointer thread copies the WAL in PASSIVE mode, and once the WAL has grown past
+    ``WAL_RESET_FRAMES`` the writer copies the rest between two batches, so the next commit
+    starts the WAL from its beginning."""
+    monkeypatch.setattr(sqlite_store, "WAL_RESET_FRAMES", 8)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL", 0.01)
+    store = SQLiteStore(tmp_path, window=4)
+    try:
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        deadline = time.monotonic() + 20
+        i = 0
+        while store._writer.wal_resets == 0:  # a batch at a time, until the WAL restarted
+            assert time.monotonic() < deadline, store.durability_stats()
+            for _ in range(20):
+                store.commit(record(g, 1000 + i))
+                i += 1
+            store.flush()
+            time.sleep(0.005)
+        stats = store.durability_stats()
+        assert stats["checkpoints_total"] >= 1 and stats["wal_resets_total"] >= 1
+        store.commit(record(g, 1000 + i))
+        store.flush()
+        # the WAL holds only what came after the restart: a commit or two, not all of them
+        store._checkpointer.stop()
+        store._checkpointer.join(10)
+        busy, frames, done = store._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames < 8 * 4
+    finally:
+        store.close()
+    again = SQLiteStore(tmp_path, window=4)
+    try:
+        assert [r.pts for r in again.read_log(g, 0, 10_000)] == list(range(1, i + 2))
     finally:
         again.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import contextlib
 import dataclasses
 import fcntl
 import heapq
@@ -321,7 +322,81 @@ def _connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
+    # No checkpoint inside a commit (SQLite's default, every 1,000 WAL pages, copies them to the
+    # database and fsyncs it before the COMMIT returns, stalling every write behind it): the
+    # checkpointer thread does it off the writer's path (``_Checkpointer``).
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     return db
+
+
+#: how often the checkpointer copies the WAL's committed pages to the database (seconds, while
+#: there are commits), in PASSIVE mode: it never takes the write lock, so commits go on meanwhile
+CHECKPOINT_INTERVAL = 0.25
+#: WAL frames (pages) after which the writer resets the WAL itself, between two batches: under
+#: sustained load a background checkpoint rarely ends with no commit after it, and SQLite only
+#: restarts the WAL from its beginning when every frame in it has been copied
+WAL_RESET_FRAMES = 8192
+#: bytes the WAL file is truncated to when it is restarted (a long read can let it grow)
+WAL_SIZE_LIMIT = 64 << 20
+
+
+class _Checkpointer(threading.Thread):
+    """Checkpoints the WAL on its own connection (PASSIVE: concurrent with the writer's
+    commits, never blocking them), every ``CHECKPOINT_INTERVAL`` while the writer commits.
+    When the WAL has grown past ``WAL_RESET_FRAMES`` without being restarted, it asks the
+    writer to finish the job between two batches (``_Writer.reset_wal``), where no commit can
+    land during the checkpoint, so the next transaction starts the WAL from its beginning."""
+
+    def __init__(self, path: pathlib.Path, synchronous: str) -> None:
+        super().__init__(name="privchat-sqlite-checkpointer", daemon=True)
+        self.db = _connect(path, synchronous)
+        self.cond = threading.Condition(threading.Lock())
+        self.dirty = False
+        self.stopping = False
+        self.checkpoints = 0
+        self.wal_frames = 0  # the WAL's frames at the last checkpoint
+        self.reset_due = False  # read by the writer after each batch
+
+    def note_commit(self) -> None:
+        """On the writer's thread, after each commit."""
+        if not self.dirty:
+            with self.cond:
+                self.dirty = True
+                self.cond.notify()
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.dirty and not self.stopping:
+                        self.cond.wait()
+                    if self.stopping:
+                        return
+                    self.dirty = False
+                self.checkpoint()
+                with self.cond:  # at most one checkpoint per interval
+                    if not self.stopping:
+                        self.cond.wait(CHECKPOINT_INTERVAL)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+
+    def checkpoint(self) -> None:
+        try:
+            busy, frames, done = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # the writer's own commits report a failing disk
+            log.debug("background checkpoint failed: %s", exc)
+            return
+        self.checkpoints += 1
+        self.wal_frames = frames
+        if frames >= WAL_RESET_FRAMES and not self.reset_due:
+            self.reset_due = True
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -356,6 +431,8 @@ class _Writer(threading.Thread):
         self.committed = 0  # ops committed
         self.stopping = False
         self.failing = False
+        self.checkpointer: _Checkpointer | None = None
+        self.wal_resets = 0
 
     def put(self, op: Op) -> None:
         """On the loop's thread; the writer sees it after the next ``kick``."""
@@ -413,6 +490,25 @@ class _Writer(threading.Thread):
                 self.committed = upto
                 self.cond.notify_all()
             self.store._report(self.store._on_commit, upto, len(ops), time.perf_counter() - t0)
+            checkpointer = self.checkpointer
+            if checkpointer is not None:
+                checkpointer.note_commit()
+                if checkpointer.reset_due:  # (after the report: no reply waits for this)
+                    self.reset_wal(checkpointer)
+
+    def reset_wal(self, checkpointer: _Checkpointer) -> None:
+        """Copy what is left of the WAL to the database on the writer's own connection, between
+        two transactions: no commit can land meanwhile, so when it copies every frame the next
+        transaction restarts the WAL from its beginning. Busy (the checkpointer is at it too)
+        or failing: tried again after the next batch."""
+        try:
+            busy, frames, done = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("checkpoint on the writer failed: %s", exc)
+            return
+        if not busy and frames == done:
+            checkpointer.reset_due = False
+            self.wal_resets += 1
 
     def _commit(self, ops: list[Op]) -> None:
         """One transaction. The hot statements (a message, a dedup row, the channel's pts,
@@ -540,6 +636,7 @@ class SQLiteStore(MemoryStore):
             self._db = _connect(self.path, synchronous.upper())
             self._open(dedup_retention)
             self._reader = _connect(self.path, synchronous.upper())
+            self._checkpointer = _Checkpointer(self.path, synchronous.upper())
         except sqlite3.DatabaseError as exc:
             self._unlock()
             raise StoreOpenError(
@@ -551,6 +648,8 @@ class SQLiteStore(MemoryStore):
             raise
         self._read_lock = threading.Lock()
         self._writer = _Writer(self, self._db)
+        self._writer.checkpointer = self._checkpointer
+        self._checkpointer.start()
         self._writer.start()
 
     # ---- opening -------------------------------------------------------------------------------
@@ -1770,6 +1869,8 @@ class SQLiteStore(MemoryStore):
     def close(self) -> None:
         self._writer.stop()
         self._writer.join(30)
+        self._checkpointer.stop()
+        self._checkpointer.join(30)
         for db in (self._reader, self._db):
             try:
                 db.close()
@@ -1797,6 +1898,9 @@ class SQLiteStore(MemoryStore):
             "largest_batch_writes": self.largest_batch,
             "pending_writes": self.write_seq - self.durable_seq,
             "failing": int(self._failing),
+            "checkpoints_total": self._checkpointer.checkpoints,
+            "wal_resets_total": self._writer.wal_resets,
+            "wal_frames": self._checkpointer.wal_frames,
         }
 
     def durability_histograms(self) -> dict[str, tuple[tuple[float, ...], list[int], float]]:
