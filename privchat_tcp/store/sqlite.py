@@ -680,6 +680,7 @@ class SQLiteStore(MemoryStore):
         self._device_seq = 0  # the order of devices
         #: a message's idempotency key, compact (``dedup_get``): key hash -> ts << 64 | id
         self._keys: ShardedMap[int, int] = ShardedMap()
+        self._key_shards = self._keys.shards
         self._keys_sweep = 0
         self._dedup_own = 0  # keys ever put in the usual map (0: it is empty, skip it)
         try:
@@ -698,6 +699,7 @@ class SQLiteStore(MemoryStore):
             raise
         self._read_lock = threading.Lock()
         self._writer = _Writer(self, self._db)
+        self._pending_append = self._writer.pending.append
         self._writer.checkpointer = self._checkpointer
         self._checkpointer.start()
         self._writer.start()
@@ -1018,14 +1020,18 @@ class SQLiteStore(MemoryStore):
         self.write_seq += 1
         if not self._oldest_pending:
             self._oldest_pending.append((self.write_seq, time.monotonic()))
-        self._writer.pending.append((sql, params))
-        if not self._kick_due:  # one kick per event-loop turn, at its end
-            schedule = self._schedule
-            if schedule is None:  # no loop (a script, the contract suite): kick now
-                self._writer.kick()
-                return
-            self._kick_due = True
-            schedule(self._kick)
+        self._pending_append((sql, params))
+        if not self._kick_due:
+            self._kick_soon()
+
+    def _kick_soon(self) -> None:
+        """One kick per event-loop turn, at its end."""
+        schedule = self._schedule
+        if schedule is None:  # no loop (a script, the contract suite): kick now
+            self._writer.kick()
+            return
+        self._kick_due = True
+        schedule(self._kick)
 
     def _kick(self) -> None:
         self._kick_due = False
@@ -1389,43 +1395,57 @@ class SQLiteStore(MemoryStore):
 
     # ---- the log -------------------------------------------------------------------------------
     def commit(self, record: Record) -> Record:
-        self._check()
+        """(The MS hot path: ``MemoryStore.commit`` and ``_put`` inline.)"""
+        if self._failing:
+            raise StorageUnavailable()
         cid = record.channel_id
         log_ = self._logs[cid]
-        base = self._base.get(cid, 0)
-        record.pts = pts = base + len(log_) + 1
+        record.pts = pts = self._base.get(cid, 0) + len(log_) + 1
         log_.append(record)
-        self._count_bytes(record)
-        if record.kind == KIND_MESSAGE:
-            self._by_message[record.message_id] = record
-        elif record.kind == KIND_REVOKE:
+        sender = record.sender_id
+        payload = record.payload
+        content = record.content
+        user_bytes = self._user_bytes
+        user_bytes[sender] = user_bytes.get(sender, 0) + len(payload) + len(content) + RECORD_BYTES
+        kind = record.kind
+        mid = record.message_id
+        if kind == KIND_MESSAGE:
+            self._message_shards[hash(mid) % SHARDS][mid] = record
+        elif kind == KIND_REVOKE:
             self._revokes[cid] = n = self._revokes.get(cid, 0) + 1
             self._put(
                 "INSERT OR REPLACE INTO revoke_counts (channel_id, n) VALUES (?, ?)", (cid, n)
             )
-        self._put(
-            _INSERT_MESSAGE,
+        self.write_seq = seq = self.write_seq + 1
+        if not self._oldest_pending:
+            self._oldest_pending.append((seq, time.monotonic()))
+        self._pending_append(
             (
-                cid,
-                pts,
-                record.message_id,
-                record.channel_type,
-                record.sender_id,
-                record.sender_device,
-                str(record.local_message_id),
-                record.message_type,
-                record.timestamp,
-                record.payload,
-                record.content,
-                int(record.e2e),
-                record.kind,
-                int(record.revoked),
-                record.revoked_by,
-                record.revoked_at,
-                record.target_message_id,
-            ),
+                _INSERT_MESSAGE,
+                (
+                    cid,
+                    pts,
+                    mid,
+                    record.channel_type,
+                    sender,
+                    record.sender_device,
+                    str(record.local_message_id),
+                    record.message_type,
+                    record.timestamp,
+                    payload,
+                    content,
+                    int(record.e2e),
+                    kind,
+                    int(record.revoked),
+                    record.revoked_by,
+                    record.revoked_at,
+                    record.target_message_id,
+                ),
+            )
         )
-        self._pts_writes.append((self.write_seq, cid, pts))  # (the writer sets channels.pts)
+        self._pts_writes.append((seq, cid, pts))  # (the writer sets channels.pts)
+        if not self._kick_due:
+            self._kick_soon()
         return record
 
     def _trim(self, upto: int) -> None:
@@ -1558,8 +1578,10 @@ class SQLiteStore(MemoryStore):
         return DedupEntry(mid, record.pts, record.channel_id, record.timestamp)
 
     def dedup_put(self, sender: int, device: str, local_id: int, entry: DedupEntry) -> None:
-        record = self._by_message.get(entry.message_id)
+        mid = entry.message_id
+        record = self._message_shards[hash(mid) % SHARDS].get(mid)
         h = hash((sender, device, local_id))
+        ts = entry.timestamp
         if (  # the key of the record just committed: its message row holds it (schema 2)
             record is not None
             and record.local_message_id == local_id
@@ -1567,10 +1589,10 @@ class SQLiteStore(MemoryStore):
             and record.sender_device == device
             and record.pts == entry.pts
             and record.channel_id == entry.channel_id
-            and record.timestamp == entry.timestamp
+            and record.timestamp == ts
             and record.kind == KIND_MESSAGE
         ):
-            self._keys.shards[h % SHARDS][h] = entry.timestamp << _MID_BITS | entry.message_id
+            self._key_shards[h % SHARDS][h] = ts << _MID_BITS | mid
             if self._dedup_own:
                 self._dedup.pop((sender, device, local_id))
             return
