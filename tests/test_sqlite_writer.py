@@ -121,6 +121,34 @@ def test_a_mixed_batch_keeps_the_order_of_its_changes(tmp_path: pathlib.Path) ->
         again.close()
 
 
+def test_poll_runs_the_writers_reports_before_the_loop_would(tmp_path: pathlib.Path) -> None:
+    """The writer's reports queue for the loop: ``poll`` (before each read) runs them at once,
+    in order, and the wake-up the writer scheduled then finds nothing left to run."""
+    store = SQLiteStore(tmp_path, window=4)
+    turn = Turn()
+    store.attach(turn.notify, turn.schedule)
+    try:
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        store.commit(record(g, 100))
+        released: list[int] = []
+        store.when_durable(store.write_seq, lambda: released.append(store.durable_seq))
+        assert turn.end() == 1
+        assert store._writer.wait_committed(store.write_seq, timeout=30.0)
+        while turn.reported.empty():  # (the writer reports just after it marks the commit)
+            time.sleep(0.001)
+        assert released == [] and store.durable_seq == 0
+        assert store.poll is not None
+        store.poll()
+        assert released == [store.write_seq] == [store.durable_seq]
+        commits = store.commits
+        turn.reports()  # the loop's own turn: already run
+        assert store.commits == commits == 1
+        store.poll()  # nothing reported since: nothing runs
+        assert store.commits == 1 and released == [store.write_seq]
+    finally:
+        store.close()
+
+
 def test_a_large_batch_goes_out_in_a_few_statements_and_reads_back(
     tmp_path: pathlib.Path,
 ) -> None:

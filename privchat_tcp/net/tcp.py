@@ -75,6 +75,8 @@ class TcpContext:
         self.connections: set[TcpConnection] = set()
         self.hard_limit = settings.push_hard_limit
         self.high_water = settings.push_high_water
+        #: the store's ``Durability.poll``, run before each read is handled
+        self.poll_durable = deps.services.durability.poll
 
 
 class TcpConnection(asyncio.Protocol):
@@ -246,6 +248,9 @@ class TcpConnection(asyncio.Protocol):
         closes."""
         try:
             ctx = self.ctx
+            poll = ctx.poll_durable
+            if poll is not None:  # (its own failures are logged, never raised)
+                poll()
             session = self.session
             if self.proxy is not None:
                 data = self._proxy_header(data)

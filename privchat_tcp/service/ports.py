@@ -653,6 +653,11 @@ class Durability(abc.ABC):
     epoch: str
     write_seq: int = 0
     durable_seq: int = 0
+    #: run on the loop's thread what the store has reported since (writes durable), at once
+    #: instead of on the loop's next turn; None when there is nothing to poll. The TCP layer
+    #: calls it before each read it handles, so the replies a commit releases leave without
+    #: waiting for the rest of the turn's reads
+    poll: Callable[[], None] | None = None
 
     def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the event loop once ``durable_seq >= ticket`` (at once, in

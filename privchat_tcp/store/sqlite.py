@@ -659,6 +659,12 @@ class SQLiteStore(MemoryStore):
         self._lock_fd = self._lock(data_dir / LOCK_NAME)
         self._notify = notify
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        #: the writer's reports, for the loop (``_report``)
+        self._reports: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        if notify is not None:
+            self.poll = self._poll
         self._kick_due = False
         self.write_seq = 0
         self.durable_seq = 0
@@ -1879,13 +1885,33 @@ class SQLiteStore(MemoryStore):
         writer is then kicked once per turn; without it, once per write)."""
         self._notify = notify
         self._schedule = schedule
+        self.poll = self._poll
 
     def _report(self, fn: Callable[..., None], *args: Any) -> None:
+        """On the writer's thread: queue ``fn(*args)`` for the loop, and wake it. The loop runs
+        the queue in order, at the latest on its next turn (``notify``), sooner when a read
+        comes first (``poll``): a commit's replies need not wait for the turn to end."""
         notify = self._notify
         if notify is not None:
-            notify(fn, args)
+            self._reports.append((fn, args))
+            notify(self._run_reports, ())
         elif fn == self._on_failure:  # no loop (a script, the contract suite): flush() waits
             self._failing = True
+
+    def _run_reports(self) -> None:
+        """On the loop's thread: what the writer reported so far, in order (commits and
+        failures alike, so a failure never overtakes the commit before it)."""
+        reports = self._reports
+        while reports:
+            fn, args = reports.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("a store report failed")
+
+    def _poll(self) -> None:
+        if self._reports:
+            self._run_reports()
 
     def _on_commit(self, upto: int, batch: int, seconds: float) -> None:
         if self._failing:
