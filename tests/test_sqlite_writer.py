@@ -149,59 +149,6 @@ def test_poll_runs_the_writers_reports_before_the_loop_would(tmp_path: pathlib.P
         store.close()
 
 
-def test_a_large_batch_goes_out_in_a_few_statements_and_reads_back(
-    tmp_path: pathlib.Path,
-) -> None:
-    """300 messages in three channels and ACK cursors moved twice each, in one turn: one
-    multi-row statement per table (``_ROWS_MAX`` rows each at most, a short one padded), the
-    last cursor of each key kept, and every row as it was made (read by a new store)."""
-    store = SQLiteStore(tmp_path, window=4)
-    turn = Turn()
-    store.attach(turn.notify, turn.schedule)
-    channels = [store.create_group(1, f"g{k}", None, [2], NOW, 50).channel_id for k in range(3)]
-    store.flush()
-    turn.end()
-    turn.reports()
-    steps: list[str] = []
-    store._writer.db.set_trace_callback(steps.append)  # (called on the writer's thread)
-    n = sqlite_store._ROWS_MAX + 44
-    for i in range(n):
-        store.commit(record(channels[i % 3], 1000 + i))
-        if i % 50 == 0:
-            store.set_ack(2, "d", channels[i % 3], i // 3 + 1)
-            store.set_ack(2, "d", channels[i % 3], i // 3 + 2)
-    assert turn.end() == 1
-    store.flush()
-    turn.reports()
-    store._writer.db.set_trace_callback(None)
-    assert sum(store.batch_buckets) == 2  # the groups' turn, then this one
-    heads = [s.split(" (", 1)[0].split(" SET", 1)[0] for s in steps]
-    assert heads == [
-        "BEGIN",
-        "INSERT INTO messages",
-        "INSERT INTO messages",
-        "INSERT OR REPLACE INTO acks",
-        "UPDATE channels",
-        "COMMIT",
-    ]
-    store.close()
-
-    again = SQLiteStore(tmp_path, window=4)
-    try:
-        for k, cid in enumerate(channels):
-            log_ = again.read_log(cid, 0, n)
-            mids = [1000 + i for i in range(k, n, 3)]
-            assert [r.message_id for r in log_] == mids
-            assert [r.pts for r in log_] == list(range(1, len(mids) + 1))
-            assert [r.payload for r in log_] == [b"payload-%d" % m for m in mids]
-            assert all(type(r.payload) is bytes and r.content == b"" for r in log_)
-            last = max(i for i in range(0, n, 50) if i % 3 == k)
-            assert again.get_ack(2, "d", cid) == last // 3 + 2
-        assert again.commit(record(channels[0], 5000)).pts == len(range(0, n, 3)) + 1
-    finally:
-        again.close()
-
-
 def test_checkpoints_run_off_the_writer_and_the_wal_restarts(
     tmp_path: pathlib.Path, monkeypatch: Any
 ) -> None:

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import fcntl
 import heapq
-import itertools
 import json
 import logging
 import os
@@ -231,68 +230,35 @@ _INSERT_DEDUP = (
     "INSERT OR REPLACE INTO dedup (sender, device, local_id, message_id, pts, channel_id,"
     " timestamp) VALUES (?,?,?,?,?,?,?)"
 )
-_INSERT_ACK = "INSERT OR REPLACE INTO acks (user_id, device_id, channel_id, pts) VALUES (?,?,?,?)"
-#: rows per multi-row statement of the writer's grouped writes: a run of n rows goes out in one
-#: statement of the smallest size here that holds it (its other rows padding, which the statement
-#: skips), ``_ROWS_MAX`` at a time. Each statement is one SQLite step, one release of the GIL and
-#: one wait to take it back while the loop runs (``executemany`` takes one per row, a split into
-#: exact chunks one per chunk); a padding row costs less than a real one (at most a sixth of a
-#: statement's rows from 64 up); the sizes' statements all stay in the prepared-statement cache
-_SIZES = (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256)
-_ROWS_MAX = _SIZES[-1]
-#: the writer connection's prepared-statement cache (sqlite3's default is 128 statements)
-_CACHED_STATEMENTS = 256
+#: rows per multi-row statement of the writer's grouped inserts, largest first: a batch's rows
+#: go out in as few statements as these sizes allow (each statement is one step, one release
+#: of the GIL, where ``executemany`` takes one per row)
+_CHUNKS = (64, 16, 4, 1)
 
 
 def _rows_sql(head: str, width: int, tail: str = "") -> dict[int, str]:
-    """``head`` followed by ``n`` groups of ``width`` placeholders (and ``tail``), per size."""
+    """``head`` followed by ``n`` groups of ``width`` placeholders (and ``tail``), per chunk."""
     one = "(" + ",".join("?" * width) + ")"
-    return {n: head + ",".join([one] * n) + tail for n in _SIZES}
+    return {n: head + ",".join([one] * n) + tail for n in _CHUNKS}
 
 
-def _insert_sql(head: str, width: int) -> dict[int, str]:
-    """``head`` (``INSERT ... INTO t (columns)``) from ``n`` rows of ``width`` values, the
-    padding rows (their first column NULL: no real row's is) left out."""
-    return _rows_sql(head + " SELECT * FROM (VALUES ", width, ") WHERE column1 IS NOT NULL")
-
-
-_INSERT_MESSAGES = _insert_sql(_INSERT_MESSAGE.partition(" VALUES")[0], 17)
-_INSERT_DEDUPS = _insert_sql(_INSERT_DEDUP.partition(" VALUES")[0], 7)
-_INSERT_ACKS = _insert_sql(_INSERT_ACK.partition(" VALUES")[0], 4)
-_SET_PTSS = _rows_sql(  # (a padding row's NULL channel matches no channel)
+_INSERT_MESSAGES = _rows_sql(_INSERT_MESSAGE.partition("VALUES")[0] + "VALUES ", 17)
+_INSERT_DEDUPS = _rows_sql(_INSERT_DEDUP.partition("VALUES")[0] + "VALUES ", 7)
+_SET_PTSS = _rows_sql(
     "UPDATE channels SET pts = v.column2 FROM (VALUES ",
     2,
     ") AS v WHERE channels.channel_id = v.column1",
 )
-#: a padding row of ``width`` values: the first NULL, the others 0 (sqlite3 binds an int at
-#: once, where None and bytes go through its adaptation lookup first: ten times the cost)
-_PADDING = {w: [None, *[0] * (w - 1)] * _ROWS_MAX for w in (2, 4, 7, 17)}
-#: the message row's BLOB columns (payload, content), bound as bytearray (the same BLOB)
-_BLOBS = (9, 10)
-_chain = itertools.chain.from_iterable
 
 
-def _insert_rows(
-    db: sqlite3.Connection,
-    sqls: dict[int, str],
-    rows: list[tuple[Any, ...]],
-    width: int,
-    blobs: tuple[int, ...] = (),
-) -> None:
-    """Run ``sqls`` over ``rows`` (each ``width`` values), in order, ``_ROWS_MAX`` rows a
-    statement at most; the columns ``blobs`` (bytes) are bound as bytearray."""
+def _insert_rows(db: sqlite3.Connection, sqls: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
+    """Run ``sqls`` over ``rows`` in chunks (``_CHUNKS``), in order."""
     i = 0
     n = len(rows)
-    while i < n:
-        take = min(n - i, _ROWS_MAX)
-        size = next(s for s in _SIZES if s >= take)
-        params = list(_chain(rows[i : i + take]))
-        for col in blobs:
-            params[col::width] = map(bytearray, params[col::width])
-        if size > take:
-            params += _PADDING[width][: (size - take) * width]
-        db.execute(sqls[size], params)
-        i += take
+    for size in _CHUNKS:
+        while n - i >= size:
+            db.execute(sqls[size], [v for row in rows[i : i + size] for v in row])
+            i += size
 
 
 _MESSAGE_COLUMNS = (
@@ -353,13 +319,7 @@ def _record(row: tuple[Any, ...]) -> Record:
 
 
 def _connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
-    db = sqlite3.connect(
-        path,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=30,
-        cached_statements=_CACHED_STATEMENTS,
-    )
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     # No checkpoint inside a commit (SQLite's default, every 1,000 WAL pages, copies them to the
@@ -551,33 +511,27 @@ class _Writer(threading.Thread):
             self.wal_resets += 1
 
     def _commit(self, ops: list[Op]) -> None:
-        """One transaction. The hot statements (a message, a dedup row, an ACK cursor, the
-        channel's pts, which is its last message row's) are grouped per table into multi-row
-        statements (``_insert_rows``), and only the last pts of a channel is written; the rows
-        of one table go in the order they were queued (a later cursor replaces an earlier
-        one); the tables commute with each other (distinct tables and keys), and every other
-        statement is a barrier: what was grouped before it runs first, so each row sees its
-        changes in the order they were made.
+        """One transaction. The hot statements (a message, a dedup row, the channel's pts,
+        which is its last message row's) are grouped per table into multi-row statements
+        (``_insert_rows``), and only the last pts of a channel is written; they commute with
+        each other (distinct tables and keys), and every other statement is a barrier: what was
+        grouped before it runs first, so each row sees its changes in the order they were made.
         (On one CPU the writer waits for the GIL after each step while the loop runs: fewer
         steps, shorter commits.)"""
         db = self.db
         messages: list[tuple[Any, ...]] = []
         dedups: list[tuple[Any, ...]] = []
-        acks: list[tuple[Any, ...]] = []
         pts: dict[int, int] = {}
 
         def grouped() -> None:
             if messages:
-                _insert_rows(db, _INSERT_MESSAGES, messages, 17, _BLOBS)
+                _insert_rows(db, _INSERT_MESSAGES, messages)
                 messages.clear()
             if dedups:
-                _insert_rows(db, _INSERT_DEDUPS, dedups, 7)
+                _insert_rows(db, _INSERT_DEDUPS, dedups)
                 dedups.clear()
-            if acks:
-                _insert_rows(db, _INSERT_ACKS, acks, 4)
-                acks.clear()
             if pts:
-                _insert_rows(db, _SET_PTSS, list(pts.items()), 2)
+                _insert_rows(db, _SET_PTSS, list(pts.items()))
                 pts.clear()
 
         db.execute("BEGIN")
@@ -597,10 +551,6 @@ class _Writer(threading.Thread):
                     continue
                 if sql is _SET_PTS:
                     pts[params[1]] = params[0]
-                    i += 1
-                    continue
-                if sql is _INSERT_ACK:
-                    acks.append(params)
                     i += 1
                     continue
                 grouped()
@@ -1637,7 +1587,7 @@ class SQLiteStore(MemoryStore):
             return  # nothing to move (a cursor is an optimisation: skipped while failing)
         super().set_ack(user_id, device_id, channel_id, pts)
         self._put(
-            _INSERT_ACK,
+            "INSERT OR REPLACE INTO acks (user_id, device_id, channel_id, pts) VALUES (?,?,?,?)",
             (user_id, device_id, channel_id, pts),
         )
 
