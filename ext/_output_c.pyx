@@ -11,13 +11,14 @@ facade's ``encode_header``), so errors stay the spec's.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
 from privchat_tcp.wire.commands import FLOW_PUSH, FLOW_RESPONSE
 from privchat_tcp.wire.frame import encode_header as _encode_header
 
-__all__ = ["send_response", "send_push", "data_to_send"]
+__all__ = ["send_response", "send_push", "data_to_send", "count_out", "count_in"]
 
 cdef int _FLOW_RESPONSE = FLOW_RESPONSE
 cdef int _FLOW_PUSH = FLOW_PUSH
@@ -97,3 +98,49 @@ def data_to_send(conn):
     del out[:]
     conn.out_bytes = 0
     return data
+
+
+def count_out(list out, list by_command, list errors_by_status):
+    """The frames of ``out`` by command (runs of one command added at once) and the error
+    responses by status; a frame that is not bytes of 12 or more goes the pure twin's way."""
+    cdef Py_ssize_t run = 0
+    cdef int cmd, last = -1
+    cdef const unsigned char* p
+    for f in out:
+        if not PyBytes_CheckExact(f) or PyBytes_GET_SIZE(f) < 12:
+            if run:
+                by_command[last] += run
+                run = 0
+                last = -1
+            by_command[f[9]] += 1
+            if f[11] and f[10] & 3 == 1:
+                errors_by_status[f[11]] += 1
+            continue
+        p = <const unsigned char*>PyBytes_AS_STRING(f)
+        cmd = p[9]
+        if cmd != last:
+            if run:
+                by_command[last] += run
+            last = cmd
+            run = 0
+        run += 1
+        if p[11] and (p[10] & 3) == 1:
+            errors_by_status[p[11]] += 1
+    if run:
+        by_command[last] += run
+
+
+def count_in(list frames, list by_command):
+    """The split frames by command (runs of one command added at once)."""
+    cdef Py_ssize_t run = 0
+    last = None
+    for f in frames:
+        cmd = f[1]
+        if cmd is not last and cmd != last:
+            if run:
+                by_command[last] += run
+            last = cmd
+            run = 0
+        run += 1
+    if run:
+        by_command[last] += run

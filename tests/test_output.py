@@ -125,3 +125,47 @@ def test_a_bytearray_body_is_queued_as_bytes() -> None:
         impl.send_response(conn, 7, Cmd.RPC, bytearray(b"abc"))
         frames.append(conn.frames[0])
     assert frames[0] == frames[1] and type(frames[0]) is type(frames[1]) is bytes
+
+
+def _random_frames(rng: random.Random) -> list[bytes]:
+    """Whole frames of a few commands, some error responses (flow 1 with a status), pushes
+    and requests with a status, and runs of one command."""
+    out = []
+    for _ in range(rng.randrange(60)):
+        command = rng.choice((3, 3, 3, 8, 9, 14, 255))
+        flags = rng.choice((0, 1, 2, 3, 0x05, 0x41))
+        status = rng.choice((0, 0, 0, 1, 13, 255))
+        body = bytes(rng.randrange(3))
+        out.append(
+            struct.pack(">IBIBBB", len(body), 1, rng.randrange(1 << 32), command, flags, status)
+            + body
+        )
+    return out
+
+
+def test_the_twins_count_frames_alike() -> None:
+    rng = random.Random(7)
+    twins = [t for t in (_output_py, _output_c) if t is not None]
+    for _ in range(500):
+        out = _random_frames(rng)
+        frames = [(1, f[9], f[10], f[11], f[12:]) for f in out]
+        got = []
+        for t in twins:
+            by_cmd, errors, by_cmd_in = [0] * 256, [0] * 256, [0] * 256
+            t.count_out(out, by_cmd, errors)
+            t.count_in(frames, by_cmd_in)
+            got.append((by_cmd, errors, by_cmd_in))
+        by_cmd, errors, by_cmd_in = got[0]
+        assert sum(by_cmd) == len(out) and by_cmd == by_cmd_in
+        assert sum(errors) == sum(1 for f in out if f[11] and f[10] & 3 == 1)
+        assert all(g == got[0] for g in got)
+
+
+@needs_c
+def test_the_compiled_counter_takes_any_frame_the_pure_one_does() -> None:
+    """A frame that is not exact bytes (a bytearray) is counted as the pure twin counts it."""
+    out = [bytes(12), bytearray(b"\0" * 9 + b"\x03\x01\x05"), bytes(9) + b"\x03\x01\x05"]
+    want, got = ([0] * 256, [0] * 256), ([0] * 256, [0] * 256)
+    _output_py.count_out(out, *want)
+    _output_c.count_out(out, *got)
+    assert got == want and want[0][3] == 2 and want[1][5] == 2

@@ -38,6 +38,8 @@ from time import perf_counter as _perf
 from ..config import Settings
 from ..errors import ErrorCode, Status
 from ..session.session import FAILURES, Session, SessionDeps
+from ..wire.connection import count_in as _count_in
+from ..wire.connection import count_out as _count_out
 from ..wire.frame import Frame
 from ..wire.proxy import ProxyError, ProxyParser
 from .limits import RateLimits, TokenBucket, UserBucket
@@ -270,12 +272,10 @@ class TcpConnection(asyncio.Protocol):
                 stats = ctx.stats
                 n = len(frames)
                 stats.frames_in += n
-                by_cmd = stats.frames_in_by_command
                 if n == 1:
-                    by_cmd[frames[0][1]] += 1
+                    stats.frames_in_by_command[frames[0][1]] += 1
                 else:
-                    for f in frames:
-                        by_cmd[f[1]] += 1
+                    _count_in(frames, stats.frames_in_by_command)
                 limits = ctx.limits
                 if limits.rate or (session.user_id and limits.user_rate):
                     # token buckets; the slow path holds or refuses what is over them
@@ -498,13 +498,9 @@ class TcpConnection(asyncio.Protocol):
             if pending:
                 session.materialize()
             stats = self.ctx.stats
-            by_cmd = stats.frames_out_by_command
-            # one element per frame (wire.connection.Connection.send); header bytes 9-11 are
-            # command, flags and status (plaintext even when sealed: they are the AD)
-            for f in out:
-                by_cmd[f[9]] += 1
-                if f[11] and f[10] & 3 == 1:  # an error response
-                    stats.errors_by_status[f[11]] += 1
+            # one element per frame (wire.connection.Connection.send): by command, and the
+            # error responses by status
+            _count_out(out, stats.frames_out_by_command, stats.errors_by_status)
             data = conn.data_to_send()
             stats.bytes_out += len(data)
             stats.writes += 1

@@ -13,7 +13,7 @@ from typing import Protocol
 from .commands import FLOW_PUSH, FLOW_RESPONSE
 from .frame import encode_header as _encode_header
 
-__all__ = ["Output", "send_response", "send_push", "data_to_send"]
+__all__ = ["Output", "send_response", "send_push", "data_to_send", "count_out", "count_in"]
 
 
 class Output(Protocol):
@@ -68,3 +68,19 @@ def data_to_send(conn: Output) -> bytes:
     del out[:]
     conn.out_bytes = 0
     return data
+
+
+def count_out(out: list[bytes], by_command: list[int], errors_by_status: list[int]) -> None:
+    """Count the frames of ``out`` (each a whole frame: header bytes 9-11 are command, flags
+    and status, plaintext even when sealed) by command, and the error responses (flow 1 with
+    a status) by status."""
+    for f in out:
+        by_command[f[9]] += 1
+        if f[11] and f[10] & 3 == 1:
+            errors_by_status[f[11]] += 1
+
+
+def count_in(frames: list[tuple[int, int, int, int, bytes]], by_command: list[int]) -> None:
+    """Count the split frames (seq, command, flags, status, body) by command."""
+    for f in frames:
+        by_command[f[1]] += 1

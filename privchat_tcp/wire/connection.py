@@ -63,7 +63,15 @@ if TYPE_CHECKING:
 
     from .crypto import SessionCipher
 
-__all__ = ["Connection", "Side", "State", "error_body", "CLIENT_MAX_BODY"]
+__all__ = [
+    "Connection",
+    "Side",
+    "State",
+    "error_body",
+    "count_in",
+    "count_out",
+    "CLIENT_MAX_BODY",
+]
 
 #: what a client accepts from the server in one frame
 CLIENT_MAX_BODY = 64 << 20
@@ -76,6 +84,10 @@ _encode_header = _frame.encode_header
 # ``_ext``, the pure one (``_output_py.py``) its spec
 _output_twins = twins("privchat_tcp.wire", "output")
 _output = _output_twins.impl
+#: the adapter's per-frame counters (frames out by command and errors by status, frames in by
+#: command): one call per write and per read, not a loop per frame
+count_out = _output.count_out
+count_in = _output.count_in
 
 _VIOLATIONS = {
     V_RESERVED: None,  # close without a reply
