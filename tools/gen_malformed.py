@@ -1194,6 +1194,14 @@ def proxy() -> Table:
         bad[f"v2.signature-{i}"] = f"{sig.hex()} 21 11 000c c0000201 c6336401 115c 2329"
     for name, data in bad.items():
         t.add(f"bad.{name}", "proxy", "none", "close", data)
+    # a fuzz finding (tools/fuzz proxy): a bare LF before the CRLF was refused byte by byte
+    # but accepted whole; both refuse it now
+    for name, data in {
+        "v1.unknown-lf-before-crlf": q("PROXY UNKNOWN aaaa \n\r\n") + " " + ping,
+        "v1.tcp4-lf-before-crlf": q("PROXY TCP4 192.0.2.1 198.51.100.1 4444 \n9001\r\n"),
+    }.items():
+        t.add(f"bad.{name}", "proxy", "none", "close", data)
+        t.add(f"bad.{name}.bytewise", "proxy", "none", "close", data, split="bytes")
     t.note("a header that never completes: closed at the proxy timeout, nothing answered")
     t.add("incomplete.v1", "proxy", "none", "close", q("PROXY TCP4 192.0.2.1"))
     t.add("incomplete.v2", "proxy", "none", "close", f"{SIG} 21 11 000c c000")

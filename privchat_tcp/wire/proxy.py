@@ -77,6 +77,8 @@ class ProxyParser:
             if b"\n" in buf[:V1_MAX]:
                 raise ProxyError("malformed PROXY v1 header")
             return None
+        if b"\n" in buf[:end]:  # a bare LF before the CRLF (as a read that stops there sees)
+            raise ProxyError("malformed PROXY v1 header")
         try:
             line = bytes(buf[:end]).decode("ascii")
         except UnicodeDecodeError:
