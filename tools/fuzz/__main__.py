@@ -80,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append(f"-runs={args.runs}")
     if args.time is not None:
         argv.append(f"-max_total_time={args.time}")
+    if args.seed is not None:
+        argv.append(f"-seed={args.seed}")
     argv += [*args.libfuzzer, str(corpus)]
     atheris.Setup(argv, _counted(target.one, args.runs))
     atheris.Fuzz()
@@ -149,7 +151,10 @@ def _many(names: list[str], argv_for: dict[str, list[str]], jobs: int) -> int:
 def cmd_smoke(args: argparse.Namespace) -> int:
     names = args.targets or list(NAMES)
     with tempfile.TemporaryDirectory(prefix="privchat-fuzz-") as tmp:
-        argv_for = {n: ["--runs", str(args.runs), "--dir", f"{tmp}/{n}"] for n in names}
+        argv_for = {
+            n: ["--runs", str(args.runs), "--dir", f"{tmp}/{n}", "--seed", str(args.seed)]
+            for n in names
+        }
         return _many(names, argv_for, args.jobs)
 
 
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs", type=int)
     run.add_argument("--time", type=int, help="seconds")
     run.add_argument("--dir", help="corpus directory (default tools/fuzz/corpus/TARGET)")
+    run.add_argument("--seed", type=int, help="libFuzzer's -seed (default: random)")
     run.add_argument("libfuzzer", nargs="*", help="after --: libFuzzer options")
     run.set_defaults(fn=cmd_run)
 
@@ -196,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     smoke.add_argument("targets", nargs="*", choices=[[], *NAMES], default=[])
     smoke.add_argument("--runs", type=int, default=100_000)
     smoke.add_argument("--jobs", type=int, default=jobs)
+    smoke.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="libFuzzer's -seed (default 1: CI runs the same inputs each time; 0: random)",
+    )
     smoke.set_defaults(fn=cmd_smoke)
 
     campaign = sub.add_parser("campaign", help="the long run, corpus kept")
