@@ -92,7 +92,12 @@ def _extensions() -> list[Extension]:
         for name in EXT_PACKAGES
     ]
     built = cythonize(
-        exts, compiler_directives=directives, annotate=DEBUG, quiet=True, force=MODE_CHANGED
+        exts,
+        compiler_directives=directives,
+        include_path=["ext"],  # ext/_cbits.pxd: C helpers the twins share
+        annotate=DEBUG,
+        quiet=True,
+        force=MODE_CHANGED,
     )
     for out in built:  # cythonize() makes new Extension objects and drops ``optional``
         out.optional = BUILD_EXT != "yes"

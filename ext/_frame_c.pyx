@@ -11,8 +11,9 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.stdint cimport uint32_t
+
+from _cbits cimport _as_uint, _put32
 
 import struct
 
@@ -37,26 +38,6 @@ _pack = struct.Struct("!IBIBBB").pack
 
 cdef inline uint32_t _be32(const unsigned char* p) noexcept nogil:
     return ((<uint32_t>p[0]) << 24) | ((<uint32_t>p[1]) << 16) | ((<uint32_t>p[2]) << 8) | p[3]
-
-
-cdef inline void _put32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = <unsigned char>(v >> 24)
-    p[1] = <unsigned char>(v >> 16)
-    p[2] = <unsigned char>(v >> 8)
-    p[3] = <unsigned char>v
-
-
-cdef inline bint _as_uint(object o, long long top, long long* out) except -1:
-    """True and ``*out`` set if ``o`` is an exact int in [0, top]; False otherwise (no error)."""
-    cdef int overflow = 0
-    cdef long long v
-    if not PyLong_CheckExact(o):
-        return False
-    v = PyLong_AsLongLongAndOverflow(o, &overflow)
-    if overflow or v < 0 or v > top:
-        return False
-    out[0] = v
-    return True
 
 
 def encode_header(length, seq, command, flags, status):

@@ -10,10 +10,10 @@ facade's ``encode_header``), so errors stay the spec's.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
-from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
+
+from _cbits cimport _as_uint, _put32
 
 from privchat_tcp.wire.commands import FLOW_PUSH, FLOW_RESPONSE
 from privchat_tcp.wire.frame import encode_header as _encode_header
@@ -22,26 +22,6 @@ __all__ = ["send_response", "send_push", "data_to_send", "count_out", "count_in"
 
 cdef int _FLOW_RESPONSE = FLOW_RESPONSE
 cdef int _FLOW_PUSH = FLOW_PUSH
-
-
-cdef inline void _put32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = <unsigned char>(v >> 24)
-    p[1] = <unsigned char>(v >> 16)
-    p[2] = <unsigned char>(v >> 8)
-    p[3] = <unsigned char>v
-
-
-cdef inline bint _as_uint(object o, long long top, long long* out) except -1:
-    """True and ``*out`` set if ``o`` is an exact int in [0, top]; False otherwise (no error)."""
-    cdef int overflow = 0
-    cdef long long v
-    if not PyLong_CheckExact(o):
-        return False
-    v = PyLong_AsLongLongAndOverflow(o, &overflow)
-    if overflow or v < 0 or v > top:
-        return False
-    out[0] = v
-    return True
 
 
 cdef object _frame(Py_ssize_t n, object seq, object command, int flow, object status, object body):
@@ -136,7 +116,7 @@ def count_in(list frames, list by_command):
     last = None
     for f in frames:
         cmd = f[1]
-        if cmd is not last and cmd != last:
+        if cmd != last:
             if run:
                 by_command[last] += run
             last = cmd
