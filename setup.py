@@ -42,6 +42,7 @@ EXT_PACKAGES = {
     "_ids_c": "privchat_tcp.service",
     "_scan_c": "privchat_tcp.service",
     "_push_c": "privchat_tcp.session",
+    "_batch_c": "privchat_tcp.store",
 }
 
 PACKAGE_DATA = {
@@ -49,6 +50,7 @@ PACKAGE_DATA = {
     "privchat_tcp.wire": ["_frame_c.pyi", "_pbwire_c.pyi", "_aead_c.pyi", "_output_c.pyi"],
     "privchat_tcp.service": ["_record_c.pyi", "_quota_c.pyi", "_ids_c.pyi", "_scan_c.pyi"],
     "privchat_tcp.session": ["_push_c.pyi"],
+    "privchat_tcp.store": ["_batch_c.pyi"],
     "privchat_tcp.proto": ["*.proto", "*.pyi"],
 }
 
@@ -79,8 +81,9 @@ def _extensions() -> list[Extension]:
     if DEBUG:
         macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
         directives["linetrace"] = True
-    # _aead_c links OpenSSL's libcrypto (headers: Debian's libssl-dev)
-    libraries = {"_aead_c": ["crypto"]}
+    # _aead_c links OpenSSL's libcrypto (headers: Debian's libssl-dev), _batch_c the SQLite
+    # library Python's sqlite3 module uses (headers: Debian's libsqlite3-dev)
+    libraries = {"_aead_c": ["crypto"], "_batch_c": ["sqlite3"]}
     exts = [
         Extension(
             f"{EXT_PACKAGES[name]}.{name}",
@@ -125,7 +128,8 @@ class BuildExt(build_ext):
             missing = sorted({e.name for e in self.extensions} - set(self._built))
             _say(
                 f"Partial build: {', '.join(missing)} did not compile; their pure-Python twins "
-                "will be used (_aead_c needs OpenSSL's headers, Debian's libssl-dev)"
+                "will be used (_aead_c needs OpenSSL's headers, Debian's libssl-dev; _batch_c "
+                "SQLite's, libsqlite3-dev)"
             )
 
     def build_extension(self, ext: Extension) -> None:

@@ -82,6 +82,10 @@ def test_a_full_disk_refuses_writes_and_recovers(
                 acked.append(await asyncio.wait_for(alice.send(dm, big, local_message_id=local), 2))
             except TimeoutError:
                 unacked.append(local)  # not acknowledged (held, or just slow): resent below
+            except ServiceError as exc:  # the store failed between ``failing()`` and this send
+                assert exc.status == Status.BUSY and exc.code == ErrorCode.SYSTEM_BUSY
+                unacked.append(local)  # refused, so not stored: resent below too
+                break
             local += 1
         # an ACK (bob's client acknowledges what it was pushed, here and in the fill above)
         # holds none of bob's output: a cursor acknowledges nothing, and one queued just

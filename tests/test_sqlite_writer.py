@@ -160,7 +160,8 @@ def test_checkpoints_run_off_the_writer_and_the_wal_restarts(
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL", 0.01)
     store = SQLiteStore(tmp_path, window=4)
     try:
-        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for db in (store._reader, store._checkpointer.db):  # (the writer's: test_batch.py)
+            assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
         deadline = time.monotonic() + 20
         i = 0
@@ -178,7 +179,7 @@ def test_checkpoints_run_off_the_writer_and_the_wal_restarts(
         # the WAL holds only what came after the restart: a commit or two, not all of them
         store._checkpointer.stop()
         store._checkpointer.join(10)
-        busy, frames, done = store._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        busy, frames, done = store._wdb.checkpoint()
         assert busy == 0 and frames < 8 * 4
     finally:
         store.close()

@@ -7,9 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-# the compiled AES-GCM (ext/_aead_c.pyx) builds against OpenSSL's headers (Debian: libssl-dev)
-if [ ! -f /usr/include/openssl/evp.h ] && command -v apt-get >/dev/null; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libssl-dev
+# the compiled AES-GCM (ext/_aead_c.pyx) builds against OpenSSL's headers (Debian: libssl-dev),
+# the compiled SQLite writer (ext/_batch_c.pyx) against SQLite's (libsqlite3-dev)
+headers=()
+[ -f /usr/include/openssl/evp.h ] || headers+=(libssl-dev)
+[ -f /usr/include/sqlite3.h ] || headers+=(libsqlite3-dev)
+if [ ${#headers[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${headers[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

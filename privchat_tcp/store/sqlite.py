@@ -59,6 +59,8 @@ from ..service.model import (
     Record,
     User,
 )
+from ._sql import INSERT_DEDUP, INSERT_MESSAGE, connect
+from .batch import WriterDB
 from .memory import RECORD_BYTES, MemoryStore
 from .sharded import SHARDS, ShardedMap
 
@@ -220,45 +222,8 @@ _DEDUP_KEYS = (
 _MID_BITS = 64  # a compact key's value: timestamp << 64 | message_id
 _MID_MASK = (1 << _MID_BITS) - 1
 
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (channel_id, pts, message_id, channel_type, sender_id, sender_device,"
-    " local_message_id, message_type, timestamp, payload, content, e2e, kind, revoked,"
-    " revoked_by, revoked_at, target_message_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_SET_PTS = "UPDATE channels SET pts = ? WHERE channel_id = ?"
-_INSERT_DEDUP = (
-    "INSERT OR REPLACE INTO dedup (sender, device, local_id, message_id, pts, channel_id,"
-    " timestamp) VALUES (?,?,?,?,?,?,?)"
-)
-#: rows per multi-row statement of the writer's grouped inserts, largest first: a batch's rows
-#: go out in as few statements as these sizes allow (each statement is one step, one release
-#: of the GIL, where ``executemany`` takes one per row)
-_CHUNKS = (64, 16, 4, 1)
-
-
-def _rows_sql(head: str, width: int, tail: str = "") -> dict[int, str]:
-    """``head`` followed by ``n`` groups of ``width`` placeholders (and ``tail``), per chunk."""
-    one = "(" + ",".join("?" * width) + ")"
-    return {n: head + ",".join([one] * n) + tail for n in _CHUNKS}
-
-
-_INSERT_MESSAGES = _rows_sql(_INSERT_MESSAGE.partition("VALUES")[0] + "VALUES ", 17)
-_INSERT_DEDUPS = _rows_sql(_INSERT_DEDUP.partition("VALUES")[0] + "VALUES ", 7)
-_SET_PTSS = _rows_sql(
-    "UPDATE channels SET pts = v.column2 FROM (VALUES ",
-    2,
-    ") AS v WHERE channels.channel_id = v.column1",
-)
-
-
-def _insert_rows(db: sqlite3.Connection, sqls: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
-    """Run ``sqls`` over ``rows`` in chunks (``_CHUNKS``), in order."""
-    i = 0
-    n = len(rows)
-    for size in _CHUNKS:
-        while n - i >= size:
-            db.execute(sqls[size], [v for row in rows[i : i + size] for v in row])
-            i += size
+_INSERT_MESSAGE = INSERT_MESSAGE
+_INSERT_DEDUP = INSERT_DEDUP
 
 
 _MESSAGE_COLUMNS = (
@@ -318,16 +283,7 @@ def _record(row: tuple[Any, ...]) -> Record:
     )
 
 
-def _connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    # No checkpoint inside a commit (SQLite's default, every 1,000 WAL pages, copies them to the
-    # database and fsyncs it before the COMMIT returns, stalling every write behind it): the
-    # checkpointer thread does it off the writer's path (``_Checkpointer``).
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-    return db
+_connect = connect
 
 
 #: how often the checkpointer copies the WAL's committed pages to the database (seconds, while
@@ -337,8 +293,6 @@ CHECKPOINT_INTERVAL = 0.25
 #: sustained load a background checkpoint rarely ends with no commit after it, and SQLite only
 #: restarts the WAL from its beginning when every frame in it has been copied
 WAL_RESET_FRAMES = 8192
-#: bytes the WAL file is truncated to when it is restarted (a long read can let it grow)
-WAL_SIZE_LIMIT = 64 << 20
 
 
 class _Checkpointer(threading.Thread):
@@ -421,7 +375,7 @@ class _Writer(threading.Thread):
     is pending when it starts a batch, so one transaction holds every write of the turns that
     queued while the previous one committed."""
 
-    def __init__(self, store: SQLiteStore, db: sqlite3.Connection) -> None:
+    def __init__(self, store: SQLiteStore, db: WriterDB) -> None:
         super().__init__(name="privchat-sqlite-writer", daemon=True)
         self.store = store
         self.db = db
@@ -502,7 +456,7 @@ class _Writer(threading.Thread):
         transaction restarts the WAL from its beginning. Busy (the checkpointer is at it too)
         or failing: tried again after the next batch."""
         try:
-            busy, frames, done = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, done = self.db.checkpoint()
         except sqlite3.Error as exc:
             log.debug("checkpoint on the writer failed: %s", exc)
             return
@@ -511,65 +465,9 @@ class _Writer(threading.Thread):
             self.wal_resets += 1
 
     def _commit(self, ops: list[Op]) -> None:
-        """One transaction. The hot statements (a message, a dedup row, the channel's pts,
-        which is its last message row's) are grouped per table into multi-row statements
-        (``_insert_rows``), and only the last pts of a channel is written; they commute with
-        each other (distinct tables and keys), and every other statement is a barrier: what was
-        grouped before it runs first, so each row sees its changes in the order they were made.
-        (On one CPU the writer waits for the GIL after each step while the loop runs: fewer
-        steps, shorter commits.)"""
-        db = self.db
-        messages: list[tuple[Any, ...]] = []
-        dedups: list[tuple[Any, ...]] = []
-        pts: dict[int, int] = {}
-
-        def grouped() -> None:
-            if messages:
-                _insert_rows(db, _INSERT_MESSAGES, messages)
-                messages.clear()
-            if dedups:
-                _insert_rows(db, _INSERT_DEDUPS, dedups)
-                dedups.clear()
-            if pts:
-                _insert_rows(db, _SET_PTSS, list(pts.items()))
-                pts.clear()
-
-        db.execute("BEGIN")
-        try:
-            i = 0
-            n = len(ops)
-            while i < n:
-                sql, params = ops[i]
-                if sql is _INSERT_MESSAGE:  # (its channel's pts is the row's: one op, not two)
-                    messages.append(params)
-                    pts[params[0]] = params[1]
-                    i += 1
-                    continue
-                if sql is _INSERT_DEDUP:
-                    dedups.append(params)
-                    i += 1
-                    continue
-                if sql is _SET_PTS:
-                    pts[params[1]] = params[0]
-                    i += 1
-                    continue
-                grouped()
-                j = i + 1  # runs of the same statement go through executemany
-                while j < n and ops[j][0] == sql:
-                    j += 1
-                if j - i == 1:
-                    db.execute(sql, params)
-                else:
-                    db.executemany(sql, [op[1] for op in ops[i:j]])
-                i = j
-            grouped()
-            db.execute("COMMIT")
-        except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
+        """One transaction (``batch.WriterDB.commit``: the hot statements grouped, every
+        other one a barrier)."""
+        self.db.commit(ops)
 
     def wait_committed(self, upto: int, timeout: float | None = None) -> bool:
         self.kick()  # a kick the loop scheduled may not run before this returns
@@ -642,6 +540,8 @@ class SQLiteStore(MemoryStore):
         try:
             self._db = _connect(self.path, synchronous.upper())
             self._open(dedup_retention)
+            self._db.close()  # (the load's: from here on the writer has its own connection)
+            self._wdb = WriterDB(str(self.path), synchronous.upper())
             self._reader = _connect(self.path, synchronous.upper())
             self._checkpointer = _Checkpointer(self.path, synchronous.upper())
         except sqlite3.DatabaseError as exc:
@@ -654,7 +554,7 @@ class SQLiteStore(MemoryStore):
             self._unlock()
             raise
         self._read_lock = threading.Lock()
-        self._writer = _Writer(self, self._db)
+        self._writer = _Writer(self, self._wdb)
         self._pending_append = self._writer.pending.append
         self._writer.checkpointer = self._checkpointer
         self._checkpointer.start()
@@ -1919,7 +1819,7 @@ class SQLiteStore(MemoryStore):
         self._writer.join(30)
         self._checkpointer.stop()
         self._checkpointer.join(30)
-        for db in (self._reader, self._db):
+        for db in (self._reader, self._wdb):
             try:
                 db.close()
             except sqlite3.Error:
