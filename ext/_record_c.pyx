@@ -10,7 +10,9 @@ saves about 200 bytes per record over boxed ints.
 
 cimport cython
 
-__all__ = ["Record", "DedupEntry", "SendResult"]
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "message_row", "INT64_MAX"]
+
+INT64_MAX = (1 << 63) - 1
 
 
 @cython.no_gc
@@ -144,3 +146,43 @@ cdef class SendResult:
         return (f"SendResult(message_id={self.message_id!r}, pts={self.pts!r}, "
                 f"channel_id={self.channel_id!r}, timestamp={self.timestamp!r}, "
                 f"duplicate={bool(self.duplicate)!r})")
+
+
+def own_key(Record record not None, sender, str device, local_id, DedupEntry entry not None):
+    """Whether ``(sender, device, local_id) -> entry`` is ``record``'s own idempotency key (the
+    pure twin's docstring)."""
+    return (
+        record.kind == 0
+        and record.local_message_id == local_id
+        and record.sender_id == sender
+        and record.message_id == entry.message_id
+        and record.pts == entry.pts
+        and record.channel_id == entry.channel_id
+        and record.timestamp == entry.timestamp
+        and record.sender_device == device
+    )
+
+
+def message_row(Record record not None):
+    """The values of ``record``'s row in the SQLite store's ``messages`` table (the pure twin's
+    docstring)."""
+    cdef unsigned long long lid = record.local_message_id
+    return (
+        record.channel_id,
+        record.pts,
+        record.message_id,
+        record.channel_type,
+        record.sender_id,
+        record.sender_device,
+        <long long>lid if lid <= 0x7FFFFFFFFFFFFFFF else str(lid),
+        record.message_type,
+        record.timestamp,
+        record.payload,
+        record.content,
+        1 if record.e2e else 0,
+        record.kind,
+        1 if record.revoked else 0,
+        record.revoked_by,
+        record.revoked_at,
+        record.target_message_id,
+    )

@@ -1,6 +1,7 @@
 """Idempotency keys in the SQLite store (schema 2): a message's key is its own row's, rebuilt from
 ``messages`` at start, with no row of its own; only a key no message row implies gets a dedup row.
-And the migration of a schema-1 store (a dedup row per key) to schema 2."""
+And the migrations of a schema-1 store (a dedup row per key) to schema 2, and of a schema-2 one
+(``messages`` clustered on channel and pts) to schema 3."""
 
 from __future__ import annotations
 
@@ -143,3 +144,65 @@ def test_a_key_whose_message_left_the_window_answers_from_disk(tmp_path: pathlib
         assert store.stats()["dedup_keys"] == 0
     finally:
         store.close()
+
+
+#: ``messages`` as schema 2 laid it out: clustered on (channel_id, pts)
+_MESSAGES_V2 = """
+CREATE TABLE messages_v2 (
+    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
+    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
+    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, pts)) WITHOUT ROWID;
+INSERT INTO messages_v2 SELECT * FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE INDEX messages_by_id ON messages (message_id);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def test_a_schema_2_store_is_migrated_to_a_rowid_messages_table(tmp_path: pathlib.Path) -> None:
+    """Schema 3 appends message rows in commit order; a schema-2 store (``messages`` clustered
+    on channel and pts) is rebuilt at start with every row, its keys and its revokes."""
+    store = SQLiteStore(tmp_path, window=2)
+    a = store.get_or_create_direct(1, 2, _now())[0].channel_id
+    b = store.get_or_create_direct(1, 3, _now())[0].channel_id
+    sent = [_send(store, (a, b)[i % 2], 1, "phone", 100 + i) for i in range(9)]
+    store.mark_revoked(a, sent[0].message_id, 1, _now())
+    store.flush()
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.executescript(_MESSAGES_V2)
+    db.close()
+    old_sql = _rows(tmp_path, "SELECT sql FROM sqlite_master WHERE name = 'messages'")[0][0]
+    assert "WITHOUT ROWID" in str(old_sql)
+
+    again = SQLiteStore(tmp_path, window=2)
+    try:
+        assert _rows(tmp_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+        sql = _rows(tmp_path, "SELECT sql FROM sqlite_master WHERE name = 'messages'")[0][0]
+        assert "WITHOUT ROWID" not in str(sql) and "UNIQUE (channel_id, pts)" in str(sql)
+        assert _rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
+        # every row, in commit order; what is older than the window is read from disk
+        ids = [r[0] for r in _rows(tmp_path, "SELECT message_id FROM messages ORDER BY rowid")]
+        assert ids == sorted(r.message_id for r in sent)
+        for cid in (a, b):
+            log_ = again.read_log(cid, 0, 100)
+            assert [r.message_id for r in log_] == [
+                r.message_id for r in sent if r.channel_id == cid
+            ]
+        first = again.find_message(a, sent[0].message_id)
+        assert first is not None and first.revoked
+        for r in sent:  # the keys, from the rows
+            got = again.dedup_get(1, "phone", r.local_message_id)
+            assert got is not None and (got.message_id, got.pts) == (r.message_id, r.pts)
+        assert _send(again, a, 1, "phone", 500).pts == 6
+        assert _send(again, b, 1, "phone", 501).pts == 5
+        again.flush()
+    finally:
+        again.close()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (11,)
