@@ -30,7 +30,16 @@ import sqlite3
 
 import _sqlite3
 
-from privchat_tcp.store._sql import BUSY_TIMEOUT_S, INSERT_DEDUP, INSERT_MESSAGE, SET_PTS, pragmas
+from privchat_tcp.service._record_c cimport Record
+
+from privchat_tcp.store._sql import (
+    BUSY_TIMEOUT_S,
+    INSERT_DEDUP,
+    INSERT_MESSAGE,
+    SET_PTS,
+    committed_row,
+    pragmas,
+)
 
 __all__ = ["WriterDB"]
 
@@ -324,6 +333,47 @@ cdef class WriterDB:
         self.nvals += n
         return 0
 
+    cdef int _add_record(self, sqlite3_stmt* stmt, Record r) except -1:
+        """A message row straight from a compiled Record's fields, as committed (not revoked:
+        ``mark_revoked``'s UPDATE follows it), in INSERT_MESSAGE's column order."""
+        cdef int want = sqlite3_bind_parameter_count(stmt)
+        if want != 17:
+            raise sqlite3.ProgrammingError(
+                f"Incorrect number of bindings supplied. The current statement uses {want}, "
+                "and a record supplies 17."
+            )
+        self._reserve(17)
+        cdef Val* v = &self.vals[self.nvals]
+        cdef int k
+        for k in range(17):
+            v[k].tag = T_INT
+            v[k].i = 0
+        v[0].i = r.channel_id
+        v[1].i = r.pts
+        v[2].i = r.message_id
+        v[3].i = r.channel_type
+        v[4].i = r.sender_id
+        self._value(&v[5], r.sender_device)
+        if r.local_message_id <= 0x7FFFFFFFFFFFFFFF:
+            v[6].i = <long long>r.local_message_id
+        else:  # (TEXT: what SQLite makes of an int there too)
+            text = str(r.local_message_id)
+            self.keep.append(text)
+            self._value(&v[6], text)
+        v[7].i = r.message_type
+        v[8].i = r.timestamp
+        self._value(&v[9], r.payload)
+        self._value(&v[10], r.content)
+        v[11].i = 1 if r.e2e else 0
+        v[12].i = r.kind
+        v[16].i = r.target_message_id  # (13-15: revoked, revoked_by, revoked_at)
+        self.steps[self.nsteps].stmt = stmt
+        self.steps[self.nsteps].first = self.nvals
+        self.steps[self.nsteps].count = 17
+        self.nsteps += 1
+        self.nvals += 17
+        return 0
+
     cdef int _add_pts(self, dict pts) except -1:
         for cid, value in pts.items():
             self._add(self.set_pts, (value, cid))
@@ -378,6 +428,7 @@ cdef class WriterDB:
         """``ops`` in one transaction: every write of them, or (raising) none."""
         cdef dict pts = {}
         cdef object sql, params
+        cdef Record record
         cdef int rc
         self._open()
         self.nvals = 0
@@ -386,8 +437,15 @@ cdef class WriterDB:
             self._add(self.begin, ())
             for sql, params in ops:
                 if sql is INSERT_MESSAGE:
-                    self._add(self._stmt(sql), params)
-                    pts[params[0]] = params[1]
+                    if type(params) is Record:
+                        record = <Record>params
+                        self._add_record(self._stmt(sql), record)
+                        pts[record.channel_id] = record.pts
+                    else:
+                        if not isinstance(params, (tuple, list)):
+                            params = committed_row(params)
+                        self._add(self._stmt(sql), params)
+                        pts[params[0]] = params[1]
                 elif sql is SET_PTS:
                     pts[params[1]] = params[0]
                 elif sql is INSERT_DEDUP:

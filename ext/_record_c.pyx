@@ -10,31 +10,13 @@ saves about 200 bytes per record over boxed ints.
 
 cimport cython
 
-__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "message_row", "INT64_MAX"]
-
-INT64_MAX = (1 << 63) - 1
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key"]
 
 
 @cython.no_gc
 @cython.final
 cdef class Record:
-    cdef public long long pts
-    cdef public long long message_id
-    cdef public long long channel_id
-    cdef public long long channel_type
-    cdef public long long sender_id
-    cdef public str sender_device
-    cdef public unsigned long long local_message_id
-    cdef public long long message_type
-    cdef public long long timestamp
-    cdef public bytes payload
-    cdef public bytes content
-    cdef public bint e2e
-    cdef public long long kind
-    cdef public bint revoked
-    cdef public long long revoked_by
-    cdef public long long revoked_at
-    cdef public long long target_message_id
+    # (its fields: ext/privchat_tcp/service/_record_c.pxd, which ext/_batch_c.pyx cimports)
 
     def __init__(self, long long pts, long long message_id, long long channel_id,
                  long long channel_type, long long sender_id, str sender_device,
@@ -162,27 +144,3 @@ def own_key(Record record not None, sender, str device, local_id, DedupEntry ent
         and record.sender_device == device
     )
 
-
-def message_row(Record record not None):
-    """The values of ``record``'s row in the SQLite store's ``messages`` table (the pure twin's
-    docstring)."""
-    cdef unsigned long long lid = record.local_message_id
-    return (
-        record.channel_id,
-        record.pts,
-        record.message_id,
-        record.channel_type,
-        record.sender_id,
-        record.sender_device,
-        <long long>lid if lid <= 0x7FFFFFFFFFFFFFFF else str(lid),
-        record.message_type,
-        record.timestamp,
-        record.payload,
-        record.content,
-        1 if record.e2e else 0,
-        record.kind,
-        1 if record.revoked else 0,
-        record.revoked_by,
-        record.revoked_at,
-        record.target_message_id,
-    )

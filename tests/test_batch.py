@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from privchat_tcp.service import _record_py
 from privchat_tcp.store import _batch_py, _sql
 from privchat_tcp.store import sqlite as sqlite_store
 
@@ -23,6 +24,12 @@ except ImportError:
     if REQUIRE_EXT:
         raise
     _batch_c = None  # type: ignore[assignment]
+try:
+    from privchat_tcp.service import _record_c
+except ImportError:
+    if REQUIRE_EXT:
+        raise
+    _record_c = None  # type: ignore[assignment]
 
 TWINS = [_batch_py] + ([_batch_c] if _batch_c is not None else [])
 IDS = ["py"] + (["c"] if _batch_c is not None else [])
@@ -226,3 +233,39 @@ def test_commits_leave_the_wal_to_the_checkpointer(
         reader.close()
     finally:
         w.close()
+
+
+RECORD_KINDS = [_record_py] + ([_record_c] if _record_c is not None else [])
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=IDS)
+@pytest.mark.parametrize(
+    "records", RECORD_KINDS, ids=["py-record", "c-record"][: len(RECORD_KINDS)]
+)
+def test_a_record_queued_as_is_makes_its_row_as_committed(
+    tmp_path: pathlib.Path, twin: ModuleType, records: ModuleType
+) -> None:
+    """The store queues a message's Record itself (``_sql.committed_row``): the row is the
+    record's as it was committed, not revoked even if the loop marked it revoked since (its
+    revoke's UPDATE comes later in the queue); a local id past 2**63 - 1 is stored as text."""
+    path = fresh(tmp_path, "db")
+    w = twin.WriterDB(str(path), "FULL")
+    rows = []
+    ops: list[Op] = []
+    for pts, lid in ((1, 5), (2, (1 << 64) - 1), (3, 0)):
+        r = records.Record(
+            pts, 1000 + pts, 1, 2, 7, "dév", lid, 1, 1234, b"\x00p", b"c", pts == 2, 0
+        )
+        ops.append((_sql.INSERT_MESSAGE, r))
+        row = _sql.committed_row(r)
+        rows.append(row[:6] + (str(lid),) + row[7:])  # (TEXT affinity: an int is its text)
+    ops[0][1].revoked, ops[0][1].revoked_by, ops[0][1].revoked_at = True, 9, 99
+    try:
+        w.commit(channels() + ops)
+    finally:
+        w.close()
+    got = dump(path)
+    assert got["messages"] == sorted(rows, key=repr)
+    assert [r[6] for r in got["messages"]] == ["5", str((1 << 64) - 1), "0"]
+    assert all(r[13:16] == (0, 0, 0) for r in got["messages"])
+    assert dict((r[0], r[-1]) for r in got["channels"])[1] == 3

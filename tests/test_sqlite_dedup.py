@@ -10,6 +10,7 @@ import sqlite3
 import time
 
 from privchat_tcp.service.model import DIRECT, KIND_MESSAGE, DedupEntry, Record
+from privchat_tcp.store import sqlite as sqlite_store
 from privchat_tcp.store.sqlite import DB_NAME, SCHEMA_VERSION, SQLiteStore
 
 
@@ -147,15 +148,12 @@ def test_a_key_whose_message_left_the_window_answers_from_disk(tmp_path: pathlib
 
 
 #: ``messages`` as schema 2 laid it out: clustered on (channel_id, pts)
-_MESSAGES_V2 = """
-CREATE TABLE messages_v2 (
-    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
-    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
-    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
-    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (channel_id, pts)) WITHOUT ROWID;
+_MESSAGES_V2 = f"""
+CREATE TABLE messages_v2 {
+    sqlite_store._MESSAGES_TABLE.replace(
+        "UNIQUE (channel_id, pts))", "PRIMARY KEY (channel_id, pts)) WITHOUT ROWID"
+    )
+};
 INSERT INTO messages_v2 SELECT * FROM messages;
 DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;

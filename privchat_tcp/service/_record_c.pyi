@@ -2,11 +2,9 @@
 
 It mirrors _record_py."""
 
-from ._record_py import INT64_MAX as INT64_MAX
 from ._record_py import DedupEntry as DedupEntry
 from ._record_py import Record as Record
 from ._record_py import SendResult as SendResult
-from ._record_py import message_row as message_row
 from ._record_py import own_key as own_key
 
-__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "message_row", "INT64_MAX"]
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key"]

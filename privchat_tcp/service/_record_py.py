@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "message_row", "INT64_MAX"]
-
-INT64_MAX = (1 << 63) - 1
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,30 +77,4 @@ def own_key(record: Record, sender: int, device: str, local_id: int, entry: Dedu
         and record.channel_id == entry.channel_id
         and record.timestamp == entry.timestamp
         and record.sender_device == device
-    )
-
-
-def message_row(record: Record) -> tuple[int | str | bytes, ...]:
-    """The values of ``record``'s row in the SQLite store's ``messages`` table, in the order of
-    its columns (``store/_sql.py``'s INSERT_MESSAGE): the local message id as an int, or as its
-    decimal text past 2**63 - 1 (the column is TEXT; SQLite stores an int there as its text)."""
-    lid = record.local_message_id
-    return (
-        record.channel_id,
-        record.pts,
-        record.message_id,
-        record.channel_type,
-        record.sender_id,
-        record.sender_device,
-        lid if lid <= INT64_MAX else str(lid),
-        record.message_type,
-        record.timestamp,
-        record.payload,
-        record.content,
-        int(record.e2e),
-        record.kind,
-        int(record.revoked),
-        record.revoked_by,
-        record.revoked_at,
-        record.target_message_id,
     )

@@ -20,11 +20,11 @@ import pathlib
 import sqlite3
 from typing import Any
 
-from ._sql import INSERT_DEDUP, INSERT_MESSAGE, SET_PTS, connect
+from ._sql import INSERT_DEDUP, INSERT_MESSAGE, SET_PTS, committed_row, connect
 
 __all__ = ["WriterDB", "CHUNKS"]
 
-Op = tuple[str, "tuple[Any, ...] | list[Any]"]
+Op = tuple[str, Any]  # (params: a tuple or list; for INSERT_MESSAGE also a Record)
 
 #: rows per multi-row statement of the grouped inserts, largest first: a batch's rows go out in
 #: as few statements as these sizes allow (each statement is one step, one release of the GIL,
@@ -88,6 +88,8 @@ class WriterDB:
             while i < n:
                 sql, params = ops[i]
                 if sql is INSERT_MESSAGE:
+                    if not isinstance(params, tuple | list):  # a Record (``_sql.committed_row``)
+                        params = committed_row(params)
                     messages.append(params)
                     pts[params[0]] = params[1]
                     i += 1

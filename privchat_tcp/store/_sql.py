@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
+from typing import Any
 
 __all__ = [
     "INSERT_DEDUP",
@@ -12,6 +13,7 @@ __all__ = [
     "SET_PTS",
     "WAL_SIZE_LIMIT",
     "BUSY_TIMEOUT_S",
+    "committed_row",
     "connect",
     "pragmas",
 ]
@@ -21,7 +23,8 @@ WAL_SIZE_LIMIT = 64 << 20
 #: how long a connection waits for a lock another one holds (the checkpointer, a reader)
 BUSY_TIMEOUT_S = 30
 
-#: a message row (with its idempotency key: schema 2); its channel's pts is the row's
+#: a message row (with its idempotency key: schema 2); its channel's pts is the row's. Its
+#: params: the 17 values, or the Record itself (``committed_row``: the writer takes its values)
 INSERT_MESSAGE = (
     "INSERT INTO messages (channel_id, pts, message_id, channel_type, sender_id, sender_device,"
     " local_message_id, message_type, timestamp, payload, content, e2e, kind, revoked,"
@@ -57,3 +60,29 @@ def connect(path: pathlib.Path, synchronous: str) -> sqlite3.Connection:
     for pragma in pragmas(synchronous):
         db.execute(pragma)
     return db
+
+
+def committed_row(record: Any) -> tuple[Any, ...]:
+    """The INSERT_MESSAGE values of a Record queued at its commit: its row as it was then,
+    not revoked (the store queues a revoke's UPDATE after it, and the writer may read the
+    record after the loop marked it: the row must not show a revoke its batch does not hold)."""
+    lid = record.local_message_id
+    return (
+        record.channel_id,
+        record.pts,
+        record.message_id,
+        record.channel_type,
+        record.sender_id,
+        record.sender_device,
+        lid if lid < 1 << 63 else str(lid),
+        record.message_type,
+        record.timestamp,
+        record.payload,
+        record.content,
+        int(record.e2e),
+        record.kind,
+        0,
+        0,
+        0,
+        record.target_message_id,
+    )

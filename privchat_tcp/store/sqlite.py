@@ -58,10 +58,9 @@ from ..service.model import (
     QRCode,
     Record,
     User,
-    message_row,
     own_key,
 )
-from ._sql import INSERT_DEDUP, INSERT_MESSAGE, connect
+from ._sql import INSERT_DEDUP, INSERT_MESSAGE, committed_row, connect
 from .batch import WriterDB
 from .memory import RECORD_BYTES, MemoryStore
 from .sharded import SHARDS, ShardedMap
@@ -81,7 +80,18 @@ LOCK_NAME = "privchat.lock"
 #: bytes on disk, and of WAL written per commit)
 SCHEMA_VERSION = 3
 
-_SCHEMA = """
+#: the columns of ``messages`` (schema 3) and its one constraint
+_MESSAGES_TABLE = """(
+    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
+    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
+    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (channel_id, pts))"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     user_id INTEGER PRIMARY KEY, username TEXT NOT NULL, password_hash TEXT NOT NULL,
@@ -100,14 +110,9 @@ CREATE TABLE IF NOT EXISTS members (
     channel_id INTEGER NOT NULL, user_id INTEGER NOT NULL, role INTEGER NOT NULL,
     joined_at INTEGER NOT NULL, mute_until INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
     PRIMARY KEY (channel_id, user_id));
-CREATE TABLE IF NOT EXISTS messages (
-    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
-    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
-    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
-    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (channel_id, pts));
+CREATE TABLE IF NOT EXISTS messages """
+    + _MESSAGES_TABLE
+    + """;
 CREATE INDEX IF NOT EXISTS messages_by_id ON messages (message_id);
 CREATE TABLE IF NOT EXISTS dedup (
     sender INTEGER NOT NULL, device TEXT NOT NULL, local_id TEXT NOT NULL,
@@ -164,6 +169,7 @@ CREATE TABLE IF NOT EXISTS reactions (
     created_at INTEGER NOT NULL, UNIQUE (message_id, emoji, user_id));
 CREATE TABLE IF NOT EXISTS revoke_counts (channel_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 """
+)
 
 #: the tables added after the first release of the schema, created on opening an older store
 _FILES_DEVICES_SCHEMA = """
@@ -222,14 +228,7 @@ DELETE FROM dedup WHERE EXISTS (
 """,
     # 2 -> 3: ``messages`` rebuilt as a rowid table, its rows in commit (message id) order
     2: f"""
-CREATE TABLE messages_v3 (
-    channel_id INTEGER NOT NULL, pts INTEGER NOT NULL, message_id INTEGER NOT NULL,
-    channel_type INTEGER NOT NULL, sender_id INTEGER NOT NULL, sender_device TEXT NOT NULL,
-    local_message_id TEXT NOT NULL, message_type INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-    payload BLOB NOT NULL, content BLOB NOT NULL, e2e INTEGER NOT NULL, kind INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0, revoked_by INTEGER NOT NULL DEFAULT 0,
-    revoked_at INTEGER NOT NULL DEFAULT 0, target_message_id INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (channel_id, pts));
+CREATE TABLE messages_v3 {_MESSAGES_TABLE};
 INSERT INTO messages_v3 ({_MESSAGE_COLUMNS_V3}) SELECT {_MESSAGE_COLUMNS_V3} FROM messages
     ORDER BY message_id;
 DROP TABLE messages;
@@ -260,7 +259,8 @@ _MESSAGE_COLUMNS = (
     " target_message_id"
 )
 
-Op = tuple[str, tuple[Any, ...]]
+#: a statement and its params (for INSERT_MESSAGE, the Record itself: ``_sql.committed_row``)
+Op = tuple[str, Any]
 _INT64_MAX = (1 << 63) - 1
 
 #: the DeviceRecord fields kept in a devices row's JSON document (all but user_id)
@@ -402,6 +402,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _encodable(params: Any) -> Any:
     """``params`` with every str that UTF-8 cannot encode repaired (lone surrogates replaced)."""
+    if isinstance(params, Record):
+        params = committed_row(params)
     if isinstance(params, str):
         return _SURROGATE.sub("\ufffd", params)
     if isinstance(params, tuple | list):
@@ -1324,7 +1326,7 @@ class SQLiteStore(MemoryStore):
         self.write_seq = seq = self.write_seq + 1
         if not self._oldest_pending:
             self._oldest_pending.append((seq, time.monotonic()))
-        self._pending_append((_INSERT_MESSAGE, message_row(record)))
+        self._pending_append((_INSERT_MESSAGE, record))  # (the writer reads its values)
         if len(log_) > self._trim_at and cid not in self._over:
             self._over[cid] = (seq, pts)
         self._last_commit = record
