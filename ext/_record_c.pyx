@@ -10,7 +10,7 @@ saves about 200 bytes per record over boxed ints.
 
 cimport cython
 
-__all__ = ["Record", "DedupEntry", "SendResult", "own_key"]
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "unindex"]
 
 
 @cython.no_gc
@@ -144,3 +144,17 @@ def own_key(Record record not None, sender, str device, local_id, DedupEntry ent
         and record.sender_device == device
     )
 
+
+def unindex(list records not None, list shards not None):
+    """Drop each message of ``records`` from ``shards`` (the pure twin's docstring)."""
+    cdef Py_ssize_t n = len(shards)
+    cdef object record
+    cdef Record r
+    cdef object mid
+    if n == 0:
+        raise ZeroDivisionError("no shards")
+    for record in records:
+        r = <Record?>record
+        if r.kind == 0:
+            mid = r.message_id
+            (<dict?>shards[hash(mid) % n]).pop(mid, None)

@@ -43,7 +43,7 @@ class Settings:
         "server but the last commits may be lost on power loss (faster)",
     )
     memory_window: int = _f(
-        1000, "recent messages per channel kept in memory; older ones are read from disk"
+        250, "recent messages per channel kept in memory; older ones are read from disk"
     )
     log_level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR")
     use_uvloop: bool = _f(True, "run on uvloop when it is installed")

@@ -154,6 +154,27 @@ def test_the_twins_tell_a_records_own_key_alike(impl: ModuleType) -> None:
     assert not impl.own_key(impl.Record(**{**FIELDS, "kind": 1}), *key, entry)
 
 
+@pytest.mark.parametrize("impl", RECORD_IMPLS)
+def test_the_twins_unindex_messages_alike(impl: ModuleType) -> None:
+    """``unindex``: a window's records leave the sharded map of message id to record (the
+    messages only; an id not there is skipped)."""
+    assert impl is not None, "PRIVCHAT_REQUIRE_EXT=1 but _record_c did not import"
+    records = [
+        impl.Record(**{**FIELDS, "message_id": (1 << 62) + i, "kind": i % 3 == 2})
+        for i in range(30)
+    ]
+    shards: list[dict[int, Any]] = [{} for _ in range(7)]
+    for r in records:
+        shards[hash(r.message_id) % 7][r.message_id] = r
+    extra = impl.Record(**{**FIELDS, "message_id": 5})
+    shards[5 % 7][5] = extra
+    impl.unindex(records[:20] + [impl.Record(**{**FIELDS, "message_id": 99})], shards)
+    left = {mid for shard in shards for mid in shard}
+    assert left == {r.message_id for r in records[20:]} | {
+        r.message_id for r in records[:20] if r.kind
+    } | {5}
+
+
 def test_the_compiled_records_stay_out_of_the_gc() -> None:
     if base.Record is _record_py.Record:
         pytest.skip("the pure-Python records are ordinary GC objects")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Record", "DedupEntry", "SendResult", "own_key"]
+__all__ = ["Record", "DedupEntry", "SendResult", "own_key", "unindex"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,3 +78,13 @@ def own_key(record: Record, sender: int, device: str, local_id: int, entry: Dedu
         and record.timestamp == entry.timestamp
         and record.sender_device == device
     )
+
+
+def unindex(records: list[Record], shards: list[dict[int, Record]]) -> None:
+    """Drop each message of ``records`` (kind 0) from ``shards``, a map of message id to record
+    split over dicts by ``hash(message_id) % len(shards)``; ids not there are skipped."""
+    n = len(shards)
+    for record in records:
+        if record.kind == 0:
+            mid = record.message_id
+            shards[hash(mid) % n].pop(mid, None)

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from .._ext import twins
 
 if TYPE_CHECKING:
-    from ._record_py import DedupEntry, Record, SendResult, own_key
+    from ._record_py import DedupEntry, Record, SendResult, own_key, unindex
 else:  # the compiled twin keeps the store's millions of records out of the cyclic GC
     _records = twins("privchat_tcp.service", "record")
     Record = _records.impl.Record
     DedupEntry = _records.impl.DedupEntry
     SendResult = _records.impl.SendResult
     own_key = _records.impl.own_key
+    unindex = _records.impl.unindex
 
 __all__ = [
     "User",
@@ -30,6 +31,7 @@ __all__ = [
     "DedupEntry",
     "SendResult",
     "own_key",
+    "unindex",
     "KIND_MESSAGE",
     "KIND_REVOKE",
     "SYSTEM_MESSAGE",

@@ -59,6 +59,7 @@ from ..service.model import (
     Record,
     User,
     own_key,
+    unindex,
 )
 from ._sql import INSERT_DEDUP, INSERT_MESSAGE, committed_row, connect
 from .batch import WriterDB
@@ -540,7 +541,7 @@ class SQLiteStore(MemoryStore):
         self,
         data_dir: pathlib.Path,
         synchronous: str = "FULL",
-        window: int = 1000,
+        window: int = 250,
         dedup_retention: int = 86400,
         notify: Callable[[Callable[..., None], tuple[Any, ...]], None] | None = None,
     ) -> None:
@@ -1354,10 +1355,7 @@ class SQLiteStore(MemoryStore):
                 durable_pts = base + len(log_)
             drop = min(len(log_) - self.window, durable_pts - base)
             if drop > 0:
-                for old in log_[:drop]:
-                    if old.kind == KIND_MESSAGE:
-                        mid = old.message_id
-                        shards[hash(mid) % SHARDS].pop(mid, None)
+                unindex(log_[:drop], shards)
                 del log_[:drop]
                 self._base[cid] = base = base + drop
             if len(log_) > self._trim_at:  # what came since: durable once the last write is
