@@ -4,15 +4,20 @@ changes made in order would (checked by a new store on the same directory)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import pathlib
 import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from store_contract import NOW, record
 
+from privchat_tcp.errors import StorageUnavailable
 from privchat_tcp.service.model import KIND_REVOKE, DedupEntry
 from privchat_tcp.store import sqlite as sqlite_store
 from privchat_tcp.store.sharded import SHARDS
@@ -188,3 +193,104 @@ def test_checkpoints_run_off_the_writer_and_the_wal_restarts(
         assert [r.pts for r in again.read_log(g, 0, 10_000)] == list(range(1, i + 2))
     finally:
         again.close()
+
+
+def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.002)
+
+
+def test_full_acknowledges_a_commit_only_after_a_sync_of_the_wal_begun_after_it(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    """FULL, pipelined: the writer commits without a sync (NORMAL), the syncer fdatasyncs the
+    WAL file and only then reports the batches committed before the sync began durable; the
+    writer goes on committing meanwhile."""
+    real = os.fdatasync
+    gate = threading.Event()
+    synced: list[tuple[int, int]] = []  # (the synced file's inode, writes committed then)
+    store = SQLiteStore(tmp_path, window=4)  # (FULL, the default)
+    turn = Turn()
+    store.attach(turn.notify, turn.schedule)
+
+    def fdatasync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_ino, store._writer.written))
+        gate.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    try:
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        store.commit(record(g, 100))
+        first = store.write_seq
+        turn.end()
+        _until(lambda: bool(synced), "no sync began")
+        # committed to SQLite, the sync under way: not durable, nothing released
+        turn.reports()
+        assert store._writer.written == first and store.durable_seq == 0
+        store.commit(record(g, 101))  # the next batch commits while the sync waits
+        turn.end()
+        _until(lambda: store._writer.written == store.write_seq, "the writer waited")
+        turn.reports()
+        assert store.durable_seq == 0
+        gate.set()
+        store.flush()
+        turn.reports()
+        assert store.durable_seq == store.write_seq
+        wal = (tmp_path / (DB_NAME + "-wal")).stat().st_ino
+        assert synced[0] == (wal, first) and all(ino == wal for ino, _ in synced)
+        assert store.durability_stats()["wal_syncs_total"] == len(synced) >= 2
+    finally:
+        gate.set()
+        store.close()
+
+
+def test_a_failed_wal_sync_acknowledges_nothing_and_refuses_writes_until_a_restart(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    store = SQLiteStore(tmp_path, window=4)
+    turn = Turn()
+    store.attach(turn.notify, turn.schedule)
+    try:
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        store.flush()
+        turn.reports()
+        durable = store.durable_seq
+
+        def fdatasync(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        store.commit(record(g, 100))
+        turn.end()
+        _until(lambda: store._syncer is not None and store._syncer.dead is not None, "no sync")
+        turn.reports()
+        assert store.failing and store.durable_seq == durable
+        with pytest.raises(StorageUnavailable):
+            store.commit(record(g, 101))
+        monkeypatch.setattr(os, "fdatasync", os.fsync)  # (the disk is back: still refused)
+        with pytest.raises(StorageUnavailable):
+            store.create_group(1, "h", None, [2], NOW, 50)
+    finally:
+        store.close()
+    again = SQLiteStore(tmp_path, window=4)  # a restart: what reached the disk, writable
+    try:
+        assert not again.failing
+        again.commit(record(g, 102))
+        again.flush()
+    finally:
+        again.close()
+
+
+def test_normal_commits_without_a_syncer(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(tmp_path, synchronous="NORMAL", window=4)
+    try:
+        g = store.create_group(1, "g", None, [2], NOW, 50).channel_id
+        store.commit(record(g, 100))
+        store.flush()
+        assert store._syncer is None and store.durability_stats()["wal_syncs_total"] == 0
+        assert store.durable_seq == store.write_seq
+    finally:
+        store.close()

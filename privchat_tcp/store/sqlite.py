@@ -3,9 +3,10 @@
 Everything the in-memory store keeps is applied to the same in-memory structures at once (the
 event loop never waits on SQLite) and queued as a statement for the writer thread, which
 commits everything queued so far in one transaction (group commit: one fsync per batch, however
-many writes the loop's turns queued meanwhile). Writes are numbered (``write_seq``); the writer
-reports ``durable_seq`` back to the loop, which then releases the output held on it
-(``Durability.when_durable``): acknowledged means durable.
+many writes the loop's turns queued meanwhile; with FULL, the syncer thread's fdatasync of the
+WAL makes each batch durable while the writer commits the next, ``_Syncer``). Writes are
+numbered (``write_seq``); ``durable_seq`` is reported back to the loop, which then releases
+the output held on it (``Durability.when_durable``): acknowledged means durable.
 
 Memory stays bounded as history grows: each channel keeps its last ``window`` records in
 memory; ``read_log`` of older history reads the database (``load_log`` does it off the loop, on
@@ -267,7 +268,8 @@ _INT64_MAX = (1 << 63) - 1
 #: the DeviceRecord fields kept in a devices row's JSON document (all but user_id)
 _DEVICE_DOC = tuple(f.name for f in dataclasses.fields(DeviceRecord) if f.name != "user_id")
 
-#: upper bounds of the commit latency histogram (seconds, one transaction and its fsync)
+#: upper bounds of the commit latency histogram (seconds: a batch's start to its durability, its
+#: transaction and, with FULL, the syncer's fdatasync that covered it)
 COMMIT_BUCKETS: tuple[float, ...] = (
     0.0005,
     0.001,
@@ -414,6 +416,84 @@ def _encodable(params: Any) -> Any:
     return params
 
 
+class _Syncer(threading.Thread):
+    """``synchronous=FULL``, pipelined with the writer's next batch.
+
+    The writer's connection commits with ``synchronous=NORMAL`` (no sync inside COMMIT), and
+    hands each committed batch here; this thread ``fdatasync``s the WAL file and only then
+    reports the batches durable to the loop (``_Writer.durable``), the ones committed before
+    the sync began. Meanwhile the writer commits the next batch: the sync's latency overlaps
+    the next batch's work instead of idling the loop behind it. What an acknowledgement
+    promises is FULL's: the commit's WAL frames are on the disk before it goes out. (SQLite's
+    NORMAL syncs the WAL before each checkpoint and its header when the WAL is reused, so
+    nothing a checkpoint copies or a WAL restart overwrites was ever acknowledged undurable.)
+
+    A failed ``fdatasync`` is final: the kernel may have dropped the pages it could not write
+    and would not report it again, so no later sync can vouch for them. The store then refuses
+    writes until it is restarted (SQLite recovers what is on the disk), and nothing that sync
+    covered is acknowledged."""
+
+    def __init__(self, writer: _Writer, wal: pathlib.Path) -> None:
+        super().__init__(name="privchat-sqlite-syncer", daemon=True)
+        self.writer = writer
+        self.wal = wal
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: collections.deque[tuple[int, int, float]] = collections.deque()
+        self.stopping = False
+        self.fd = -1
+        self.ino = -1
+        self.syncs = 0
+        self.dead: str | None = None
+
+    def put(self, upto: int, batch: int, t0: float) -> None:
+        """On the writer's thread, once the batch ending at write ``upto`` is committed."""
+        with self.cond:
+            self.queue.append((upto, batch, t0))
+            self.cond.notify()
+
+    def run(self) -> None:
+        _batch_policy()
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue and not self.stopping:
+                        self.cond.wait()
+                    if not self.queue:
+                        return
+                    batches = list(self.queue)
+                    self.queue.clear()
+                try:
+                    self.sync()
+                except OSError as exc:
+                    self.dead = f"fdatasync of {self.wal.name} failed: {exc}"
+                    self.writer.store._report(self.writer.store._on_sync_failure, self.dead)
+                    return
+                self.syncs += 1
+                for upto, batch, t0 in batches:
+                    self.writer.durable(upto, batch, t0)
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+
+    def sync(self) -> None:
+        """fdatasync the WAL file (the one at ``wal`` now: reopened if it was replaced)."""
+        ino = os.stat(self.wal).st_ino
+        if self.fd < 0 or ino != self.ino:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            self.fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+            self.ino = os.fstat(self.fd).st_ino
+            if self.ino != ino:  # replaced between the two: sync the new one next time too
+                self.ino = -1
+        os.fdatasync(self.fd)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+
 class _Writer(threading.Thread):
     """Commits queued statements in batches; reports each batch to the loop.
 
@@ -429,7 +509,9 @@ class _Writer(threading.Thread):
         self.cond = threading.Condition(threading.Lock())
         self.pending: collections.deque[Op] = collections.deque()
         self.retry: list[Op] = []  # a batch that failed: committed first, in its order
-        self.committed = 0  # ops committed
+        self.written = 0  # ops committed to SQLite
+        self.committed = 0  # ops durable (``written``, or what the syncer synced of it)
+        self.syncer: _Syncer | None = None
         self.stopping = False
         self.failing = False
         self.checkpointer: _Checkpointer | None = None
@@ -463,7 +545,7 @@ class _Writer(threading.Thread):
             ops = self._take()
             if ops is None:
                 return
-            upto = self.committed + len(ops)
+            upto = self.written + len(ops)
             t0 = time.perf_counter()
             try:
                 try:
@@ -488,15 +570,24 @@ class _Writer(threading.Thread):
                 continue
             backoff = 0.05
             self.failing = False
-            with self.cond:
-                self.committed = upto
-                self.cond.notify_all()
-            self.store._report(self.store._on_commit, upto, len(ops), time.perf_counter() - t0)
+            self.written = upto
+            if self.syncer is not None:
+                self.syncer.put(upto, len(ops), t0)
+            else:
+                self.durable(upto, len(ops), t0)
             checkpointer = self.checkpointer
             if checkpointer is not None:
                 checkpointer.note_commit()
                 if checkpointer.reset_due:  # (after the report: no reply waits for this)
                     self.reset_wal(checkpointer)
+
+    def durable(self, upto: int, batch: int, t0: float) -> None:
+        """Writes up to ``upto`` are durable: tell ``wait_committed`` and the loop (on the
+        writer's thread, or the syncer's)."""
+        with self.cond:
+            self.committed = upto
+            self.cond.notify_all()
+        self.store._report(self.store._on_commit, upto, batch, time.perf_counter() - t0)
 
     def reset_wal(self, checkpointer: _Checkpointer) -> None:
         """Copy what is left of the WAL to the database on the writer's own connection, between
@@ -567,6 +658,7 @@ class SQLiteStore(MemoryStore):
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._waiter_n = 0
         self._failing = False
+        self._sync_dead = False  # a failed fdatasync: writes refused until a restart
         self._oldest_pending: collections.deque[tuple[int, float]] = collections.deque()
         self.commits = 0
         self.committed_ops = 0
@@ -593,7 +685,10 @@ class SQLiteStore(MemoryStore):
             self._db = _connect(self.path, synchronous.upper())
             self._open(dedup_retention)
             self._db.close()  # (the load's: from here on the writer has its own connection)
-            self._wdb = WriterDB(str(self.path), synchronous.upper())
+            # The writer commits as NORMAL does (no sync in COMMIT); with FULL the syncer makes
+            # each commit durable before its acknowledgements go out (``_Syncer``)
+            self._full = synchronous.upper() == "FULL"
+            self._wdb = WriterDB(str(self.path), "NORMAL")
             self._reader = _connect(self.path, synchronous.upper())
             self._checkpointer = _Checkpointer(self.path, synchronous.upper())
         except sqlite3.DatabaseError as exc:
@@ -609,6 +704,11 @@ class SQLiteStore(MemoryStore):
         self._writer = _Writer(self, self._wdb)
         self._pending_append = self._writer.pending.append
         self._writer.checkpointer = self._checkpointer
+        self._syncer: _Syncer | None = None
+        if self._full:
+            self._syncer = _Syncer(self._writer, self.path.with_name(self.path.name + "-wal"))
+            self._writer.syncer = self._syncer
+            self._syncer.start()
         self._checkpointer.start()
         self._writer.start()
 
@@ -1774,6 +1874,8 @@ class SQLiteStore(MemoryStore):
             notify(self._run_reports, ())
         elif fn == self._on_failure:  # no loop (a script, the contract suite): flush() waits
             self._failing = True
+        elif fn == self._on_sync_failure:
+            self._sync_dead = self._failing = True
 
     def _run_reports(self) -> None:
         """On the loop's thread: what the writer reported so far, in order (commits and
@@ -1791,6 +1893,8 @@ class SQLiteStore(MemoryStore):
             self._run_reports()
 
     def _on_commit(self, upto: int, batch: int, seconds: float) -> None:
+        if self._sync_dead:
+            return
         if self._failing:
             log.warning("the store is writable again")
         self._failing = False
@@ -1822,6 +1926,14 @@ class SQLiteStore(MemoryStore):
         self._failing = True
         log.error("the store cannot commit (%s); refusing writes until it can", message)
 
+    def _on_sync_failure(self, message: str) -> None:
+        self._sync_dead = self._failing = True
+        log.critical(
+            "the store cannot make its commits durable (%s); refusing writes until the server "
+            "is restarted (nothing that sync covered was acknowledged)",
+            message,
+        )
+
     def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
         if ticket <= self.durable_seq:
             callback()
@@ -1836,6 +1948,9 @@ class SQLiteStore(MemoryStore):
         return time.monotonic() - pending[0][1]
 
     def flush(self) -> None:
+        if self._sync_dead:  # (nothing more becomes durable: do not wait for it)
+            log.error("flush: %d writes are not durable", self.write_seq - self._writer.committed)
+            return
         if not self._writer.wait_committed(self.write_seq, timeout=30.0):
             log.error("flush: %d writes are not durable", self.write_seq - self._writer.committed)
             return
@@ -1844,6 +1959,9 @@ class SQLiteStore(MemoryStore):
     def close(self) -> None:
         self._writer.stop()
         self._writer.join(30)
+        if self._syncer is not None:  # (after the writer: it syncs what the writer committed)
+            self._syncer.stop()
+            self._syncer.join(30)
         self._checkpointer.stop()
         self._checkpointer.join(30)
         for db in (self._reader, self._wdb):
@@ -1876,6 +1994,7 @@ class SQLiteStore(MemoryStore):
             "checkpoints_total": self._checkpointer.checkpoints,
             "wal_resets_total": self._writer.wal_resets,
             "wal_frames": self._checkpointer.wal_frames,
+            "wal_syncs_total": 0 if self._syncer is None else self._syncer.syncs,
         }
 
     def durability_histograms(self) -> dict[str, tuple[tuple[float, ...], list[int], float]]:
