@@ -332,7 +332,7 @@ def _batch_policy() -> None:
     fsync returns); preempting the loop each time costs the loop its caches and splits its
     turns, where without preemption it runs the writer when it waits for input or its slice
     ends. (Measured on the 2-core VM, one core for the server: involuntary context switches
-    of the loop's thread 700-850/s -> about 80/s, and 6-15 % less CPU per direct message;
+    of the loop's thread 700-850/s -> about 80/s, and 6-16 % less CPU per direct message;
     benchmarks/README.md.)"""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
