@@ -82,6 +82,9 @@ def test_a_full_disk_refuses_writes_and_recovers(
                 acked.append(await asyncio.wait_for(alice.send(dm, big, local_message_id=local), 2))
             except TimeoutError:
                 unacked.append(local)  # not acknowledged (held, or just slow): resent below
+                # what the store frees meanwhile (a checkpoint, the WAL truncated) is taken
+                # too: full stays full until the test frees it
+                _fill(small_disk / f"top-{local}", 0)
             except ServiceError as exc:  # the store failed between ``failing()`` and this send
                 assert exc.status == Status.BUSY and exc.code == ErrorCode.SYSTEM_BUSY
                 unacked.append(local)  # refused, so not stored: resent below too
@@ -105,7 +108,8 @@ def test_a_full_disk_refuses_writes_and_recovers(
         carol = await Client.connect("127.0.0.1", srv.port)
         assert await carol.ping()
         await carol.close()
-        filler.unlink()  # space returns: the writer retries, what was held goes out
+        for path in [filler, *small_disk.glob("top-*")]:  # space returns: the writer
+            path.unlink()  # retries, what was held goes out
         alice2 = await device(srv.port, alice.token, alice.device_id)  # the resend, as a client
         for local_id in unacked:  # would after a timeout: the original id and pts, or new ones
             resp = await asyncio.wait_for(alice2.send(dm, big, local_message_id=local_id), 30)
