@@ -12,6 +12,7 @@ import pytest
 from store_contract import NOW, record
 
 from privchat_tcp.service.model import (
+    DIRECT,
     FILE_UPLOADED,
     KIND_REVOKE,
     ROLE_ADMIN,
@@ -22,6 +23,7 @@ from privchat_tcp.service.model import (
     FriendRequest,
     GroupQR,
     QRCode,
+    Record,
 )
 from privchat_tcp.store.sqlite import DB_NAME, SQLiteStore, StoreOpenError, backup
 
@@ -198,6 +200,14 @@ def test_text_utf8_cannot_hold_is_stored_repaired_not_fatal(tmp_path: pathlib.Pa
     store = SQLiteStore(tmp_path, window=8)
     bad = store.create_user("mallory", "h", "bad\ud800nick", None, None, NOW)
     good = store.create_user("bob", "h", "Bob?", None, None, NOW)
+    cid = store.get_or_create_direct(bad.user_id, good.user_id, NOW)[0].channel_id
+    # a message's Record is queued as is: its device text is repaired the same way
+    sent = store.commit(
+        Record(0, 10**15, cid, DIRECT, bad.user_id, "ph\ud800one", 9, 1, NOW, b"p", b"", False, 0)
+    )
+    after = store.commit(
+        Record(0, 10**15 + 1, cid, DIRECT, good.user_id, "tab", 10, 1, NOW, b"q", b"", False, 0)
+    )
     store.flush()
     assert store.durable_seq == store.write_seq
     store.close()
@@ -208,6 +218,11 @@ def test_text_utf8_cannot_hold_is_stored_repaired_not_fatal(tmp_path: pathlib.Pa
         assert user.nickname == "bad\ufffdnick"
         bob = again.find_user("bob")
         assert bob is not None and bob.user_id == good.user_id and bob.nickname == "Bob?"
+        log_ = again.read_log(cid, 0, 10)
+        assert [(r.pts, r.sender_device) for r in log_] == [
+            (sent.pts, "ph\ufffdone"),
+            (after.pts, "tab"),
+        ]
     finally:
         again.close()
 

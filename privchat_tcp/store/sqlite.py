@@ -477,15 +477,12 @@ class _Syncer(threading.Thread):
 
     def sync(self) -> None:
         """fdatasync the WAL file (the one at ``wal`` now: reopened if it was replaced)."""
-        ino = os.stat(self.wal).st_ino
-        if self.fd < 0 or ino != self.ino:
+        if self.fd < 0 or os.stat(self.wal).st_ino != self.ino:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
             self.fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
-            self.ino = os.fstat(self.fd).st_ino
-            if self.ino != ino:  # replaced between the two: sync the new one next time too
-                self.ino = -1
+            self.ino = os.fstat(self.fd).st_ino  # (the file opened: the one at ``wal`` now)
         os.fdatasync(self.fd)
 
     def stop(self) -> None:
